@@ -1,0 +1,113 @@
+// Safetensors checkpoints: a memory-mapped reader (one file, or shards listed in
+// model.safetensors.index.json) that validates the header before any data is touched,
+// and an atomic writer (temporary file, then rename).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spense/dtype.h"
+
+namespace spense {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte offsets relative to the start of the data section
+  int64_t numel() const;
+  uint64_t nbytes() const { return end - begin; }
+};
+
+std::string shape_str(const std::vector<int64_t>& shape);  // "[4096,11008]"
+
+// One .safetensors file mapped read-only. Throws spense::Error naming the file on a
+// truncated file, a header length beyond the file, bad JSON, unknown dtype, offsets out of
+// range or overlapping, or a byte size that does not match shape x dtype.
+class SafetensorsFile {
+ public:
+  static std::unique_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorInfo* find(const std::string& name) const;  // nullptr if absent
+  const uint8_t* data(const TensorInfo& t) const { return data_ + t.begin; }
+  uint64_t file_size() const { return size_; }
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+  const uint8_t* map_ = nullptr;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+// A tensor found in a checkpoint: where it lives and its raw bytes (mapped, read-only).
+struct TensorRef {
+  const TensorInfo* info = nullptr;
+  const uint8_t* data = nullptr;
+  const std::string* file = nullptr;  // the shard it lives in, for error messages
+};
+
+// A checkpoint directory (or a single .safetensors file): model.safetensors, or the shards
+// listed by model.safetensors.index.json (validated: every listed shard exists, every tensor
+// is in the shard the index names).
+class Checkpoint {
+ public:
+  static Checkpoint open(const std::string& dir_or_file);
+  bool has(const std::string& name) const;
+  // Throws "<dir>: missing tensor '<name>'".
+  TensorRef get(const std::string& name) const;
+  // get() plus a shape check; throws "<file>: '<name>' shape [a,b], expected [c,d]".
+  TensorRef get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // Converted to fp32 (float dtypes only), with the shape check.
+  std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  std::vector<std::string> names() const;  // sorted
+  const std::string& dir() const { return dir_; }
+  const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
+  uint64_t size_on_disk() const;
+
+ private:
+  std::string dir_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, std::pair<size_t, const TensorInfo*>> where_;
+};
+
+// Collects tensors, then writes one safetensors file: 8-byte little-endian header length,
+// JSON header padded with spaces so the data section starts 8-byte aligned, then the tensors
+// back to back in insertion order, each padded to 8 bytes so every tensor stays aligned. Written to "<path>.tmp-<pid>" then renamed over path, so a failure leaves
+// no partial file.
+class SafetensorsWriter {
+ public:
+  // Copies the bytes. Throws if the name repeats or nbytes != numel(shape) * dtype_size.
+  void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+           const void* data, size_t nbytes);
+  void add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data);
+  void set_metadata(const std::string& key, const std::string& value);
+  void write(const std::string& path) const;
+  size_t size() const { return entries_.size(); }
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Write a whole file atomically (temporary file in the same directory, fsync, rename).
+void write_file_atomic(const std::string& path, const void* data, size_t nbytes);
+
+}  // namespace spense
