@@ -38,13 +38,22 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v biases (Qwen2 always; Llama if attention_bias=true)
+  bool attention_bias = false;  // q/k/v biases (Qwen2 always; Llama/Qwen3 if attention_bias=true)
+  bool o_proj_bias = false;     // o_proj bias too (Llama/Qwen3 with attention_bias=true; never Qwen2)
   bool qk_norm = false;         // per-head RMSNorm on q and k (Qwen3)
   DType dtype = DType::BF16;    // torch_dtype / dtype: storage type of the weights
+                                // (absent from config.json: F32, transformers' default)
   int64_t sliding_window = 0;   // 0 = none; configs that enable it are refused for now
 };
 
-// Parse config.json text; `source` names the file in error messages.
+// Parse config.json text; `source` names the file in error messages. Absent optional
+// fields take the default of the transformers config class of that model_type (e.g.
+// num_key_value_heads: Llama = num_attention_heads, Mistral 8, Qwen2/Qwen3 32; head_dim:
+// Qwen3 128, others hidden_size / num_attention_heads; Mistral sliding_window 4096, which is
+// refused). Refused, with the field named: unknown architectures / model_type, rope types
+// other than default and llama3, sliding-window attention, hidden_act other than silu,
+// quantized checkpoints (quantization_config), Llama mlp_bias, missing or non-positive
+// sizes, num_attention_heads not a multiple of num_key_value_heads, odd head_dim.
 ModelConfig config_parse(const std::string& json_text, const std::string& source);
 // Read and parse a file (a directory means <dir>/config.json).
 ModelConfig config_load(const std::string& path);

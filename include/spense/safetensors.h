@@ -25,7 +25,10 @@ std::string shape_str(const std::vector<int64_t>& shape);  // "[4096,11008]"
 
 // One .safetensors file mapped read-only. Throws spense::Error naming the file on a
 // truncated file, a header length beyond the file, bad JSON, unknown dtype, offsets out of
-// range or overlapping, or a byte size that does not match shape x dtype.
+// range or overlapping, or a byte size that does not match shape x dtype. Key order,
+// header padding and gaps between tensors do not matter; tensors() lists the tensors in
+// file (data offset) order. The mapping is MAP_PRIVATE: a file truncated by another
+// process while mapped makes later reads of its data fault (SIGBUS), as with any mmap.
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
@@ -58,9 +61,11 @@ struct TensorRef {
   const std::string* file = nullptr;  // the shard it lives in, for error messages
 };
 
-// A checkpoint directory (or a single .safetensors file): model.safetensors, or the shards
-// listed by model.safetensors.index.json (validated: every listed shard exists, every tensor
-// is in the shard the index names).
+// A checkpoint directory (or a single .safetensors file, or a *.index.json file):
+// model.safetensors (preferred when both exist, as in transformers), or the shards listed by
+// model.safetensors.index.json (validated: shard names stay inside the directory, every
+// listed shard exists, every tensor is in the shard the index names, no tensor is in two
+// shards; tensors a shard holds beyond the index are available too).
 class Checkpoint {
  public:
   static Checkpoint open(const std::string& dir_or_file);
@@ -84,14 +89,20 @@ class Checkpoint {
 
 // Collects tensors, then writes one safetensors file: 8-byte little-endian header length,
 // JSON header padded with spaces so the data section starts 8-byte aligned, then the tensors
-// back to back in insertion order, each padded to 8 bytes so every tensor stays aligned. Written to "<path>.tmp-<pid>" then renamed over path, so a failure leaves
-// no partial file.
+// back to back with no gaps (the reference safetensors reader rejects holes between
+// tensors). To keep every tensor aligned to its element size, the data is ordered by
+// element size, largest first, and by insertion order within one size; the header lists
+// the tensors in data order, then "__metadata__" (omitted when empty). Written to
+// "<path>.tmp-<pid>" then renamed over path, so a failure leaves no partial file.
 class SafetensorsWriter {
  public:
   // Copies the bytes. Throws if the name repeats or nbytes != numel(shape) * dtype_size.
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
            const void* data, size_t nbytes);
   void add_f32(const std::string& name, const std::vector<int64_t>& shape, const float* data);
+  // Stores fp32 values converted to `dtype` (a float type; rounding as convert_from_f32).
+  void add_from_f32(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                    const float* data);
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path) const;
   size_t size() const { return entries_.size(); }
