@@ -1,0 +1,164 @@
+// One-shot pruning of one linear layer (W: N x K, out x in, row-major) from calibration
+// statistics: SpenseGPT (2:4 sparse + dense tiles, docs/format.md and design.md section 3)
+// and the baselines it is compared with (dense, magnitude 2:4, Wanda 2:4, SparseGPT 2:4),
+// all through prune_layer().
+//
+// Precision: calibration statistics, damping and the inverse Hessian are always fp64; the
+// OBS pass runs in fp64 (default, matches the PyTorch reference to ~1e-12) or fp32
+// (PruneOptions::precision, twice the GEMM speed). Weights enter and leave as fp64 values.
+//
+// Not here: running the model to collect activations (the caller feeds
+// HessianAccumulator), writing checkpoints, the packed format itself (spense/format.h).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spense/format.h"
+
+namespace spense {
+
+// Row-major fp64 matrix.
+struct Matrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<double> data;
+
+  Matrix() = default;
+  Matrix(int64_t r, int64_t c) : rows(r), cols(c), data(size_t(r) * size_t(c), 0.0) {}
+  double& operator()(int64_t r, int64_t c) { return data[size_t(r * cols + c)]; }
+  double operator()(int64_t r, int64_t c) const { return data[size_t(r * cols + c)]; }
+  double* row(int64_t r) { return data.data() + r * cols; }
+  const double* row(int64_t r) const { return data.data() + r * cols; }
+};
+
+// Calibration statistics of one layer's inputs X (n x K): H = 2/n * X^T X (full symmetric
+// K x K, fp64) and the per-column sums of squares sum_i x_ij^2 (Wanda's ||X_j||^2).
+// The scale 2/n does not change any pruning decision (SparseGPT is invariant to scaling H);
+// it only sets the units of the reported reconstruction errors: with it, the error of W_hat is
+// 2 * mean over the n calibration rows of ||x (W - W_hat)^T||^2.
+struct Hessian {
+  int64_t K = 0;
+  int64_t n_rows = 0;           // calibration rows (tokens) that went in
+  std::vector<double> H;        // K x K
+  std::vector<double> col_sq;   // K
+
+  // From an explicit H (e.g. a reference fixture); col_sq is taken as diag(H) (the Wanda
+  // score only compares columns within a row, so the common factor n/2 does not matter).
+  // Throws if H is not K x K, not finite or not symmetric (relative 1e-12).
+  static Hessian from_matrix(int64_t K, std::vector<double> H, const std::string& layer = "");
+};
+
+// Accumulates X^T X in fp64 from batches of any number of rows (cblas_dsyrk on fp64 copies
+// of each chunk of rows), plus the column sums of squares.
+class HessianAccumulator {
+ public:
+  // chunk_rows: rows of an fp32 batch converted to fp64 per dsyrk call; 0 = automatic
+  // (at least 512, about 32 MB of fp64).
+  HessianAccumulator(std::string layer, int64_t K, int64_t chunk_rows = 0);
+  // X: rows x K row-major (leading dimension K). Throws spense::Error naming the layer, the
+  // row and the column if a value is NaN/Inf (nothing of that batch is accumulated).
+  void add(const float* X, int64_t rows);
+  void add(const double* X, int64_t rows);
+  int64_t rows() const { return n_; }
+  int64_t K() const { return K_; }
+  // H = 2/n * sum x x^T. Throws if no rows were added.
+  Hessian finalize() const;
+
+ private:
+  std::string layer_;
+  int64_t K_ = 0, n_ = 0, chunk_ = 0;
+  std::vector<double> S_;       // upper triangle (row-major) of sum x x^T
+  std::vector<double> col_sq_;
+  std::vector<double> buf_;     // fp64 copy of a chunk of rows
+};
+
+enum class PruneMethod : uint8_t {
+  DENSE,      // no-op: W_hat = W
+  MAGNITUDE,  // 2:4, keep the 2 largest |w| of each group of 4 along K
+  WANDA,      // 2:4, keep the 2 largest |w_ij| * ||X_j|| of each group
+  SPARSEGPT,  // 2:4 with OBS updates (SpenseGPT with dense_ratio forced to 0)
+  SPENSEGPT,  // dense tiles + 2:4 SparseGPT on the rest
+};
+const char* prune_method_name(PruneMethod m);  // "dense", "magnitude", "wanda", "sparsegpt", "spensegpt"
+bool prune_method_parse(const std::string& s, PruneMethod* out);
+
+// How SpenseGPT chooses its dense tiles (docs/format.md, "Choosing dense tiles").
+enum class DenseStrategy : uint8_t {
+  SALIENCY,  // A, one pass: score tiles before pruning, keep the top-scoring ones dense
+  ERROR,     // B, two passes: SparseGPT everything, keep the tiles with the largest error dense, redo
+};
+const char* dense_strategy_name(DenseStrategy s);  // "saliency" / "error"
+bool dense_strategy_parse(const std::string& s, DenseStrategy* out);
+
+enum class ObsPrecision : uint8_t { F64, F32 };
+
+struct PruneOptions {
+  std::string layer;                           // layer name for messages and the report
+  PruneMethod method = PruneMethod::SPENSEGPT;
+  SpenseAxis axis = SpenseAxis::OUT;           // SpenseGPT: dense rows (OUT) or columns (IN)
+  DenseStrategy strategy = DenseStrategy::SALIENCY;
+  double dense_ratio = 0.25;                   // d; dense tiles = round(d * tiles), ties away from 0
+  int64_t tile = 64;                           // g: positive multiple of 4 (16 for GPU kernels)
+  // If set, these tiles (any order) are dense and the strategy is not used.
+  std::optional<std::vector<int64_t>> dense_tiles;
+  int64_t blocksize = 128;                     // B: OBS column block, positive multiple of 4
+  double percdamp = 0.01;                      // lambda = percdamp * mean(diag H)
+  ObsPrecision precision = ObsPrecision::F64;  // arithmetic of the OBS pass
+  // axis IN: run the OBS pass over the sparse columns first and the dense columns last, so the
+  // dense columns absorb the error of every pruned column, not only of those before them.
+  bool dense_last = true;
+  // Compute the reconstruction error tr((W - W_hat) H (W - W_hat)^T) directly (2 N K^2 flops).
+  // Off: the report uses the exact OBS identity instead (free; SparseGPT-family methods only).
+  bool compute_error = true;
+  // Also run plain SparseGPT 2:4 (if the method did not already) to report its error.
+  bool compare_sparsegpt = false;
+};
+
+struct PruneTimings {
+  double inverse_s = 0;  // damping, Cholesky factorisations and inverse (fp64 LAPACK)
+  double select_s = 0;   // tile scoring and selection (and the masks of magnitude/Wanda)
+  double obs_s = 0;      // OBS passes (both passes for strategy ERROR)
+  double error_s = 0;    // reconstruction error(s) for the report
+  double total_s = 0;
+};
+
+struct PruneReport {
+  std::string layer;
+  PruneMethod method = PruneMethod::SPENSEGPT;
+  SpenseAxis axis = SpenseAxis::OUT;
+  DenseStrategy strategy = DenseStrategy::SALIENCY;
+  int64_t N = 0, K = 0, g = 0, num_tiles = 0;
+  std::vector<int64_t> dense_tiles;   // sorted
+  std::vector<double> tile_scores;    // per tile (SpenseGPT with a strategy); empty otherwise
+  double dense_ratio = 0;             // achieved: dense tiles / tiles
+  double density = 0;                 // stored values / (N*K): (1-d)*0.5 + d
+  double nonzero_fraction = 0;        // non-zero entries of W_hat / (N*K)
+  double damping = 0;                 // lambda actually added to diag H
+  int damping_retries = 0;            // times lambda was raised x10 after a failed Cholesky
+  int64_t dead_inputs = 0;            // columns with diag H == 0
+  double error = 0;                   // tr((W - W_hat) H (W - W_hat)^T), H undamped
+  double error_rel = 0;               // error / tr(W H W^T)
+  double sparsegpt_error = -1;        // plain SparseGPT 2:4's error if computed, else -1
+  bool error_exact = true;            // false: from the OBS identity, not computed directly
+  double obs_flops = 0;               // floating-point operations of the OBS passes
+  PruneTimings time;
+};
+std::string prune_report_json(const PruneReport& r);  // one line of JSON
+
+struct PruneResult {
+  Matrix W;                 // W_hat, N x K: every sparse group has <= 2 non-zeros (+0.0 elsewhere)
+  SpenseLayout layout;      // axis, g, dense tiles (for spense_pack_f64)
+  PruneReport report;
+};
+
+// Prune one layer. Throws spense::Error naming the layer if: W or H is not finite, H is not
+// K x K, K % 4 != 0, blocksize or g is not a positive multiple of 4, (SpenseGPT) the tiled
+// dimension is not a multiple of g, d is outside [0,1], explicit dense tiles are out of range
+// or repeated, or the damped Hessian stays indefinite after 4 tenfold increases of lambda.
+PruneResult prune_layer(const PruneOptions& opt, const Matrix& W, const Hessian& H);
+
+// tr((W - W_hat) H (W - W_hat)^T) with the undamped H.
+double reconstruction_error(const Matrix& W, const Matrix& W_hat, const Hessian& H);
+
+}  // namespace spense
