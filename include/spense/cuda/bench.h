@@ -1,0 +1,48 @@
+// The GEMM benchmark behind `spense bench-gemm` and the standalone `spense_bench_gemm`
+// (src/cuda/bench_gemm.cpp): dense (cuBLASLt) vs 2:4 (cuSPARSELt) vs Spense hybrid layers
+// on real model layer shapes with random weights, CUDA-event medians of CUDA-graph replays,
+// each replay running R replicas of the layer (distinct weight copies, R * weight bytes >=
+// rotate_mb) so that weights stream from device memory as in decoding, not from L2.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace spense::cuda {
+
+struct BenchGemmOptions {
+  std::vector<std::string> models{"qwen3-32b", "qwen3-8b"};  // layer-shape sets
+  std::vector<std::string> layers;                           // subset of qkv,o,gate_up,down (empty: all)
+  std::vector<int64_t> ms{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+  std::vector<std::string> dtypes{"bf16", "fp8"};  // bf16, fp16, fp8
+  std::vector<double> ds{0.125, 0.25, 0.375};      // dense ratios of spense-out / spense-in
+  // dense, 2:4, spense-out, spense-in (each d of ds; concurrent, output in original order),
+  // spense-out-folded, spense-out-serial, spense-in-serial (at variant_d)
+  std::vector<std::string> formats{"dense", "2:4", "spense-out", "spense-in", "spense-out-folded",
+                                   "spense-out-serial", "spense-in-serial"};
+  double variant_d = 0.25;
+  int64_t tile = 64;
+  int iters = 100;          // timed graph replays (median taken)
+  int warmup = 10;          // untimed replays first
+  double rotate_mb = 256;   // replicas until this many MB of weights per replay (L2 is 50 MB)
+  int max_replicas = 32;
+  int dense_search = 8;     // cuBLASLt candidates timed per M (0: heuristic's first)
+  bool sparse_search = true;
+  bool split_sms = true;    // hybrid: cuBLASLt SM-count target for the dense part (LinearOptions)
+  bool graph = true;        // time graph replays (else plain stream launches)
+  std::string csv = "bench/results/gemm_h100.csv";
+  uint64_t seed = 1;
+};
+
+// Runs the benchmark, printing one line per measurement and a summary table to stdout and
+// writing the CSV. Throws spense::Error on bad options (unknown model/layer/format/dtype).
+// Without cuSPARSELt it says so and measures the dense format only.
+void run_bench_gemm(const BenchGemmOptions& opts);
+
+// For the standalone binary: parse --models a,b --layers ... --m 1,16 --dtypes ... --d ...
+// --formats ... --variant-d --tile --iters --warmup --rotate-mb --dense-search --no-sparse-search
+// --no-split-sms --no-graph --csv PATH --seed; throws spense::Error on unknown flags. Returns false for --help.
+bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* opts);
+std::string bench_gemm_usage();
+
+}  // namespace spense::cuda

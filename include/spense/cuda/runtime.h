@@ -1,0 +1,153 @@
+// GPU runtime basics: RAII owners for device memory, streams, events and graphs, and the
+// Context that every GPU layer shares (library handles, the side stream used for
+// concurrent sparse/dense GEMMs, per-stream cuBLASLt workspaces, activation scratch).
+// It does not choose a device: the current CUDA device at Context creation is used.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spense/cuda/check.h"
+
+namespace spense::cuda {
+
+// Owns one cudaMalloc allocation (256-byte aligned). Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return ptr_; }
+  template <class T>
+  T* as() const { return static_cast<T*>(ptr_); }
+  size_t size() const { return bytes_; }
+  void reset();
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Owns a non-blocking stream.
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// Owns an event; timing=false gives the cheaper event used for fork/join.
+class Event {
+ public:
+  explicit Event(bool timing = false);
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
+};
+
+// Owns an instantiated CUDA graph captured from a stream:
+//   GraphExec g; g.begin_capture(s); ...enqueue work on s...; g.end_capture(s); g.launch(s);
+class GraphExec {
+ public:
+  GraphExec() = default;
+  ~GraphExec();
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  void begin_capture(cudaStream_t s);
+  void end_capture(cudaStream_t s);
+  void launch(cudaStream_t s) const;
+  bool ready() const { return exec_ != nullptr; }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+// Throws spense::Error naming `what` unless compute capability major.minor >= need_major.need_minor.
+void check_compute_capability(int major, int minor, int need_major, int need_minor,
+                              const std::string& gpu_name, const std::string& what);
+
+// True when stream s is being captured into a graph.
+bool stream_is_capturing(cudaStream_t s);
+
+// Scratch slots shared by all layers of a Context (they run one after another).
+enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };
+
+class Context {
+ public:
+  // Checks the current device (compute capability >= 8.0, the first with sparse tensor cores),
+  // creates the cuBLASLt (and, if built with it, cuSPARSELt) handle, the side stream, the
+  // fork/join events and one cuBLASLt workspace per stream role.
+  explicit Context(size_t cublaslt_workspace_bytes = 32u << 20);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  int device() const { return device_; }
+  const cudaDeviceProp& props() const { return props_; }
+  std::string gpu_name() const { return props_.name; }
+  int cc_major() const { return props_.major; }
+  int cc_minor() const { return props_.minor; }
+
+  cublasLtHandle_t cublaslt() const { return lt_; }
+  // Opaque cusparseLtHandle_t* (nullptr when built without cuSPARSELt).
+  void* cusparselt_handle() const { return sparselt_; }
+
+  // The second stream used by the concurrent hybrid path, and the events to fork/join it.
+  cudaStream_t side_stream() const { return side_.get(); }
+  cudaEvent_t fork_event() const { return fork_.get(); }
+  cudaEvent_t join_event() const { return join_.get(); }
+
+  // cuBLASLt workspace for stream role 0 (caller's stream) or 1 (side stream): concurrent
+  // GEMMs must not share one.
+  void* workspace(int role) const { return ws_[role].get(); }
+  size_t workspace_bytes() const { return ws_bytes_; }
+
+  // Grow scratch slot to at least `bytes` (call outside graph capture: growing frees the old
+  // buffer, so graphs captured earlier that used it must not be replayed afterwards).
+  void reserve_scratch(Scratch slot, size_t bytes);
+  // The slot's buffer; throws if it holds fewer than `bytes` (prepare() was not called).
+  void* scratch(Scratch slot, size_t bytes) const;
+
+ private:
+  static int usable_device();  // the current device; throws a clear Error if there is none
+  int device_ = usable_device();  // first member: checked before any stream or handle exists
+  cudaDeviceProp props_{};
+  cublasLtHandle_t lt_ = nullptr;
+  void* sparselt_ = nullptr;
+  Stream side_;
+  Event fork_, join_;
+  size_t ws_bytes_;
+  DeviceBuffer ws_[2];
+  DeviceBuffer scratch_[static_cast<int>(Scratch::COUNT)];
+};
+
+// True when this build links cuSPARSELt (SparseLinear and HybridLinear need it).
+bool have_cusparselt();
+// "cuSPARSELt 0.8.0" or "not built with cuSPARSELt".
+std::string cusparselt_version();
+
+// cuSPARSELt handle lifetime, implemented in src/cuda/sparselt/ (stubs otherwise).
+void* sparselt_handle_create();
+void sparselt_handle_destroy(void* h);
+
+}  // namespace spense::cuda

@@ -1,0 +1,510 @@
+// The three GPU linear layers (include/spense/cuda/linear.h): DenseLinear (cuBLASLt),
+// SparseLinear (cuSPARSELt 2:4) and HybridLinear (the Spense format, both axes). They own
+// the weights (copied to the device at construction), share GEMM cores (plans) with their
+// replicas, and take all temporary activations from the Context's scratch slots.
+// What they do not do: read checkpoints (src/io, src/format), or choose dense tiles (src/prune).
+#include "spense/cuda/linear.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "gemm_core.h"
+#include "spense/cuda/kernels.h"
+
+namespace spense::cuda {
+
+const char* precision_name(LinearPrecision p) {
+  switch (p) {
+    case LinearPrecision::BF16: return "bf16";
+    case LinearPrecision::FP16: return "fp16";
+    case LinearPrecision::FP8: return "fp8";
+  }
+  return "?";
+}
+DType precision_weight_dtype(LinearPrecision p) {
+  return p == LinearPrecision::BF16 ? DType::BF16 : p == LinearPrecision::FP16 ? DType::F16 : DType::F8_E4M3;
+}
+DType precision_act_dtype(LinearPrecision p) { return p == LinearPrecision::FP16 ? DType::F16 : DType::BF16; }
+const char* axis_name(HybridAxis a) { return a == HybridAxis::OUT ? "out" : "in"; }
+
+int64_t rows_bucket(int64_t m) {
+  if (m <= 16) return 16;
+  if (m <= 1024) {
+    int64_t b = 16;
+    while (b < m) b *= 2;
+    return b;
+  }
+  return (m + 511) / 512 * 512;
+}
+
+namespace {
+
+[[noreturn]] void layer_error(const std::string& name, const std::string& what) {
+  throw Error("layer '" + name + "': " + what, 2);
+}
+
+// Run fn; prefix errors that do not name the layer yet.
+template <class Fn>
+auto in_layer(const std::string& name, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    if (msg.rfind("layer '", 0) == 0) throw;
+    throw Error("layer '" + name + "': " + msg, e.exit_code());
+  }
+}
+
+void check_common(const Context& ctx, const std::string& name, int64_t n, int64_t k, LinearPrecision prec,
+                  const WeightsView& w) {
+  if (n <= 0 || k <= 0) layer_error(name, "empty shape " + std::to_string(n) + " x " + std::to_string(k));
+  const DType want = precision_weight_dtype(prec);
+  if (w.dtype != want)
+    layer_error(name, std::string("weights are ") + dtype_label(w.dtype) + ", but precision " +
+                          precision_name(prec) + " needs " + dtype_label(want) +
+                          " (supported: BF16, F16, F8_E4M3 with per-channel scales)");
+  if (!w.data) layer_error(name, "no weight data");
+  const int64_t kmul = prec == LinearPrecision::FP8 ? 32 : 16;
+  if (n % 16 != 0 || k % kmul != 0)
+    layer_error(name, "shape [" + std::to_string(n) + ", " + std::to_string(k) +
+                          "] is misaligned: out features must be a multiple of 16 and in features a multiple of " +
+                          std::to_string(kmul) + " for " + precision_name(prec) +
+                          " tensor-core GEMMs (16-byte rows)");
+  if (prec == LinearPrecision::FP8) {
+    if (!w.scales) layer_error(name, "F8_E4M3 weights need per-output-channel scales");
+    check_compute_capability(ctx.cc_major(), ctx.cc_minor(), 8, 9, ctx.gpu_name(),
+                             "layer '" + name + "': FP8 (E4M3) GEMMs");
+  }
+}
+
+void check_io(const std::string& name, const void* x, const void* y) {
+  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) & 15u)
+    layer_error(name, "x and y must be 16-byte aligned device pointers");
+}
+
+std::vector<float> fetch_floats(const float* p, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  SPENSE_CUDA_CHECK(cudaMemcpy(v.data(), p, v.size() * sizeof(float), cudaMemcpyDefault));
+  return v;
+}
+
+DeviceBuffer upload(const void* src, size_t bytes) {
+  DeviceBuffer b(bytes);
+  SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), src, bytes, cudaMemcpyDefault));
+  return b;
+}
+
+DeviceBuffer upload_ints(const std::vector<int32_t>& v) { return upload(v.data(), v.size() * sizeof(int32_t)); }
+DeviceBuffer upload_floats(const std::vector<float>& v) { return upload(v.data(), v.size() * sizeof(float)); }
+
+DeviceBuffer copy_device(const DeviceBuffer& b) {
+  DeviceBuffer c(b.size());
+  if (b.size()) SPENSE_CUDA_CHECK(cudaMemcpy(c.get(), b.get(), b.size(), cudaMemcpyDeviceToDevice));
+  return c;
+}
+
+size_t round16(size_t b) { return (b + 15) / 16 * 16; }
+
+// Guards forward(): plans for m must exist; made here unless a graph is being captured.
+class Prepared {
+ public:
+  template <class Prep>
+  void ensure(const std::string& name, int64_t m, cudaStream_t s, Prep&& prep) {
+    if (done_.count(m)) return;
+    if (stream_is_capturing(s))
+      layer_error(name, "no plan for M=" + std::to_string(m) + " (bucket " + std::to_string(rows_bucket(m)) +
+                            "); call prepare(M) for every M before capturing a CUDA graph");
+    prep(m);
+  }
+  void mark(int64_t m) { done_.insert(m); }
+
+ private:
+  std::set<int64_t> done_;
+};
+
+// ---------------------------------------------------------------------------------------
+class DenseLinearImpl final : public Linear {
+ public:
+  DenseLinearImpl(Context& ctx, int64_t n, int64_t k, LinearPrecision prec, const WeightsView& w,
+                  const LinearOptions& opts)
+      : Linear(ctx, n, k, prec, opts) {
+    check_common(ctx, opts.name, n, k, prec, w);
+    GemmShape sh{opts.name, n, k, k, n, precision_weight_dtype(prec),
+                 prec == LinearPrecision::FP8 ? DType::F32 : precision_act_dtype(prec)};
+    gemm_ = std::make_shared<LtGemm>(ctx, sh, opts.dense_search);
+    w_ = upload(w.data, static_cast<size_t>(n) * k * elem_bytes(sh.in));
+    if (prec == LinearPrecision::FP8) scales_ = std::make_shared<DeviceBuffer>(upload_floats(fetch_floats(w.scales, n)));
+  }
+  DenseLinearImpl(const DenseLinearImpl& o)
+      : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), gemm_(o.gemm_), w_(copy_device(o.w_)), scales_(o.scales_) {}
+
+  void prepare(int64_t m) override {
+    in_layer(name(), [&] {
+      gemm_->prepare(m, w_.get());
+      if (prec_ == LinearPrecision::FP8) {
+        ctx_->reserve_scratch(Scratch::X_Q, round16(m * k_));
+        ctx_->reserve_scratch(Scratch::X_SCALE, round16(m * sizeof(float)));
+        ctx_->reserve_scratch(Scratch::ACC, m * n_ * sizeof(float));
+      }
+    });
+    prepared_.mark(m);
+  }
+
+  void forward(const void* x, void* y, int64_t m, cudaStream_t s) override {
+    if (m <= 0) return;
+    check_io(name(), x, y);
+    prepared_.ensure(name(), m, s, [&](int64_t mm) { prepare(mm); });
+    if (prec_ != LinearPrecision::FP8) {
+      gemm_->run(w_.get(), x, y, m, 0.f, s, 0);
+      return;
+    }
+    auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, m * k_));
+    auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, m * sizeof(float)));
+    void* acc = ctx_->scratch(Scratch::ACC, m * n_ * sizeof(float));
+    quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, nullptr, xq, k_, xs, s);
+    gemm_->run(w_.get(), xq, acc, m, 0.f, s, 0);
+    scale_epilogue(acc, nullptr, DType::F32, n_, m, n_, scales_->as<float>(), xs, nullptr, y, DType::BF16, n_, s);
+  }
+
+  int64_t rows_capacity(int64_t m) const override { return m; }
+  std::unique_ptr<Linear> replicate() const override { return std::make_unique<DenseLinearImpl>(*this); }
+  size_t weight_bytes() const override { return w_.size() + (scales_ ? scales_->size() : 0); }
+  std::string plan_info(int64_t m) const override { return gemm_->plan_info(m); }
+
+ private:
+  std::shared_ptr<LtGemm> gemm_;
+  DeviceBuffer w_;
+  std::shared_ptr<DeviceBuffer> scales_;
+  Prepared prepared_;
+};
+
+// ---------------------------------------------------------------------------------------
+class SparseLinearImpl final : public Linear {
+ public:
+  SparseLinearImpl(Context& ctx, int64_t n, int64_t k, LinearPrecision prec, const WeightsView& w,
+                   const LinearOptions& opts)
+      : Linear(ctx, n, k, prec, opts) {
+    check_common(ctx, opts.name, n, k, prec, w);
+    GemmShape sh{opts.name, n, k, k, n, precision_weight_dtype(prec),
+                 prec == LinearPrecision::FP8 ? DType::F32 : precision_act_dtype(prec)};
+    core_ = std::shared_ptr<SparseCore>(make_sparse_core(ctx, sh, opts.sparse_search));
+    DeviceBuffer tmp = upload(w.data, static_cast<size_t>(n) * k * elem_bytes(sh.in));
+    Stream s;
+    wc_ = core_->compress(tmp.get(), s.get());
+    if (prec == LinearPrecision::FP8) scales_ = std::make_shared<DeviceBuffer>(upload_floats(fetch_floats(w.scales, n)));
+  }
+  SparseLinearImpl(const SparseLinearImpl& o)
+      : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), core_(o.core_), wc_(copy_device(o.wc_)), scales_(o.scales_) {}
+
+  void prepare(int64_t m) override {
+    const int64_t mp = rows_bucket(m);
+    in_layer(name(), [&] {
+      core_->prepare(mp, wc_.get());
+      if (prec_ == LinearPrecision::FP8) {
+        ctx_->reserve_scratch(Scratch::X_Q, round16(mp * k_));
+        ctx_->reserve_scratch(Scratch::X_SCALE, round16(mp * sizeof(float)));
+        ctx_->reserve_scratch(Scratch::ACC, mp * n_ * sizeof(float));
+      }
+    });
+    prepared_.mark(m);
+  }
+
+  void forward(const void* x, void* y, int64_t m, cudaStream_t s) override {
+    if (m <= 0) return;
+    check_io(name(), x, y);
+    prepared_.ensure(name(), m, s, [&](int64_t mm) { prepare(mm); });
+    const int64_t mp = rows_bucket(m);
+    if (prec_ != LinearPrecision::FP8) {
+      core_->run(wc_.get(), x, y, mp, 0.f, s);
+      return;
+    }
+    auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, mp * k_));
+    auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, mp * sizeof(float)));
+    void* acc = ctx_->scratch(Scratch::ACC, mp * n_ * sizeof(float));
+    quantize_rows_e4m3(x, DType::BF16, k_, m, mp, k_, nullptr, xq, k_, xs, s);
+    core_->run(wc_.get(), xq, acc, mp, 0.f, s);
+    scale_epilogue(acc, nullptr, DType::F32, n_, m, n_, scales_->as<float>(), xs, nullptr, y, DType::BF16, n_, s);
+  }
+
+  std::unique_ptr<Linear> replicate() const override { return std::make_unique<SparseLinearImpl>(*this); }
+  size_t weight_bytes() const override { return core_->compressed_bytes() + (scales_ ? scales_->size() : 0); }
+  std::string plan_info(int64_t m) const override { return core_->plan_info(rows_bucket(m)); }
+
+ private:
+  std::shared_ptr<SparseCore> core_;
+  DeviceBuffer wc_;
+  std::shared_ptr<DeviceBuffer> scales_;
+  Prepared prepared_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Copy the tiles of W (n x k row-major, host or device) listed in `order` (stored order,
+// element indices along the split axis) from [begin, end) of `order` into a packed matrix.
+// axis=out: rows; axis=in: columns. Consecutive original indices are copied as one run.
+DeviceBuffer pack_part(const void* w, size_t eb, int64_t n, int64_t k, HybridAxis axis,
+                       const std::vector<int32_t>& order, int64_t begin, int64_t end) {
+  const int64_t cnt = end - begin;
+  const int64_t rows = axis == HybridAxis::OUT ? cnt : n, cols = axis == HybridAxis::OUT ? k : cnt;
+  DeviceBuffer out(static_cast<size_t>(rows) * cols * eb);
+  const auto* src = static_cast<const uint8_t*>(w);
+  auto* dst = out.as<uint8_t>();
+  for (int64_t j = begin; j < end;) {
+    int64_t run = 1;
+    while (j + run < end && order[j + run] == order[j] + run) ++run;
+    const int64_t o = order[j], d = j - begin;
+    if (axis == HybridAxis::OUT)
+      SPENSE_CUDA_CHECK(cudaMemcpy(dst + d * k * eb, src + o * k * eb, run * k * eb, cudaMemcpyDefault));
+    else
+      SPENSE_CUDA_CHECK(cudaMemcpy2D(dst + d * eb, cols * eb, src + o * eb, k * eb, run * eb, n, cudaMemcpyDefault));
+    j += run;
+  }
+  return out;
+}
+
+class HybridLinearImpl final : public Linear {
+ public:
+  HybridLinearImpl(Context& ctx, int64_t n, int64_t k, LinearPrecision prec, const WeightsView& w,
+                   const HybridLayout& layout, const LinearOptions& opts)
+      : Linear(ctx, n, k, prec, opts), axis_(layout.axis) {
+    check_common(ctx, opts.name, n, k, prec, w);
+    const bool out = axis_ == HybridAxis::OUT;
+    const int64_t extent = out ? n : k;
+    hybrid_layout_check(opts.name, extent, layout);
+    if (prec == LinearPrecision::FP8 && !out && layout.tile % 32 != 0)
+      layer_error(opts.name, "FP8 axis=in needs tiles that are multiples of 32 (E4M3 16-byte rows), got " +
+                                 std::to_string(layout.tile));
+    const std::vector<int32_t> order = hybrid_stored_order(extent, layout);
+    const int64_t nd = static_cast<int64_t>(layout.dense_tiles.size()) * layout.tile;
+    split_ = extent - nd;  // sparse extent (stored first)
+    const DType win = precision_weight_dtype(prec);
+    const DType dout = prec == LinearPrecision::FP8 ? DType::F32 : precision_act_dtype(prec);
+    const size_t eb = elem_bytes(win);
+
+    if (split_ > 0) {
+      GemmShape sh{opts.name, out ? split_ : n, out ? k : split_, k, n, win, dout};
+      core_ = std::shared_ptr<SparseCore>(make_sparse_core(ctx, sh, opts.sparse_search));
+      DeviceBuffer ws = pack_part(w.data, eb, n, k, axis_, order, 0, split_);
+      Stream s;
+      wc_ = core_->compress(ws.get(), s.get());
+    }
+    if (nd > 0) {
+      GemmShape sh{opts.name + "/dense", out ? nd : n, out ? k : nd, k, n, win, dout};
+      if (opts.concurrent && opts.split_sms && split_ > 0) {
+        // Dense bytes vs compressed sparse bytes (values / 2 plus 2-bit metadata per kept value).
+        const double dense_b = double(nd), sparse_b = double(split_) * (eb == 1 ? 0.625 : 0.5625);
+        const int sms = ctx.props().multiProcessorCount;
+        sh.sm_target = std::clamp(static_cast<int>(std::lround(sms * dense_b / (dense_b + sparse_b))), 8, sms);
+      }
+      dense_ = std::make_shared<LtGemm>(ctx, sh, opts.dense_search);
+      wd_ = pack_part(w.data, eb, n, k, axis_, order, split_, extent);
+    }
+    if (out) {
+      out_map_ = std::make_shared<DeviceBuffer>(upload_ints(order));
+      std::vector<int32_t> inv(order.size());
+      for (size_t j = 0; j < order.size(); ++j) inv[static_cast<size_t>(order[j])] = static_cast<int32_t>(j);
+      inv_map_ = std::make_shared<DeviceBuffer>(upload_ints(inv));
+    } else {
+      in_map_ = std::make_shared<DeviceBuffer>(upload_ints(order));
+    }
+    if (prec == LinearPrecision::FP8) {
+      std::vector<float> sc = fetch_floats(w.scales, n);
+      if (out) {  // the epilogue indexes scales by stored column
+        std::vector<float> st(sc.size());
+        for (size_t j = 0; j < order.size(); ++j) st[j] = sc[static_cast<size_t>(order[j])];
+        sc.swap(st);
+      }
+      scales_ = std::make_shared<DeviceBuffer>(upload_floats(sc));
+    }
+  }
+  HybridLinearImpl(const HybridLinearImpl& o)
+      : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), axis_(o.axis_), split_(o.split_), core_(o.core_),
+        dense_(o.dense_), wc_(copy_device(o.wc_)), wd_(copy_device(o.wd_)), out_map_(o.out_map_),
+        inv_map_(o.inv_map_), in_map_(o.in_map_), scales_(o.scales_) {}
+
+  void prepare(int64_t m) override {
+    const int64_t mp = rows_bucket(m);
+    const bool fp8 = prec_ == LinearPrecision::FP8;
+    const size_t ab = fp8 ? 4 : 2;  // accumulator / output element bytes
+    in_layer(name(), [&] {
+      if (core_) core_->prepare(mp, wc_.get());
+      if (dense_) dense_->prepare(m, wd_.get());
+      if (fp8) {
+        ctx_->reserve_scratch(Scratch::X_Q, round16(mp * k_));
+        ctx_->reserve_scratch(Scratch::X_SCALE, round16(mp * sizeof(float)));
+        ctx_->reserve_scratch(Scratch::ACC, mp * n_ * ab);
+      } else if (axis_ == HybridAxis::OUT) {
+        if (!opts_.fold_permutation) ctx_->reserve_scratch(Scratch::ACC, mp * n_ * ab);
+      } else {
+        ctx_->reserve_scratch(Scratch::X_Q, mp * k_ * 2);
+      }
+      if (axis_ == HybridAxis::IN && two_streams()) ctx_->reserve_scratch(Scratch::ACC2, m * n_ * ab);
+    });
+    prepared_.mark(m);
+  }
+
+  void forward(const void* x, void* y, int64_t m, cudaStream_t s) override {
+    if (m <= 0) return;
+    check_io(name(), x, y);
+    prepared_.ensure(name(), m, s, [&](int64_t mm) { prepare(mm); });
+    const int64_t mp = rows_bucket(m);
+    if (prec_ == LinearPrecision::FP8) forward_fp8(x, y, m, mp, s);
+    else if (axis_ == HybridAxis::OUT) forward16_out(x, y, m, mp, s);
+    else forward16_in(x, y, m, mp, s);
+  }
+
+  std::unique_ptr<Linear> replicate() const override { return std::make_unique<HybridLinearImpl>(*this); }
+  size_t weight_bytes() const override {
+    return (core_ ? core_->compressed_bytes() : 0) + wd_.size() + (scales_ ? scales_->size() : 0);
+  }
+  std::string plan_info(int64_t m) const override {
+    std::string s;
+    if (core_) s += core_->plan_info(rows_bucket(m));
+    if (dense_) s += (s.empty() ? "" : "; ") + dense_->plan_info(m);
+    return s;
+  }
+
+ private:
+  bool two_streams() const { return opts_.concurrent && core_ && dense_; }
+
+  // Runs the sparse part on s and the dense part on the side stream (fork/join with events,
+  // so it can be captured into a graph), or both on s one after the other.
+  template <class Sparse, class Dense>
+  void run_parts(cudaStream_t s, Sparse&& sparse, Dense&& dense) {
+    if (two_streams()) {
+      cudaStream_t side = ctx_->side_stream();
+      SPENSE_CUDA_CHECK(cudaEventRecord(ctx_->fork_event(), s));
+      SPENSE_CUDA_CHECK(cudaStreamWaitEvent(side, ctx_->fork_event(), 0));
+      dense(side, 1);
+      sparse(s);
+      SPENSE_CUDA_CHECK(cudaEventRecord(ctx_->join_event(), side));
+      SPENSE_CUDA_CHECK(cudaStreamWaitEvent(s, ctx_->join_event(), 0));
+    } else {
+      if (core_) sparse(s);
+      if (dense_) dense(s, 0);
+    }
+  }
+
+  void forward16_out(const void* x, void* y, int64_t m, int64_t mp, cudaStream_t s) {
+    const bool fold = opts_.fold_permutation;
+    auto* target = static_cast<uint8_t*>(fold ? y : ctx_->scratch(Scratch::ACC, mp * n_ * 2));
+    run_parts(
+        s, [&](cudaStream_t st) { core_->run(wc_.get(), x, target, mp, 0.f, st); },
+        [&](cudaStream_t st, int role) { dense_->run(wd_.get(), x, target + split_ * 2, m, 0.f, st, role); });
+    if (!fold) gather_cols16(target, n_, y, n_, m, n_, inv_map_->as<int32_t>(), s);
+  }
+
+  void forward16_in(const void* x, void* y, int64_t m, int64_t mp, cudaStream_t s) {
+    auto* xp = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, mp * k_ * 2));
+    gather_cols16(x, k_, xp, k_, m, k_, in_map_->as<int32_t>(), s);
+    if (two_streams()) {
+      void* t = ctx_->scratch(Scratch::ACC2, m * n_ * 2);
+      run_parts(
+          s, [&](cudaStream_t st) { core_->run(wc_.get(), xp, y, mp, 0.f, st); },
+          [&](cudaStream_t st, int role) { dense_->run(wd_.get(), xp + split_ * 2, t, m, 0.f, st, role); });
+      add_inplace16(y, n_, t, n_, m, n_, precision_act_dtype(prec_), s);
+    } else {
+      // Serial: the second GEMM accumulates into y with beta = 1.
+      if (core_) core_->run(wc_.get(), xp, y, mp, 0.f, s);
+      if (dense_) dense_->run(wd_.get(), xp + split_ * 2, y, m, core_ ? 1.f : 0.f, s, 0);
+    }
+  }
+
+  void forward_fp8(const void* x, void* y, int64_t m, int64_t mp, cudaStream_t s) {
+    const bool out = axis_ == HybridAxis::OUT;
+    auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, mp * k_));
+    auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, mp * sizeof(float)));
+    auto* acc = static_cast<float*>(ctx_->scratch(Scratch::ACC, mp * n_ * sizeof(float)));
+    float* acc2 = nullptr;
+    quantize_rows_e4m3(x, DType::BF16, k_, m, mp, k_, out ? nullptr : in_map_->as<int32_t>(), xq, k_, xs, s);
+    if (out) {
+      run_parts(
+          s, [&](cudaStream_t st) { core_->run(wc_.get(), xq, acc, mp, 0.f, st); },
+          [&](cudaStream_t st, int role) { dense_->run(wd_.get(), xq, acc + split_, m, 0.f, st, role); });
+    } else if (two_streams()) {
+      acc2 = static_cast<float*>(ctx_->scratch(Scratch::ACC2, m * n_ * sizeof(float)));
+      run_parts(
+          s, [&](cudaStream_t st) { core_->run(wc_.get(), xq, acc, mp, 0.f, st); },
+          [&](cudaStream_t st, int role) { dense_->run(wd_.get(), xq + split_, acc2, m, 0.f, st, role); });
+    } else {
+      if (core_) core_->run(wc_.get(), xq, acc, mp, 0.f, s);
+      if (dense_) dense_->run(wd_.get(), xq + split_, acc, m, core_ ? 1.f : 0.f, s, 0);
+    }
+    const int32_t* omap = out && !opts_.fold_permutation ? out_map_->as<int32_t>() : nullptr;
+    scale_epilogue(acc, acc2, DType::F32, n_, m, n_, scales_->as<float>(), xs, omap, y, DType::BF16, n_, s);
+  }
+
+  HybridAxis axis_;
+  int64_t split_ = 0;
+  std::shared_ptr<SparseCore> core_;
+  std::shared_ptr<LtGemm> dense_;
+  DeviceBuffer wc_, wd_;
+  std::shared_ptr<DeviceBuffer> out_map_, inv_map_, in_map_, scales_;
+  Prepared prepared_;
+};
+
+}  // namespace
+
+std::unique_ptr<Linear> make_dense_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
+                                          const WeightsView& w, const LinearOptions& opts) {
+  return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    return std::make_unique<DenseLinearImpl>(ctx, n, k, prec, w, opts);
+  });
+}
+
+std::unique_ptr<Linear> make_sparse_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
+                                           const WeightsView& w, const LinearOptions& opts) {
+  return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    return std::make_unique<SparseLinearImpl>(ctx, n, k, prec, w, opts);
+  });
+}
+
+std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
+                                           const WeightsView& w, const HybridLayout& layout,
+                                           const LinearOptions& opts) {
+  return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    return std::make_unique<HybridLinearImpl>(ctx, n, k, prec, w, layout, opts);
+  });
+}
+
+void hybrid_layout_check(const std::string& name, int64_t extent, const HybridLayout& layout) {
+  const char* ax = axis_name(layout.axis);
+  if (layout.tile <= 0 || layout.tile % 16 != 0)
+    layer_error(name, "tile size " + std::to_string(layout.tile) + " is not a positive multiple of 16");
+  if (extent % layout.tile != 0)
+    layer_error(name, std::string("axis=") + ax + " extent " + std::to_string(extent) +
+                          " is not a multiple of the tile size " + std::to_string(layout.tile));
+  const int64_t tiles = extent / layout.tile;
+  std::vector<char> seen(static_cast<size_t>(tiles), 0);
+  for (int32_t t : layout.dense_tiles) {
+    if (t < 0 || t >= tiles)
+      layer_error(name, "dense tile index " + std::to_string(t) + " is out of range [0, " + std::to_string(tiles) +
+                            ") for axis=" + ax);
+    if (seen[static_cast<size_t>(t)]) layer_error(name, "dense tile index " + std::to_string(t) + " is repeated");
+    seen[static_cast<size_t>(t)] = 1;
+  }
+}
+
+std::vector<int32_t> hybrid_stored_order(int64_t extent, const HybridLayout& layout) {
+  const int64_t tiles = extent / layout.tile;
+  std::vector<char> dense(static_cast<size_t>(tiles), 0);
+  for (int32_t t : layout.dense_tiles) dense[static_cast<size_t>(t)] = 1;
+  std::vector<int32_t> order;
+  order.reserve(static_cast<size_t>(extent));
+  for (int pass = 0; pass < 2; ++pass)
+    for (int64_t t = 0; t < tiles; ++t)
+      if (dense[static_cast<size_t>(t)] == pass)
+        for (int64_t i = 0; i < layout.tile; ++i) order.push_back(static_cast<int32_t>(t * layout.tile + i));
+  return order;
+}
+
+std::vector<int32_t> hybrid_spread_tiles(int64_t extent, int64_t tile, double d) {
+  const int64_t tiles = extent / tile;
+  const int64_t nd = std::clamp<int64_t>(std::llround(d * static_cast<double>(tiles)), 0, tiles);
+  std::vector<int32_t> v;
+  for (int64_t i = 0; i < nd; ++i)
+    v.push_back(static_cast<int32_t>((2 * i + 1) * tiles / (2 * nd)));
+  return v;
+}
+
+}  // namespace spense::cuda

@@ -1,0 +1,142 @@
+// RAII owners and the shared Context (include/spense/cuda/runtime.h). Destructors never
+// throw: a failing cudaFree/cudaStreamDestroy at teardown is ignored (the context is going
+// away, and throwing from a destructor would terminate).
+#include "spense/cuda/runtime.h"
+
+#include <cstdio>
+#include <string>
+#include <utility>
+
+namespace spense::cuda {
+
+void throw_status(const char* lib, const char* name, const char* detail, const char* stmt,
+                  const char* file, int line) {
+  std::string msg = std::string(lib) + " error " + (name ? name : "?");
+  if (detail && *detail) msg += std::string(" (") + detail + ")";
+  msg += std::string(" in ") + stmt + " at " + file + ":" + std::to_string(line);
+  throw Error(msg, 1);
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes) SPENSE_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+}
+DeviceBuffer::~DeviceBuffer() { reset(); }
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
+    : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    reset();
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+void DeviceBuffer::reset() {
+  if (ptr_) cudaFree(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+Stream::Stream() { SPENSE_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+Stream::~Stream() {
+  if (s_) cudaStreamDestroy(s_);
+}
+
+Event::Event(bool timing) {
+  SPENSE_CUDA_CHECK(cudaEventCreateWithFlags(&e_, timing ? cudaEventDefault : cudaEventDisableTiming));
+}
+Event::~Event() {
+  if (e_) cudaEventDestroy(e_);
+}
+
+GraphExec::~GraphExec() {
+  if (exec_) cudaGraphExecDestroy(exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+}
+void GraphExec::begin_capture(cudaStream_t s) {
+  SPENSE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+}
+void GraphExec::end_capture(cudaStream_t s) {
+  if (exec_) cudaGraphExecDestroy(exec_);
+  if (graph_) cudaGraphDestroy(graph_);
+  exec_ = nullptr;
+  graph_ = nullptr;
+  SPENSE_CUDA_CHECK(cudaStreamEndCapture(s, &graph_));
+  SPENSE_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+}
+void GraphExec::launch(cudaStream_t s) const { SPENSE_CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
+
+void check_compute_capability(int major, int minor, int need_major, int need_minor,
+                              const std::string& gpu_name, const std::string& what) {
+  if (major * 10 + minor < need_major * 10 + need_minor)
+    throw Error(what + " needs a GPU of compute capability " + std::to_string(need_major) + "." +
+                    std::to_string(need_minor) + " or newer; '" + gpu_name + "' has " +
+                    std::to_string(major) + "." + std::to_string(minor),
+                2);
+}
+
+bool stream_is_capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  SPENSE_CUDA_CHECK(cudaStreamIsCapturing(s, &st));
+  return st != cudaStreamCaptureStatusNone;
+}
+
+int Context::usable_device() {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    throw Error(std::string("no usable CUDA GPU: ") +
+                    (e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA devices found"),
+                2);
+  }
+  int dev = 0;
+  SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
+  return dev;
+}
+
+Context::Context(size_t cublaslt_workspace_bytes) : fork_(false), join_(false), ws_bytes_(cublaslt_workspace_bytes) {
+  SPENSE_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+  // 2:4 sparse tensor cores and BF16 tensor cores start with Ampere (8.0).
+  check_compute_capability(props_.major, props_.minor, 8, 0, props_.name, "Spense's GPU runtime");
+  SPENSE_CUDA_CHECK(cublasLtCreate(&lt_));
+  try {
+    if (have_cusparselt()) sparselt_ = sparselt_handle_create();
+    ws_[0] = DeviceBuffer(ws_bytes_);
+    ws_[1] = DeviceBuffer(ws_bytes_);
+  } catch (...) {
+    if (sparselt_) sparselt_handle_destroy(sparselt_);
+    cublasLtDestroy(lt_);
+    throw;
+  }
+}
+
+Context::~Context() {
+  cudaDeviceSynchronize();
+  if (sparselt_) sparselt_handle_destroy(sparselt_);
+  if (lt_) cublasLtDestroy(lt_);
+}
+
+void Context::reserve_scratch(Scratch slot, size_t bytes) {
+  DeviceBuffer& b = scratch_[static_cast<int>(slot)];
+  if (b.size() >= bytes) return;
+  if (b.get()) SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // old buffer may still be in use
+  b = DeviceBuffer(0);
+  // Round up so that a sweep over growing M does not reallocate at every step; zero it so that
+  // padding rows never hold NaN patterns from earlier allocations.
+  size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
+  b = DeviceBuffer(rounded);
+  SPENSE_CUDA_CHECK(cudaMemset(b.get(), 0, rounded));
+}
+
+void* Context::scratch(Scratch slot, size_t bytes) const {
+  const DeviceBuffer& b = scratch_[static_cast<int>(slot)];
+  if (b.size() < bytes)
+    throw Error("internal: scratch slot " + std::to_string(static_cast<int>(slot)) + " holds " +
+                    std::to_string(b.size()) + " bytes, " + std::to_string(bytes) +
+                    " needed (prepare(M) was not called for this M)",
+                1);
+  return b.get();
+}
+
+}  // namespace spense::cuda

@@ -1,0 +1,404 @@
+// GPU linear layers (src/cuda/) against the CPU twins in cuda_test_util.h: dense (cuBLASLt),
+// 2:4 (cuSPARSELt) and Spense hybrid layers, both axes, BF16 / FP16 / FP8, every M bucket,
+// odd M, two streams and CUDA-graph capture, and the error paths. Needs a GPU (label cuda);
+// skips without one, and the 2:4 / hybrid tests skip in builds without cuSPARSELt.
+//
+// Tolerances (relative Frobenius error against an fp64-accumulated reference):
+//   1e-2 for BF16/FP16: operands are exactly representable (the reference uses the rounded
+//        values), so the error is the 16-bit rounding of the output (2^-9 relative per element,
+//        ~2e-3 in norm) plus fp32 accumulation-order differences.
+//   5e-2 for FP8 against the unquantized fp32 computation: E4M3 keeps 3 mantissa bits, so each
+//        product carries ~4% relative rounding noise that does not average out relative to the
+//        sum (measured ~3.5%); 1e-2 against the reference on the dequantized operands (the
+//        same inputs the GPU multiplies), which checks the scales and the epilogue tightly.
+//   5e-3 between the cuSPARSELt path and cuBLASLt on the same masked weights: the same exact
+//        products, only summation order and output rounding differ.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+
+#include "cuda_test_util.h"
+#include "spense/cuda/kernels.h"
+#include "spense/cuda/linear.h"
+#include "spense/cuda/runtime.h"
+#include "spense/error.h"
+
+using namespace spense;
+using namespace spense::cuda;
+using namespace spense::cuda::testutil;
+
+namespace {
+
+bool g_have_gpu = false;
+std::unique_ptr<Context> g_ctx;
+
+class CudaLinear : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+      (void)cudaGetLastError();
+      return;
+    }
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess || p.major < 8) return;
+    g_ctx = std::make_unique<Context>();
+    g_have_gpu = true;
+  }
+  static void TearDownTestSuite() { g_ctx.reset(); }
+  void SetUp() override {
+    if (!g_have_gpu) GTEST_SKIP() << "no GPU of compute capability >= 8.0";
+    stream_holder_ = std::make_unique<Stream>();
+  }
+  static bool fp8_ok() { return g_ctx->cc_major() * 10 + g_ctx->cc_minor() >= 89; }
+  struct StreamRef {
+    std::unique_ptr<Stream>* p;
+    cudaStream_t get() const { return (*p)->get(); }
+  };
+  std::unique_ptr<Stream> stream_holder_;  // made after the GPU check (no GPU: no stream)
+  StreamRef stream_{&stream_holder_};
+};
+
+#define NEED_SPARSELT() \
+  if (!have_cusparselt()) GTEST_SKIP() << "built without cuSPARSELt"
+
+// Host-side weights of one layer in the form the GPU gets them, plus the reference values.
+struct HostWeights {
+  int64_t n = 0, k = 0;
+  LinearPrecision prec = LinearPrecision::BF16;
+  std::vector<float> exact;    // before quantization (after pruning)
+  std::vector<float> ref;      // values the GPU multiplies (16-bit rounded or dequantized)
+  std::vector<uint16_t> w16;   // BF16/FP16 bits
+  std::vector<uint8_t> wq;     // E4M3 codes
+  std::vector<float> scales;   // per output channel (FP8)
+  WeightsView view() const {
+    if (prec == LinearPrecision::FP8) return {wq.data(), DType::F8_E4M3, scales.data()};
+    return {w16.data(), precision_weight_dtype(prec), nullptr};
+  }
+};
+
+HostWeights make_weights(int64_t n, int64_t k, LinearPrecision prec, uint64_t seed, bool prune,
+                         const std::vector<uint8_t>& row_dense = {}, const std::vector<uint8_t>& col_dense = {}) {
+  HostWeights h;
+  h.n = n;
+  h.k = k;
+  h.prec = prec;
+  h.exact = random_uniform(static_cast<size_t>(n * k), seed);
+  if (prune) prune24(h.exact, n, k, row_dense, col_dense);
+  if (prec == LinearPrecision::FP8) {
+    quantize_rows(h.exact, n, k, &h.wq, &h.scales, &h.ref);
+  } else {
+    h.w16 = to16(h.exact, prec == LinearPrecision::FP16, &h.ref);
+    h.exact = h.ref;
+  }
+  return h;
+}
+
+struct HostActs {
+  std::vector<uint16_t> x16;  // what the GPU gets
+  std::vector<float> x;       // its values
+  std::vector<float> xdq;     // FP8: after per-token quantization
+};
+
+HostActs make_acts(int64_t m, int64_t k, LinearPrecision prec, uint64_t seed) {
+  HostActs a;
+  a.x16 = to16(random_uniform(static_cast<size_t>(m * k), seed), prec == LinearPrecision::FP16, &a.x);
+  if (prec == LinearPrecision::FP8) {
+    std::vector<uint8_t> q;
+    std::vector<float> s;
+    quantize_rows(a.x, m, k, &q, &s, &a.xdq);
+  }
+  return a;
+}
+
+// Runs L on m rows: padding rows of x hold random garbage, y is poisoned with NaN (0xFFFF)
+// so that unwritten outputs fail the comparison.
+std::vector<float> run_layer(Linear& L, const HostActs& a, int64_t m, cudaStream_t s, bool graph = false) {
+  const int64_t cap = L.rows_capacity(m), n = L.n(), k = L.k();
+  DeviceBuffer x(static_cast<size_t>(cap * k * 2)), y(static_cast<size_t>(cap * n * 2));
+  fill_random(x.get(), DType::BF16, static_cast<size_t>(cap * k), 1234, 3.f, s);
+  SPENSE_CUDA_CHECK(cudaMemcpyAsync(x.get(), a.x16.data(), static_cast<size_t>(m * k * 2), cudaMemcpyHostToDevice, s));
+  SPENSE_CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, static_cast<size_t>(cap * n * 2), s));
+  if (graph) {
+    L.prepare(m);
+    GraphExec g;
+    g.begin_capture(s);
+    L.forward(x.get(), y.get(), m, s);
+    g.end_capture(s);
+    g.launch(s);
+    SPENSE_CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, static_cast<size_t>(cap * n * 2), s));
+    g.launch(s);  // a second replay must give the same result
+  } else {
+    L.forward(x.get(), y.get(), m, s);
+  }
+  std::vector<uint16_t> yb(static_cast<size_t>(m * n));
+  SPENSE_CUDA_CHECK(cudaMemcpyAsync(yb.data(), y.get(), yb.size() * 2, cudaMemcpyDeviceToHost, s));
+  SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<float> out(yb.size());
+  const bool f16 = L.precision() == LinearPrecision::FP16;
+  for (size_t i = 0; i < yb.size(); ++i) out[i] = f16 ? f16_bits_to_f32(yb[i]) : bf16_bits_to_f32(yb[i]);
+  return out;
+}
+
+// Checks out against the references for the precision (see the tolerances on top).
+void expect_close(const std::vector<float>& out, const HostWeights& w, const HostActs& a, int64_t m,
+                  const std::vector<int32_t>* col_order = nullptr) {
+  auto permute = [&](std::vector<float> r) {
+    if (!col_order) return r;
+    std::vector<float> p(r.size());
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < w.n; ++j) p[i * w.n + j] = r[i * w.n + (*col_order)[j]];
+    return p;
+  };
+  if (w.prec == LinearPrecision::FP8) {
+    const double e_exact = rel_err(out, permute(ref_gemm(a.x, w.exact, m, w.n, w.k)));
+    const double e_dq = rel_err(out, permute(ref_gemm(a.xdq, w.ref, m, w.n, w.k)));
+    EXPECT_LT(e_exact, 5e-2) << "FP8 vs fp32 reference";
+    EXPECT_LT(e_dq, 1e-2) << "FP8 vs dequantized-operand reference";
+  } else {
+    const double e = rel_err(out, permute(ref_gemm(a.x, w.ref, m, w.n, w.k)));
+    EXPECT_LT(e, 1e-2);
+  }
+}
+
+std::vector<LinearPrecision> precisions(bool with_fp8) {
+  std::vector<LinearPrecision> v{LinearPrecision::BF16, LinearPrecision::FP16};
+  if (with_fp8) v.push_back(LinearPrecision::FP8);
+  return v;
+}
+
+}  // namespace
+
+TEST_F(CudaLinear, DenseMatchesReferenceOnRandomShapes) {
+  struct S { int64_t n, k; };
+  for (S sh : {S{64, 64}, S{128, 256}, S{256, 96}, S{384, 512}})
+    for (LinearPrecision p : precisions(fp8_ok())) {
+      if (p == LinearPrecision::FP8 && sh.k % 32) continue;
+      HostWeights w = make_weights(sh.n, sh.k, p, 11 + sh.n, false);
+      LinearOptions o;
+      o.name = "dense";
+      o.dense_search = 4;
+      auto L = make_dense_linear(*g_ctx, sh.n, sh.k, p, w.view(), o);
+      for (int64_t m : {1, 3, 17, 64, 100}) {
+        SCOPED_TRACE("n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) + " m=" + std::to_string(m) +
+                     " " + precision_name(p));
+        HostActs a = make_acts(m, sh.k, p, 100 + m);
+        expect_close(run_layer(*L, a, m, stream_.get()), w, a, m);
+      }
+    }
+}
+
+TEST_F(CudaLinear, SparseEveryBucketAndEqualsDenseOnMaskedWeights) {
+  NEED_SPARSELT();
+  const int64_t n = 128, k = 256;
+  for (LinearPrecision p : precisions(fp8_ok())) {
+    HostWeights w = make_weights(n, k, p, 21, true);
+    LinearOptions o;
+    o.name = "sparse";
+    auto S = make_sparse_linear(*g_ctx, n, k, p, w.view(), o);
+    auto D = make_dense_linear(*g_ctx, n, k, p, w.view(), o);
+    // One M in (or at the edge of) every bucket: 16, 32, ..., 1024, then multiples of 512.
+    for (int64_t m : {1, 16, 17, 32, 33, 64, 100, 128, 200, 256, 300, 512, 700, 1024, 1025, 1536, 4096}) {
+      if (p == LinearPrecision::FP16 && m > 256) continue;  // FP16 shares BF16's code path
+      SCOPED_TRACE("m=" + std::to_string(m) + " " + precision_name(p));
+      HostActs a = make_acts(m, k, p, 300 + m);
+      std::vector<float> ys = run_layer(*S, a, m, stream_.get());
+      expect_close(ys, w, a, m);
+      std::vector<float> yd = run_layer(*D, a, m, stream_.get());
+      EXPECT_LT(rel_err(ys, yd), 5e-3) << "2:4 compressed path vs dense GEMM on the same masked weights";
+    }
+  }
+}
+
+TEST_F(CudaLinear, HybridBothAxesAllModes) {
+  NEED_SPARSELT();
+  struct S { int64_t n, k, tile; };
+  std::mt19937 rng(5);
+  for (S sh : {S{256, 512, 64}, S{192, 320, 32}})
+    for (HybridAxis axis : {HybridAxis::OUT, HybridAxis::IN})
+      for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+        if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
+        const int64_t extent = axis == HybridAxis::OUT ? sh.n : sh.k, tiles = extent / sh.tile;
+        for (double d : {0.0, 0.125, 0.25, 0.5, 1.0}) {
+          HybridLayout lay;
+          lay.axis = axis;
+          lay.tile = sh.tile;
+          std::vector<int32_t> all(static_cast<size_t>(tiles));
+          std::iota(all.begin(), all.end(), 0);
+          std::shuffle(all.begin(), all.end(), rng);  // random tiles, random order
+          const int64_t nd = std::llround(d * double(tiles));
+          lay.dense_tiles.assign(all.begin(), all.begin() + nd);
+          std::vector<uint8_t> dmap(static_cast<size_t>(extent), 0);
+          for (int32_t t : lay.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
+          HostWeights w = make_weights(sh.n, sh.k, p, 31 + nd, true, axis == HybridAxis::OUT ? dmap : std::vector<uint8_t>{},
+                                       axis == HybridAxis::IN ? dmap : std::vector<uint8_t>{});
+          const std::vector<int32_t> order = hybrid_stored_order(extent, lay);
+          for (bool conc : {true, false})
+            for (bool fold : {false, true}) {
+              if (fold && axis == HybridAxis::IN) continue;
+              LinearOptions o;
+              o.name = "hybrid";
+              o.concurrent = conc;
+              o.fold_permutation = fold;
+              o.sparse_search = false;  // algorithm choice does not change results; keeps the test fast
+              auto L = make_hybrid_linear(*g_ctx, sh.n, sh.k, p, w.view(), lay, o);
+              for (int64_t m : {1, 37, 130}) {
+                SCOPED_TRACE(std::string("axis=") + axis_name(axis) + " " + precision_name(p) + " n=" +
+                             std::to_string(sh.n) + " d=" + std::to_string(d) + " conc=" + std::to_string(conc) +
+                             " fold=" + std::to_string(fold) + " m=" + std::to_string(m));
+                HostActs a = make_acts(m, sh.k, p, 500 + m);
+                expect_close(run_layer(*L, a, m, stream_.get()), w, a, m, fold ? &order : nullptr);
+              }
+            }
+        }
+      }
+}
+
+TEST_F(CudaLinear, GraphCaptureAndReplicas) {
+  NEED_SPARSELT();
+  const int64_t n = 512, k = 256;
+  for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+    if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
+    for (HybridAxis axis : {HybridAxis::OUT, HybridAxis::IN}) {
+      HybridLayout lay{axis, 64, hybrid_spread_tiles(axis == HybridAxis::OUT ? n : k, 64, 0.25)};
+      std::vector<uint8_t> dmap(static_cast<size_t>(axis == HybridAxis::OUT ? n : k), 0);
+      for (int32_t t : lay.dense_tiles) std::fill_n(dmap.begin() + t * 64, 64, uint8_t(1));
+      HostWeights w = make_weights(n, k, p, 41, true, axis == HybridAxis::OUT ? dmap : std::vector<uint8_t>{},
+                                   axis == HybridAxis::IN ? dmap : std::vector<uint8_t>{});
+      LinearOptions o;
+      o.name = "graph";
+      auto L = make_hybrid_linear(*g_ctx, n, k, p, w.view(), lay, o);
+      auto R = L->replicate();
+      for (int64_t m : {1, 16, 77}) {
+        SCOPED_TRACE(std::string(precision_name(p)) + " axis=" + axis_name(axis) + " m=" + std::to_string(m));
+        HostActs a = make_acts(m, k, p, 700 + m);
+        expect_close(run_layer(*L, a, m, stream_.get(), true), w, a, m);
+        expect_close(run_layer(*R, a, m, stream_.get(), true), w, a, m);
+      }
+    }
+  }
+}
+
+TEST_F(CudaLinear, ForwardInsideCaptureWithoutPrepareThrows) {
+  const int64_t n = 64, k = 64;
+  HostWeights w = make_weights(n, k, LinearPrecision::BF16, 3, false);
+  LinearOptions o;
+  o.name = "unprepared";
+  auto L = make_dense_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), o);
+  DeviceBuffer x(64 * k * 2), y(64 * n * 2);
+  cudaStream_t s = stream_.get();
+  SPENSE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  try {
+    L->forward(x.get(), y.get(), 5, s);
+    ADD_FAILURE() << "expected spense::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 'unprepared'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("prepare"), std::string::npos) << e.what();
+  }
+  cudaGraph_t g = nullptr;
+  cudaStreamEndCapture(s, &g);
+  if (g) cudaGraphDestroy(g);
+  (void)cudaGetLastError();
+}
+
+namespace {
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_F(CudaLinear, BadInputsGiveClearErrors) {
+  const int64_t n = 64, k = 128;
+  LinearOptions o;
+  o.name = "model.layers.3.mlp.up_proj";
+  HostWeights dense = make_weights(n, k, LinearPrecision::BF16, 9, false);
+
+  // Not 2:4 where it must be.
+  if (have_cusparselt()) {
+    std::string e = error_of([&] { make_sparse_linear(*g_ctx, n, k, LinearPrecision::BF16, dense.view(), o); });
+    EXPECT_NE(e.find("layer 'model.layers.3.mlp.up_proj'"), std::string::npos) << e;
+    EXPECT_NE(e.find("not 2:4"), std::string::npos) << e;
+    EXPECT_NE(e.find("row 0, columns 0..3"), std::string::npos) << e;
+    HybridLayout lay{HybridAxis::OUT, 16, {0}};  // rows 16.. must be 2:4 but are dense
+    e = error_of([&] { make_hybrid_linear(*g_ctx, n, k, LinearPrecision::BF16, dense.view(), lay, o); });
+    EXPECT_NE(e.find("not 2:4"), std::string::npos) << e;
+  } else {
+    std::string e = error_of([&] { make_sparse_linear(*g_ctx, n, k, LinearPrecision::BF16, dense.view(), o); });
+    EXPECT_NE(e.find("cuSPARSELt"), std::string::npos) << e;
+  }
+
+  // Misaligned dims.
+  HostWeights odd = make_weights(64, 100, LinearPrecision::BF16, 9, false);
+  std::string e = error_of([&] { make_dense_linear(*g_ctx, 64, 100, LinearPrecision::BF16, odd.view(), o); });
+  EXPECT_NE(e.find("misaligned"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.layers.3.mlp.up_proj"), std::string::npos) << e;
+
+  // Unsupported dtype, missing FP8 scales, dtype not matching the precision.
+  std::vector<float> f32(static_cast<size_t>(n * k), 1.f);
+  e = error_of([&] { make_dense_linear(*g_ctx, n, k, LinearPrecision::BF16, {f32.data(), DType::F32, nullptr}, o); });
+  EXPECT_NE(e.find("weights are F32"), std::string::npos) << e;
+  e = error_of([&] { make_dense_linear(*g_ctx, n, k, LinearPrecision::FP8, {dense.w16.data(), DType::F8_E4M3, nullptr}, o); });
+  EXPECT_NE(e.find("scales"), std::string::npos) << e;
+
+  // Bad hybrid layouts.
+  HybridLayout bad_tile{HybridAxis::OUT, 24, {}};
+  e = error_of([&] { make_hybrid_linear(*g_ctx, n, k, LinearPrecision::BF16, dense.view(), bad_tile, o); });
+  EXPECT_NE(e.find("multiple of 16"), std::string::npos) << e;
+  HybridLayout bad_idx{HybridAxis::IN, 32, {4}};
+  e = error_of([&] { make_hybrid_linear(*g_ctx, n, k, LinearPrecision::BF16, dense.view(), bad_idx, o); });
+  EXPECT_NE(e.find("out of range"), std::string::npos) << e;
+
+  // GPUs below compute capability 8.0.
+  e = error_of([] { check_compute_capability(7, 5, 8, 0, "Tesla T4", "Spense's GPU runtime"); });
+  EXPECT_NE(e.find("compute capability 8.0"), std::string::npos) << e;
+  EXPECT_NE(e.find("Tesla T4"), std::string::npos) << e;
+}
+
+TEST(CudaLinearHost, BucketsAndLayouts) {
+  EXPECT_EQ(rows_bucket(1), 16);
+  EXPECT_EQ(rows_bucket(16), 16);
+  EXPECT_EQ(rows_bucket(17), 32);
+  EXPECT_EQ(rows_bucket(1000), 1024);
+  EXPECT_EQ(rows_bucket(1025), 1536);
+  EXPECT_EQ(rows_bucket(4096), 4096);
+  HybridLayout lay{HybridAxis::OUT, 16, {2, 0}};
+  std::vector<int32_t> order = hybrid_stored_order(64, lay);
+  ASSERT_EQ(order.size(), 64u);
+  EXPECT_EQ(order[0], 16);   // sparse tiles 1, 3 first
+  EXPECT_EQ(order[16], 48);
+  EXPECT_EQ(order[32], 0);   // then dense tiles 0, 2
+  EXPECT_EQ(order[48], 32);
+  std::vector<int32_t> t = hybrid_spread_tiles(800 * 64, 64, 0.25);
+  EXPECT_EQ(t.size(), 200u);
+  EXPECT_TRUE(std::is_sorted(t.begin(), t.end()));
+  EXPECT_EQ(std::adjacent_find(t.begin(), t.end()), t.end());
+}
+
+// Last on purpose: exercises cusparseLtMatmulSearch (layers of >= 2^20 weights search; see
+// src/cuda/sparselt/sparse_core.cpp for why small ones do not).
+TEST_F(CudaLinear, SearchedSparseAlgorithmsOnModelSizedLayer) {
+  NEED_SPARSELT();
+  const int64_t n = 1024, k = 1024;
+  for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+    if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
+    HostWeights w = make_weights(n, k, p, 61, true);
+    LinearOptions o;
+    o.name = "searched";
+    auto S = make_sparse_linear(*g_ctx, n, k, p, w.view(), o);
+    for (int64_t m : {1, 64}) {
+      SCOPED_TRACE(std::string(precision_name(p)) + " m=" + std::to_string(m));
+      HostActs a = make_acts(m, k, p, 900 + m);
+      expect_close(run_layer(*S, a, m, stream_.get()), w, a, m);
+    }
+  }
+}
