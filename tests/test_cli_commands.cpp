@@ -1,0 +1,255 @@
+// Happy paths of the `spense` binary: inspect reports the checkpoint's real counts, logits
+// reproduces transformers' logits (fixture), synth is deterministic and loadable, ppl runs
+// end to end with the real Qwen3 tokenizer on Brown corpus text, and the ppl input checks
+// that need a model with a tokenizer (seqlen beyond the context, text shorter than a window).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "spense/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace spense;
+
+namespace {
+
+const std::string kHf = std::string(SPENSE_FIXTURES) + "/hf";
+const std::string kTokenizer = std::string(SPENSE_REFS) + "/qwen3/tokenizer.json";
+const std::string kBrown = std::string(SPENSE_REFS) + "/brown/ca01";
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+// One scratch directory per test process, removed at exit.
+struct TempRoot {
+  fs::path path;
+  TempRoot() {
+    path = fs::temp_directory_path() / ("spense_test_cli_commands_" + std::to_string(getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+const TempRoot g_tmp;
+const fs::path& tmp_root() { return g_tmp.path; }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void spit(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+Result run(const std::string& args) {
+  static int n = 0;
+  const fs::path err_file = tmp_root() / ("stderr_" + std::to_string(n++));
+  const std::string cmd = std::string(SPENSE_CLI) + " " + args + " 2>" + quote(err_file.string());
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t got;
+  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = slurp(err_file);
+  return r;
+}
+
+std::vector<float> read_f32(const SafetensorsFile& f, const std::string& name, std::vector<int64_t>* shape) {
+  const TensorInfo* t = f.find(name);
+  if (!t) throw std::runtime_error(f.path() + ": no " + name);
+  *shape = t->shape;
+  std::vector<float> v(static_cast<size_t>(t->numel()));
+  convert_to_f32(t->dtype, f.data(*t), v.data(), v.size());
+  return v;
+}
+
+TEST(CliCommands, HelpExplainsEveryFlag) {
+  for (const char* cmd : {"inspect", "ppl", "logits", "synth"}) {
+    const Result r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.code, 0) << cmd;
+    // CLI11 prints each option with its description on the same line; an option without
+    // one would end its line right after the option's type.
+    std::istringstream lines(r.out);
+    std::string line;
+    int options = 0;
+    while (std::getline(lines, line)) {
+      const size_t dash = line.find("--");
+      if (dash == std::string::npos || line.find("--help") != std::string::npos) continue;
+      ++options;
+      const std::string rest = line.substr(dash);
+      EXPECT_GT(rest.size(), 30u) << cmd << ": option without description: " << line;
+    }
+    EXPECT_GT(options, 0) << cmd;
+  }
+  const Result s = run("synth --help");
+  for (const char* flag : {"--arch", "--hidden", "--layers", "--heads", "--kv-heads", "--head-dim", "--intermediate",
+                           "--vocab", "--preset", "--tokenizer", "--seed", "--out"})
+    EXPECT_NE(s.out.find(flag), std::string::npos) << flag;
+}
+
+TEST(CliCommands, InspectReportsCheckpointCounts) {
+  for (const char* name : {"llama_tiny", "qwen3_tiny"}) {
+    const std::string dir = kHf + "/" + name;
+    const Checkpoint ck = Checkpoint::open(dir);
+    int64_t total = 0;
+    for (const auto& n : ck.names()) total += ck.get(n).info->numel();
+    const Result r = run("inspect --json " + quote(dir));
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["parameters"]["total"].get<int64_t>(), total) << name;
+    EXPECT_EQ(j["size_on_disk"].get<uint64_t>(), ck.size_on_disk());
+    EXPECT_EQ(j["tensors"].get<size_t>(), ck.names().size());
+    const Result t = run("inspect " + quote(dir));
+    ASSERT_EQ(t.code, 0);
+    for (const char* word : {"embedding", "attention", "mlp", "norms", "lm_head", "total", "on disk"})
+      EXPECT_NE(t.out.find(word), std::string::npos) << word;
+  }
+  const auto j = nlohmann::json::parse(run("inspect --json " + quote(kHf + "/qwen3_tiny")).out);
+  EXPECT_EQ(j["parameters"]["lm_head"].get<int64_t>(), 0);  // tied
+  EXPECT_EQ(j["parameters"]["embedding"].get<int64_t>(), 320 * 64);
+  EXPECT_EQ(j["parameters"]["norms"].get<int64_t>(), 2 * (64 + 64 + 32 + 32) + 64);
+  EXPECT_EQ(j["architecture"], "Qwen3ForCausalLM");
+}
+
+TEST(CliCommands, LogitsMatchTransformersFixture) {
+  for (const char* name : {"qwen2_tiny", "llama_tiny"}) {
+    const std::string dir = kHf + "/" + name;
+    const auto ref = SafetensorsFile::open(dir + "/ref.safetensors");
+    const TensorInfo* ids_t = ref->find("input_ids.2");
+    ASSERT_NE(ids_t, nullptr);
+    std::vector<int64_t> ids(static_cast<size_t>(ids_t->numel()));
+    std::memcpy(ids.data(), ref->data(*ids_t), ids.size() * sizeof(int64_t));
+    std::string text;
+    for (int64_t id : ids) text += std::to_string(id) + (text.size() % 7 ? " " : "\n");
+    const fs::path ids_path = tmp_root() / (std::string(name) + "_ids.txt");
+    spit(ids_path, text);
+    const fs::path out = tmp_root() / (std::string(name) + "_logits.safetensors");
+    const Result r = run("logits --model " + quote(dir) + " --ids " + quote(ids_path.string()) + " --out " +
+                         quote(out.string()));
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto got_f = SafetensorsFile::open(out.string());
+    std::vector<int64_t> gs, es;
+    const auto got = read_f32(*got_f, "logits", &gs);
+    const auto expect = read_f32(*ref, "logits.2", &es);
+    ASSERT_EQ(gs, es);
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      md = std::max(md, std::fabs(static_cast<double>(got[i]) - expect[i]));
+      mr = std::max(mr, std::fabs(static_cast<double>(expect[i])));
+    }
+    EXPECT_LT(md / mr, 1e-4) << name;  // fp32 both sides, see test_model_forward.cpp
+    EXPECT_EQ(got_f->find("logits")->dtype, DType::F32);
+  }
+}
+
+TEST(CliCommands, SynthIsDeterministicAndLoadable) {
+  const fs::path a = tmp_root() / "synth_a", b = tmp_root() / "synth_b", c = tmp_root() / "synth_c";
+  const std::string flags = " --arch qwen2 --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 80 --vocab 200";
+  ASSERT_EQ(run("synth" + flags + " --seed 3 --out " + quote(a.string())).code, 0);
+  ASSERT_EQ(run("synth" + flags + " --seed 3 --out " + quote(b.string())).code, 0);
+  ASSERT_EQ(run("synth" + flags + " --seed 4 --out " + quote(c.string())).code, 0);
+  EXPECT_EQ(slurp(a / "model.safetensors"), slurp(b / "model.safetensors"));
+  EXPECT_NE(slurp(a / "model.safetensors"), slurp(c / "model.safetensors"));
+  const Result r = run("inspect --json " + quote(a.string()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["architecture"], "Qwen2ForCausalLM");
+  EXPECT_EQ(j["head_dim"], 8);
+  EXPECT_EQ(j["num_layers"], 3);
+  EXPECT_EQ(j["qkv_bias"], true);
+  EXPECT_EQ(j["config_dtype"], "BF16");
+  const auto cfg = nlohmann::json::parse(slurp(a / "config.json"));
+  EXPECT_EQ(cfg["dtype"], "bfloat16");  // transformers 5 spelling
+  EXPECT_TRUE(cfg.contains("rope_parameters"));
+  // and it runs
+  spit(tmp_root() / "synth_ids.txt", "1 2 3 199");
+  EXPECT_EQ(run("logits --model " + quote(a.string()) + " --ids " + quote((tmp_root() / "synth_ids.txt").string()) +
+                " --out " + quote((tmp_root() / "synth_logits.safetensors").string()))
+                .code,
+            0);
+}
+
+// A tiny Qwen3 with the real tokenizer, made once for the ppl tests.
+class PplCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!fs::exists(kTokenizer) || !fs::exists(kBrown)) return;
+    model_ = (tmp_root() / "ppl_model").string();
+    const Result r = run("synth --arch qwen3 --preset tiny --max-position 128 --tokenizer " + quote(kTokenizer) +
+                         " --out " + quote(model_));
+    ASSERT_EQ(r.code, 0) << r.err;
+    // Brown corpus, tags stripped ("word/tag" -> "word") as scripts/example.sh does
+    std::istringstream in(slurp(kBrown));
+    std::string word, text;
+    while (in >> word) text += word.substr(0, word.rfind('/')) + " ";
+    text_ = (tmp_root() / "brown.txt").string();
+    spit(text_, text);
+  }
+  void SetUp() override {
+    if (model_.empty()) GTEST_SKIP() << "reference data missing (scripts/fetch_refs.sh)";
+  }
+  static std::string model_, text_;
+};
+std::string PplCli::model_, PplCli::text_;
+
+TEST_F(PplCli, RunsEndToEnd) {
+  const Result r = run("ppl --model " + quote(model_) + " --text " + quote(text_) + " --seqlen 64 --max-windows 3 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["windows"], 3);
+  EXPECT_EQ(j["seqlen"], 64);
+  EXPECT_EQ(j["predicted_tokens"], 3 * 63);
+  EXPECT_GT(j["tokens"].get<int64_t>(), 1000);
+  // weights ~ N(0, 0.02): close to uniform over the 151,680 ids
+  EXPECT_GT(j["ppl"].get<double>(), 151680 / 3.0);
+  EXPECT_LT(j["ppl"].get<double>(), 151680 * 3.0);
+  EXPECT_NEAR(std::log(j["ppl"].get<double>()), j["nll_per_token"].get<double>(), 1e-9);
+  EXPECT_TRUE(r.err.empty()) << "progress bar drawn on a pipe: " << r.err;
+  const Result t = run("ppl --model " + quote(model_) + " --text " + quote(text_) + " --seqlen 32 --max-windows 1");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("perplexity:"), std::string::npos);
+  EXPECT_NE(t.out.find("tokens/s"), std::string::npos);
+}
+
+TEST_F(PplCli, SeqlenBeyondContextIsRefused) {
+  const Result r = run("ppl --model " + quote(model_) + " --text " + quote(text_) + " --seqlen 256");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find(model_ + "/config.json"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
+}
+
+TEST_F(PplCli, TextShorterThanOneWindowIsRefused) {
+  const fs::path shortf = tmp_root() / "short.txt";
+  spit(shortf, "Only a few words here.");
+  const Result r = run("ppl --model " + quote(model_) + " --text " + quote(shortf.string()) + " --seqlen 64");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find(shortf.string()), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fewer than one window"), std::string::npos) << r.err;
+}
+
+}  // namespace
