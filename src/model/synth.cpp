@@ -95,6 +95,8 @@ std::string config_to_json_tx5(const ModelConfig& cfg) {
     j["use_sliding_window"] = false;
     j["sliding_window"] = nullptr;
   }
+  // transformers' Mistral default is a 4096 sliding window, which we refuse: write null.
+  if (cfg.arch == Arch::MISTRAL) j["sliding_window"] = nullptr;
   j["num_attention_heads"] = cfg.num_heads;
   j["num_hidden_layers"] = cfg.num_layers;
   j["num_key_value_heads"] = cfg.num_kv_heads;
