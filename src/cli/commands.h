@@ -10,6 +10,8 @@ void register_inspect(CLI::App& app);
 void register_ppl(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_synth(CLI::App& app);
+void register_prune(CLI::App& app);  // src/cli/cmd_prune.cpp
+void register_eval(CLI::App& app);   // src/cli/cmd_eval.cpp
 #ifdef SPENSE_HAVE_CUDA
 void register_bench_gemm(CLI::App& app);  // src/cli/cmd_bench_gemm.cpp (GPU runtime)
 #endif

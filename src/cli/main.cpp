@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   spense::cli::register_ppl(app);
   spense::cli::register_logits(app);
   spense::cli::register_synth(app);
+  spense::cli::register_prune(app);
+  spense::cli::register_eval(app);
 #ifdef SPENSE_HAVE_CUDA
   spense::cli::register_bench_gemm(app);
 #endif

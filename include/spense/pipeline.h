@@ -1,0 +1,90 @@
+// Whole-model one-shot pruning (design.md section 3): sequential, block-wise calibration as
+// in SparseGPT. Calibration windows are embedded once; then for each decoder layer:
+//   1. every window runs through the DENSE block with a hook that accumulates one Hessian
+//      per distinct linear input (qkv shared by q/k/v, gate_up shared by gate/up, o, down);
+//   2. the seven projections are pruned with prune_layer() from those Hessians. As in the
+//      SparseGPT reference (non-"true-sequential" mode), O and DOWN are pruned from inputs
+//      captured with the dense q/k/v and gate/up of the same block, not the pruned ones;
+//   3. the pruned weights (rounded to the checkpoint dtype, so memory holds exactly what is
+//      written) replace the block's weights, and the block is run again with them on every
+//      window to produce the next layer's inputs.
+// Embeddings, norms and the LM head are never pruned. Memory: the model (fp32), one copy of
+// the calibration activations plus one window of scratch, four Hessians, and the packed
+// tensors of the layers done so far.
+//
+// Not here: tokenization and file output (src/cli/cmd_prune.cpp), global budgets.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "spense/dtype.h"
+#include "spense/format.h"
+#include "spense/model.h"
+#include "spense/prune.h"
+
+namespace spense {
+
+// nsamples windows of seqlen tokens starting at uniformly random offsets in
+// [0, ids.size() - seqlen] (std::mt19937_64 seeded with seed; the same call gives the same
+// windows). Throws spense::Error when ids holds fewer than seqlen tokens, or seqlen < 2,
+// or nsamples < 1.
+std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
+                                                             int64_t nsamples, int64_t seqlen,
+                                                             uint64_t seed);
+
+struct PipelineOptions {
+  // Template for every projection; `layer` is overwritten with the projection's HF name.
+  PruneOptions prune;
+  // ECMAScript regex searched (std::regex_search, i.e. a partial match) in each projection's
+  // name, e.g. "model.layers.3.mlp.down_proj"; matching projections stay dense. Empty: none.
+  std::string skip_regex;
+  // Storage dtype of each projection's weight (F32, BF16 or F16), indexed [layer*7 + proj];
+  // empty means F32 for all. Pruned weights are rounded to it before they replace the model's.
+  std::vector<DType> dtypes;
+  // Global dense budget (SpenseGPT only, 0 < d < 1): instead of round(d * tiles) dense tiles
+  // in every projection, the dense tiles of the whole model are chosen together. A first pass
+  // runs the DENSE model over the calibration windows and scores every tile of every
+  // projection with the strategy (prune_layer's tile_scores), each divided by the
+  // projection's output energy tr(W H W^T) (so scores are relative errors, comparable across
+  // layers). Tiles are then taken greedily by score per stored element until the extra dense
+  // elements reach d times the sparse-prunable elements (the same average density as uniform
+  // d, up to one tile). The second pass is the normal sequential pipeline with those tiles
+  // fixed. Costs one extra forward and prune pass, and a second copy of the activations.
+  bool global_budget = false;
+  // Progress bar on stderr even when it is not a terminal.
+  bool progress_force = false;
+  // One line per finished layer (e.g. to stderr); may be empty.
+  std::function<void(const std::string&)> log;
+};
+
+struct PrunedProjection {
+  int64_t layer = 0;
+  Proj proj = Proj::Q;
+  std::string name;       // "model.layers.3.mlp.down_proj"
+  bool skipped = false;   // matched skip_regex (weights untouched, no report)
+  bool packed = false;    // tensor holds the packed Spense layer (false: dense method or skipped)
+  SpenseTensor tensor;    // valid when packed
+  PruneReport report;     // valid when !skipped
+  double seconds = 0;     // prune_layer wall time
+};
+
+struct PipelineResult {
+  std::vector<PrunedProjection> projections;  // layer-major, kAllProjs order within a layer
+  int64_t nsamples = 0, seqlen = 0;
+  double calib_seconds = 0;   // forward passes (dense + pruned) and Hessian accumulation
+  double prune_seconds = 0;   // prune_layer calls
+  double total_seconds = 0;
+};
+
+// Prune model in place. windows: token ids, all of one length (at most the model's
+// max_position_embeddings). Throws spense::Error (naming the layer) on an invalid regex,
+// a layout that does not fit a projection's shape, or any prune_layer failure.
+PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
+                           const PipelineOptions& opts);
+
+// Peak resident set size of this process in bytes (getrusage ru_maxrss).
+uint64_t peak_rss_bytes();
+
+}  // namespace spense

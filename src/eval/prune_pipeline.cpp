@@ -1,0 +1,270 @@
+// Whole-model sequential pruning (see spense/pipeline.h).
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <regex>
+#include <string>
+
+#include "spense/error.h"
+#include "spense/pipeline.h"
+#include "spense/progress.h"
+
+namespace spense {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int input_index(LinearInput r) { return static_cast<int>(r); }
+
+// Explicit dense tiles per projection [layer*7 + proj] for the global budget (pipeline.h).
+std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, const std::vector<float>& acts0,
+                                                     int64_t S, int64_t T, const PipelineOptions& opts,
+                                                     const std::regex* skip) {
+  const int64_t L = model.num_layers(), Hd = model.hidden_size();
+  std::vector<float> acts = acts0;
+  std::vector<float> scratch(static_cast<size_t>(T * Hd));
+  struct Cand {
+    size_t proj;
+    int64_t tile;
+    double value;  // relative-error score per element
+    int64_t cost;  // elements of the tile
+  };
+  std::vector<Cand> cands;
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(L * 7));
+  double prunable = 0;
+  ProgressBar bar("budget", L, "layer", opts.progress_force);
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& lw = model.layer(l);
+    const int64_t in_dims[4] = {lw.q.in, lw.o.in, lw.gate.in, lw.down.in};
+    std::vector<HessianAccumulator> acc;
+    for (int r = 0; r < 4; ++r) acc.emplace_back("model.layers." + std::to_string(l), in_dims[r]);
+    const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
+      acc[size_t(static_cast<int>(role))].add(x, rows);
+    };
+    for (int64_t s = 0; s < S; ++s) {
+      std::copy_n(acts.data() + s * T * Hd, T * Hd, scratch.data());
+      model.block_forward(l, scratch.data(), T, hook);
+    }
+    std::vector<Hessian> hs;
+    for (auto& a : acc) hs.push_back(a.finalize());
+    for (Proj p : kAllProjs) {
+      const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+      if (skip && std::regex_search(name, *skip)) continue;
+      const Linear& lin = lw.proj(p);
+      const Hessian& H = hs[size_t(static_cast<int>(proj_input(p)))];
+      Matrix W(lin.out, lin.in);
+      for (size_t i = 0; i < W.data.size(); ++i) W.data[i] = lin.weight[i];
+      const double energy = reconstruction_error(W, Matrix(lin.out, lin.in), H);
+      PruneOptions po = opts.prune;
+      po.layer = name;
+      po.compute_error = false;
+      const int64_t dim = po.axis == SpenseAxis::OUT ? lin.out : lin.in;
+      const int64_t ntiles = dim / po.tile;
+      const int64_t tile_elems = po.tile * (po.axis == SpenseAxis::OUT ? lin.in : lin.out);
+      prunable += double(lin.out) * double(lin.in);
+      std::vector<double> scores;
+      if (ntiles >= 2) {
+        po.dense_ratio = 1.0 / double(ntiles);  // one dense tile: scores are computed
+        scores = prune_layer(po, W, H).report.tile_scores;
+      } else {
+        // A single tile: its score is the error of plain 2:4 on the whole projection.
+        po.method = PruneMethod::SPARSEGPT;
+        po.compute_error = true;
+        scores = {prune_layer(po, W, H).report.error};
+      }
+      for (int64_t t = 0; t < static_cast<int64_t>(scores.size()); ++t)
+        cands.push_back({size_t(l * 7 + static_cast<int>(p)), t,
+                         energy > 0 ? scores[size_t(t)] / energy / double(tile_elems) : 0.0, tile_elems});
+    }
+    for (int64_t s = 0; s < S; ++s) model.block_forward(l, acts.data() + s * T * Hd, T);
+    bar.update(l + 1);
+  }
+  bar.finish();
+  // A dense tile costs its elements * 0.5 extra stored values over 2:4; uniform d costs
+  // d * prunable * 0.5, so the budget in tile elements is d * prunable.
+  std::stable_sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) { return a.value > b.value; });
+  double budget = opts.prune.dense_ratio * prunable;
+  for (const Cand& c : cands) {
+    if (double(c.cost) > budget + 0.5 * double(c.cost)) continue;  // round to the nearest tile
+    out[c.proj].push_back(c.tile);
+    budget -= double(c.cost);
+  }
+  for (auto& v : out) std::sort(v.begin(), v.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
+                                                             int64_t nsamples, int64_t seqlen,
+                                                             uint64_t seed) {
+  if (seqlen < 2) throw Error("calibration --seqlen must be at least 2, got " + std::to_string(seqlen));
+  if (nsamples < 1) throw Error("calibration --nsamples must be at least 1, got " + std::to_string(nsamples));
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n < seqlen)
+    throw Error("calibration text has " + std::to_string(n) + " tokens, fewer than one window of --seqlen " +
+                std::to_string(seqlen));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> pick(0, n - seqlen);
+  std::vector<std::vector<int32_t>> out;
+  out.reserve(static_cast<size_t>(nsamples));
+  for (int64_t s = 0; s < nsamples; ++s) {
+    const int64_t o = pick(rng);
+    out.emplace_back(ids.begin() + o, ids.begin() + o + seqlen);
+  }
+  return out;
+}
+
+uint64_t peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux: kilobytes
+}
+
+PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
+                           const PipelineOptions& opts) {
+  const auto t_start = Clock::now();
+  if (windows.empty()) throw Error("prune_model: no calibration windows", 1);
+  const int64_t T = static_cast<int64_t>(windows[0].size());
+  for (const auto& w : windows)
+    if (static_cast<int64_t>(w.size()) != T) throw Error("prune_model: calibration windows differ in length", 1);
+  const ModelConfig& cfg = model.config();
+  if (cfg.max_position_embeddings > 0 && T > cfg.max_position_embeddings)
+    throw Error("calibration --seqlen " + std::to_string(T) + " exceeds the model's max_position_embeddings " +
+                std::to_string(cfg.max_position_embeddings));
+  std::regex skip;
+  const bool use_skip = !opts.skip_regex.empty();
+  if (use_skip) {
+    try {
+      skip = std::regex(opts.skip_regex, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw Error("--skip '" + opts.skip_regex + "': invalid regular expression (" + e.what() + ")");
+    }
+  }
+  const int64_t L = model.num_layers(), Hd = model.hidden_size();
+  const int64_t S = static_cast<int64_t>(windows.size());
+  if (!opts.dtypes.empty() && static_cast<int64_t>(opts.dtypes.size()) != L * 7)
+    throw Error("prune_model: dtypes must have 7 entries per layer", 1);
+
+  PipelineResult res;
+  res.nsamples = S;
+  res.seqlen = T;
+
+  // Calibration activations: S x T x hidden, updated layer by layer.
+  std::vector<float> acts(static_cast<size_t>(S * T * Hd));
+  for (int64_t s = 0; s < S; ++s) model.embed(windows[size_t(s)].data(), T, acts.data() + s * T * Hd);
+  std::vector<float> scratch(static_cast<size_t>(T * Hd));
+
+  std::vector<std::vector<int64_t>> global_tiles;
+  const bool global = opts.global_budget && opts.prune.method == PruneMethod::SPENSEGPT &&
+                      opts.prune.dense_ratio > 0 && opts.prune.dense_ratio < 1;
+  if (global) global_tiles = global_dense_tiles(model, acts, S, T, opts, use_skip ? &skip : nullptr);
+
+  const int64_t steps_per_layer = 2 * S + 7;
+  ProgressBar bar("prune", L * steps_per_layer, "step", opts.progress_force);
+  auto log = [&](const std::string& line) {
+    if (!opts.log) return;
+    if (bar.enabled()) std::fputs("\r\033[K", stderr);
+    opts.log(line);
+  };
+
+  for (int64_t l = 0; l < L; ++l) {
+    const auto t_layer = Clock::now();
+    int64_t step = l * steps_per_layer;
+    LayerWeights& lw = model.layer(l);
+    // 1. Hessians from the dense block.
+    const int64_t in_dims[4] = {lw.q.in, lw.o.in, lw.gate.in, lw.down.in};
+    std::vector<HessianAccumulator> acc;
+    for (int r = 0; r < 4; ++r)
+      acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
+                       in_dims[r]);
+    const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t cols) {
+      (void)cols;
+      acc[size_t(input_index(role))].add(x, rows);
+    };
+    auto t0 = Clock::now();
+    for (int64_t s = 0; s < S; ++s) {
+      std::copy_n(acts.data() + s * T * Hd, T * Hd, scratch.data());
+      model.block_forward(l, scratch.data(), T, hook);
+      bar.update(++step);
+    }
+    std::vector<Hessian> hs;
+    for (auto& a : acc) hs.push_back(a.finalize());
+    acc.clear();
+    res.calib_seconds += since(t0);
+
+    // 2. Prune the seven projections.
+    double layer_err = 0, layer_energy = 0;
+    int pruned = 0;
+    for (Proj p : kAllProjs) {
+      PrunedProjection pp;
+      pp.layer = l;
+      pp.proj = p;
+      pp.name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+      Linear& lin = lw.proj(p);
+      const DType dt = opts.dtypes.empty() ? DType::F32 : opts.dtypes[size_t(l * 7 + static_cast<int>(p))];
+      if (use_skip && std::regex_search(pp.name, skip)) {
+        pp.skipped = true;
+        res.projections.push_back(std::move(pp));
+        bar.update(++step);
+        continue;
+      }
+      Matrix W(lin.out, lin.in);
+      for (size_t i = 0; i < W.data.size(); ++i) W.data[i] = lin.weight[i];
+      PruneOptions po = opts.prune;
+      po.layer = pp.name;
+      if (global) po.dense_tiles = global_tiles[size_t(l * 7 + static_cast<int>(p))];
+      const auto tp = Clock::now();
+      PruneResult pr = prune_layer(po, W, hs[size_t(input_index(proj_input(p)))]);
+      pp.seconds = since(tp);
+      res.prune_seconds += pp.seconds;
+      pp.report = pr.report;
+      if (po.method == PruneMethod::DENSE) {
+        // Unchanged weights, no packed form (the layer stays a plain dense tensor).
+        pp.packed = false;
+      } else {
+        SpenseLayout lay = pr.layout;
+        if (lay.dense_tiles.empty()) {
+          // No dense tiles: any tile size dividing the tiled dimension describes the layout.
+          const int64_t dim = lay.axis == SpenseAxis::OUT ? lin.out : lin.in;
+          if (dim % lay.g != 0) lay.g = std::gcd(dim, lay.g);
+        }
+        pp.tensor = with_context(pp.name, [&] {
+          return spense_pack_f64(pp.name, dt, lin.out, lin.in, pr.W.data.data(), lay);
+        });
+        pp.packed = true;
+        // The model holds exactly what is stored: the unpacked (dtype-rounded) weights.
+        lin.weight = spense_unpack_f32(pp.tensor);
+        ++pruned;
+        layer_err += pr.report.error;
+        if (pr.report.error_rel > 0) layer_energy += pr.report.error / pr.report.error_rel;
+      }
+      res.projections.push_back(std::move(pp));
+      bar.update(++step);
+    }
+    hs.clear();
+
+    // 3. The pruned block's outputs become the next layer's inputs.
+    t0 = Clock::now();
+    for (int64_t s = 0; s < S; ++s) {
+      model.block_forward(l, acts.data() + s * T * Hd, T);
+      bar.update(++step);
+    }
+    res.calib_seconds += since(t0);
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "layer %lld/%lld: %d projections pruned, relative error %.4g, %.2f s",
+                  static_cast<long long>(l + 1), static_cast<long long>(L), pruned,
+                  layer_energy > 0 ? layer_err / layer_energy : 0.0, since(t_layer));
+    log(buf);
+  }
+  bar.finish();
+  res.total_seconds = since(t_start);
+  return res;
+}
+
+}  // namespace spense

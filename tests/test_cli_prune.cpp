@@ -1,0 +1,378 @@
+// `spense prune` and `spense eval` end to end on a tiny random Qwen3 (spense synth) with the
+// real Qwen3 tokenizer and Brown corpus calibration text: the output directory's contents
+// (HF checkpoint loadable by Model::load, exact 2:4 outside dense tiles, packed tensors equal
+// to the materialised weights, magnitude equal to an independent computation, dense and d=1
+// unchanged), input errors (exit 2, nothing written), --force, and eval's accuracy against a
+// direct computation with score_continuation.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "spense/dtype.h"
+#include "spense/eval.h"
+#include "spense/format.h"
+#include "spense/model.h"
+#include "spense/safetensors.h"
+#include "spense/tokenizer.h"
+
+namespace fs = std::filesystem;
+using namespace spense;
+
+namespace {
+
+const std::string kTokenizer = std::string(SPENSE_REFS) + "/qwen3/tokenizer.json";
+const std::string kBrown = std::string(SPENSE_REFS) + "/brown/ca01";
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+struct TempRoot {
+  fs::path path;
+  TempRoot() {
+    path = fs::temp_directory_path() / ("spense_test_cli_prune_" + std::to_string(getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+const TempRoot g_tmp;
+const fs::path& tmp() { return g_tmp.path; }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+void spit(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
+}
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+Result run(const std::string& args) {
+  static int n = 0;
+  const fs::path err_file = tmp() / ("stderr_" + std::to_string(n++));
+  const std::string cmd = std::string(SPENSE_CLI) + " " + args + " 2>" + quote(err_file.string());
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t got;
+  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = slurp(err_file);
+  return r;
+}
+
+std::vector<float> magnitude24(const std::vector<float>& w) {
+  std::vector<float> out(w.size(), 0.0f);
+  for (size_t g = 0; g < w.size(); g += 4) {
+    int idx[4] = {0, 1, 2, 3};
+    std::stable_sort(idx, idx + 4, [&](int a, int b) { return std::abs(w[g + a]) > std::abs(w[g + b]); });
+    out[g + idx[0]] = w[g + idx[0]];
+    out[g + idx[1]] = w[g + idx[1]];
+  }
+  return out;
+}
+
+class PruneCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!fs::exists(kTokenizer) || !fs::exists(kBrown)) return;
+    model_ = (tmp() / "model").string();
+    const Result r = run("synth --arch qwen3 --preset tiny --max-position 128 --tokenizer " + quote(kTokenizer) +
+                         " --out " + quote(model_));
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream in(slurp(kBrown));
+    std::string word, text;
+    while (in >> word) text += word.substr(0, word.rfind('/')) + " ";
+    text_ = (tmp() / "brown.txt").string();
+    spit(text_, text);
+  }
+  void SetUp() override {
+    if (model_.empty()) GTEST_SKIP() << "reference data missing (scripts/fetch_refs.sh)";
+  }
+  // Small, fast calibration.
+  static std::string base(const std::string& out) {
+    return "prune --model " + quote(model_) + " --calib " + quote(text_) + " --out " + quote(out) +
+           " --nsamples 4 --seqlen 32 --tile 16";
+  }
+  static std::string model_, text_;
+};
+std::string PruneCli::model_, PruneCli::text_;
+
+TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
+  for (const char* axis : {"out", "in"}) {
+    const std::string out = (tmp() / (std::string("spense_") + axis)).string();
+    const Result r = run(base(out) + " --axis " + axis + " --dense-ratio 0.25 --log-json");
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (const char* f : {"model.safetensors", "spense.safetensors", "spense.json", "report.json", "config.json",
+                          "tokenizer.json"})
+      EXPECT_TRUE(fs::exists(fs::path(out) / f)) << f;
+    EXPECT_FALSE(fs::exists(fs::path(out) / "generation_config.json"));  // not in the input
+    const Model pruned = Model::load(out);
+    const Checkpoint orig = Checkpoint::open(model_), ck = Checkpoint::open(out);
+    // Every tensor: same names, dtype, shape; non-projection tensors byte-identical.
+    ASSERT_EQ(orig.names(), ck.names());
+    for (const auto& name : orig.names()) {
+      const TensorRef a = orig.get(name), b = ck.get(name);
+      EXPECT_EQ(a.info->dtype, b.info->dtype) << name;
+      EXPECT_EQ(a.info->shape, b.info->shape) << name;
+      if (name.find("_proj.weight") == std::string::npos) {
+        EXPECT_EQ(0, std::memcmp(a.data, b.data, a.info->nbytes())) << name;
+      }
+    }
+    const auto sf = SafetensorsFile::open(out + "/spense.safetensors");
+    const auto layers = spense_list_layers(*sf);
+    ASSERT_EQ(layers.size(), 14u);
+    const auto sj = nlohmann::json::parse(slurp(fs::path(out) / "spense.json"));
+    EXPECT_EQ(sj["method"], "spensegpt");
+    for (int64_t l = 0; l < 2; ++l)
+      for (Proj p : kAllProjs) {
+        const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+        const SpenseTensor t = spense_read_tensors(*sf, name);
+        EXPECT_EQ(spense_axis_name(t.layout.axis), std::string(axis));
+        EXPECT_FALSE(t.layout.dense_tiles.empty()) << name;
+        EXPECT_EQ(sj["layers"][name]["dense_tiles"].get<std::vector<int64_t>>(), t.layout.dense_tiles);
+        const Linear& lin = pruned.layer(l).proj(p);
+        // Packed == materialised, bit for bit (both BF16).
+        const TensorRef w = ck.get(name + ".weight");
+        const std::vector<uint8_t> unpacked = spense_unpack(t);
+        ASSERT_EQ(unpacked.size(), w.info->nbytes());
+        EXPECT_EQ(0, std::memcmp(unpacked.data(), w.data, unpacked.size())) << name;
+        // Exactly 2:4 outside dense tiles.
+        std::vector<bool> drow(size_t(lin.out)), dcol(size_t(lin.in));
+        for (int64_t tt : t.layout.dense_tiles)
+          for (int64_t i = tt * t.layout.g; i < (tt + 1) * t.layout.g; ++i)
+            (t.layout.axis == SpenseAxis::OUT ? drow : dcol)[size_t(i)] = true;
+        for (int64_t rr = 0; rr < lin.out; ++rr) {
+          if (drow[size_t(rr)]) continue;
+          for (int64_t g = 0; g < lin.in; g += 4) {
+            if (dcol[size_t(g)]) continue;
+            int nz = 0;
+            for (int k = 0; k < 4; ++k) nz += lin.weight[size_t(rr * lin.in + g + k)] != 0.0f;
+            ASSERT_LE(nz, 2) << name << " row " << rr << " group " << g / 4;
+          }
+        }
+      }
+    const auto rep = nlohmann::json::parse(slurp(fs::path(out) / "report.json"));
+    ASSERT_EQ(rep["layers"].size(), 14u);
+    for (const auto& j : rep["layers"]) {
+      EXPECT_EQ(j["method"], "spensegpt");
+      EXPECT_GT(j["density"].get<double>(), 0.5);
+      EXPECT_GE(j["error"].get<double>(), 0.0);
+      EXPECT_TRUE(j.contains("seconds"));
+      EXPECT_TRUE(j.contains("dense_tiles"));
+    }
+    EXPECT_GT(rep["summary"]["peak_rss_bytes"].get<double>(), 0);
+    // --log-json: 14 projection lines + summary
+    std::istringstream lines(r.out);
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+      EXPECT_NO_THROW(nlohmann::json::parse(line)) << line;
+      ++n;
+    }
+    EXPECT_EQ(n, 15);
+  }
+}
+
+TEST_F(PruneCli, MagnitudeEqualsIndependentComputation) {
+  const std::string out = (tmp() / "magnitude").string();
+  const Result r = run(base(out) + " --method magnitude");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Model orig = Model::load(model_), pruned = Model::load(out);
+  for (int64_t l = 0; l < 2; ++l)
+    for (Proj p : kAllProjs) {
+      // The original weights are BF16 values; the kept ones stay exactly representable.
+      EXPECT_EQ(pruned.layer(l).proj(p).weight, magnitude24(orig.layer(l).proj(p).weight))
+          << l << " " << proj_name(p);
+    }
+}
+
+TEST_F(PruneCli, DenseAndFullRatioLeaveWeightsUnchanged) {
+  for (const std::string extra : {" --method dense", " --method spensegpt --dense-ratio 1", " --dense-ratio 1 --axis in"}) {
+    const std::string out = (tmp() / "dense").string();
+    const Result r = run(base(out) + extra + " --force");
+    ASSERT_EQ(r.code, 0) << extra << ": " << r.err;
+    const Checkpoint a = Checkpoint::open(model_), b = Checkpoint::open(out);
+    for (const auto& name : a.names()) {
+      const TensorRef x = a.get(name), y = b.get(name);
+      ASSERT_EQ(x.info->nbytes(), y.info->nbytes());
+      EXPECT_EQ(0, std::memcmp(x.data, y.data, x.info->nbytes())) << extra << " " << name;
+    }
+  }
+}
+
+TEST_F(PruneCli, SkipKeepsLayersDense) {
+  const std::string out = (tmp() / "skip").string();
+  const Result r = run(base(out) + " --method sparsegpt --skip 'mlp\\.down_proj'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Checkpoint a = Checkpoint::open(model_), b = Checkpoint::open(out);
+  for (const auto& name : a.names()) {
+    if (name.find("_proj.weight") == std::string::npos) continue;
+    const bool same = std::memcmp(a.get(name).data, b.get(name).data, a.get(name).info->nbytes()) == 0;
+    EXPECT_EQ(same, name.find("down_proj") != std::string::npos) << name;
+  }
+  const auto sj = nlohmann::json::parse(slurp(fs::path(out) / "spense.json"));
+  EXPECT_EQ(sj["layers"]["model.layers.0.mlp.down_proj"]["dense"], true);
+}
+
+TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
+  const fs::path shortf = tmp() / "short.txt";
+  spit(shortf, "Only a few words.");
+  const fs::path noweights = tmp() / "noweights";
+  fs::create_directories(noweights);
+  fs::copy_file(fs::path(model_) / "config.json", noweights / "config.json", fs::copy_options::overwrite_existing);
+  const fs::path out = tmp() / "bad_out";
+  struct Case {
+    std::string args, expect;
+  };
+  const std::string m = quote(model_), c = quote(text_), o = quote(out.string());
+  const std::vector<Case> cases = {
+      {"prune --model " + m + " --calib " + quote(shortf.string()) + " --out " + o + " --seqlen 64 --tile 16",
+       "fewer than one window"},
+      {"prune --model " + quote(noweights.string()) + " --calib " + c + " --out " + o, "model.safetensors"},
+      {"prune --model " + m + " --calib " + c + " --out " + quote(model_ + "/sub") + " --tile 16",
+       "inside the model directory"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --dense-ratio 1.5", "outside [0, 1]"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --dense-ratio -0.1", "outside [0, 1]"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 64", "does not divide"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 6", "multiple of 4"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --method foo", "unknown method"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --budget global --method sparsegpt", "spensegpt only"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --budget foo", "--budget"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --skip '('", "--skip"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --seqlen 256", "max_position_embeddings"},
+      {"prune --model " + quote((tmp() / "nope").string()) + " --calib " + c + " --out " + o, "not found"},
+  };
+  for (const auto& k : cases) {
+    const Result r = run(k.args);
+    EXPECT_EQ(r.code, 2) << k.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(k.expect), std::string::npos) << k.args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << k.args;
+    EXPECT_FALSE(fs::exists(fs::path(model_) / "sub"));
+  }
+  // No temporary directories left next to the output either.
+  for (const auto& e : fs::directory_iterator(tmp()))
+    EXPECT_EQ(e.path().filename().string().find("bad_out"), std::string::npos) << e.path();
+}
+
+TEST_F(PruneCli, RefusesExistingOutputUnlessForced) {
+  const fs::path out = tmp() / "force";
+  fs::create_directories(out);
+  spit(out / "old.txt", "old");
+  const Result r = run(base(out.string()) + " --method magnitude");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(out / "old.txt"));
+  const Result f = run(base(out.string()) + " --method magnitude --force");
+  ASSERT_EQ(f.code, 0) << f.err;
+  EXPECT_FALSE(fs::exists(out / "old.txt"));
+  EXPECT_TRUE(fs::exists(out / "model.safetensors"));
+}
+
+TEST_F(PruneCli, EvalMatchesDirectScoring) {
+  const fs::path tasks = tmp() / "mc.jsonl";
+  spit(tasks,
+       "{\"context\": \"The jury said the\", \"choices\": [\" election\", \" city of Atlanta\", \" praise\"], \"label\": 1}\n"
+       "{\"context\": \"One two three\", \"choices\": [\" four\", \" five\"], \"label\": 0, \"task\": \"count\"}\n"
+       "{\"context\": \"Hello\", \"choices\": [\" world\"], \"label\": 0, \"greedy\": true, \"task\": \"count\"}\n");
+  const Result r = run("eval --model " + quote(model_) + " --text " + quote(text_) + " --seqlen 64 --max-windows 2" +
+                       " --tasks " + quote(tasks.string()) + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["perplexity"]["windows"], 2);
+  EXPECT_GT(j["perplexity"]["ppl"].get<double>(), 1.0);
+  ASSERT_TRUE(j["tasks"].contains("mc"));
+  ASSERT_TRUE(j["tasks"].contains("count"));
+  EXPECT_EQ(j["tasks"]["mc"]["n"], 1);
+  EXPECT_EQ(j["tasks"]["count"]["n"], 2);
+
+  // Direct computation.
+  const Model m = Model::load(model_);
+  const Tokenizer tok = Tokenizer::load(kTokenizer);
+  auto score = [&](const std::string& ctx, const std::string& ch) {
+    const auto c = tok.encode(ctx), f = tok.encode(ctx + ch);
+    EXPECT_TRUE(std::equal(c.begin(), c.end(), f.begin()));
+    return score_continuation(m, c, std::vector<int32_t>(f.begin() + c.size(), f.end()));
+  };
+  auto argmax = [](const std::vector<double>& v) {
+    return int(std::max_element(v.begin(), v.end()) - v.begin());
+  };
+  const std::vector<std::string> ch1 = {" election", " city of Atlanta", " praise"};
+  std::vector<double> lp, ln;
+  for (const auto& c : ch1) {
+    const auto s = score("The jury said the", c);
+    lp.push_back(s.logprob);
+    ln.push_back(s.logprob / double(c.size()));
+  }
+  EXPECT_DOUBLE_EQ(j["tasks"]["mc"]["acc"].get<double>(), argmax(lp) == 1 ? 1.0 : 0.0);
+  EXPECT_DOUBLE_EQ(j["tasks"]["mc"]["acc_norm"].get<double>(), argmax(ln) == 1 ? 1.0 : 0.0);
+  const auto a = score("One two three", " four"), b = score("One two three", " five");
+  const auto g = score("Hello", " world");
+  const double hits = (a.logprob >= b.logprob ? 1 : 0) + (g.greedy ? 1 : 0);
+  EXPECT_DOUBLE_EQ(j["tasks"]["count"]["acc"].get<double>(), hits / 2);
+
+  // --limit 1 and the table.
+  const Result t = run("eval --model " + quote(model_) + " --tasks " + quote(tasks.string()) + " --limit 1");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("acc_norm"), std::string::npos);
+  EXPECT_NE(t.out.find("count"), std::string::npos);
+  // Bad task file -> exit 2 naming file:line.
+  const fs::path bad = tmp() / "bad.jsonl";
+  spit(bad, "{\"context\": \"a\", \"choices\": [\"b\"], \"label\": 3}\n");
+  const Result e = run("eval --model " + quote(model_) + " --tasks " + quote(bad.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_NE(e.err.find(bad.string() + ":1:"), std::string::npos) << e.err;
+  const Result none = run("eval --model " + quote(model_));
+  EXPECT_EQ(none.code, 2);
+}
+
+TEST_F(PruneCli, GlobalBudgetKeepsTheAverageDensity) {
+  const std::string out = (tmp() / "global").string();
+  const Result r = run(base(out) + " --budget global --dense-ratio 0.25");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto rep = nlohmann::json::parse(slurp(fs::path(out) / "report.json"));
+  // 0.25 of the prunable elements dense, up to half a tile of the largest projection.
+  EXPECT_NEAR(rep["summary"]["effective_density"].get<double>(), 0.5 + 0.5 * 0.25, 0.03);
+  const Model pruned = Model::load(out);
+  const auto sf = SafetensorsFile::open(out + "/spense.safetensors");
+  const Checkpoint ck = Checkpoint::open(out);
+  for (const auto& name : spense_list_layers(*sf)) {
+    const SpenseTensor t = spense_read_tensors(*sf, name);
+    const std::vector<uint8_t> u = spense_unpack(t);
+    EXPECT_EQ(0, std::memcmp(u.data(), ck.get(name + ".weight").data, u.size())) << name;
+  }
+}
+
+TEST_F(PruneCli, PrunedModelEvaluates) {
+  const std::string out = (tmp() / "for_eval").string();
+  ASSERT_EQ(run(base(out) + " --method sparsegpt").code, 0);
+  const Result r = run("eval --model " + quote(out) + " --text " + quote(text_) + " --seqlen 64 --max-windows 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const double ppl = nlohmann::json::parse(r.out)["perplexity"]["ppl"].get<double>();
+  EXPECT_TRUE(std::isfinite(ppl));
+}
+
+}  // namespace
