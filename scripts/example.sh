@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# The main job on a small example: a random-weight Qwen3-architecture model with the real
-# Qwen3 tokenizer, inspected and scored on real English text (the Brown corpus).
-# Outputs go to example/ (git-ignored).
+# The main job on a small example: prune the bundled evaluation model (models/eval-qwen3,
+# a 20M-parameter Qwen3-architecture LM trained on real English, docs/results/eval-model.md)
+# with SpenseGPT (2:4 + 25% dense tiles) using Brown-corpus text as calibration data, then
+# compare perplexity before and after. Outputs go to example/ (git-ignored).
+# Note: Brown text is part of that model's training data; held-out numbers are in docs/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=build/spense
+M=models/eval-qwen3
 mkdir -p example
-# Brown corpus, part-of-speech tags stripped ("word/tag" -> "word").
-cat .refs/brown/c[a-e]* | sed -E 's#([^ \t]+)/[^ \t]+#\1#g' > example/brown.txt
-rm -rf example/tiny-qwen3
-$S synth --arch qwen3 --preset tiny --tokenizer .refs/qwen3/tokenizer.json --seed 0 --out example/tiny-qwen3
-$S inspect example/tiny-qwen3
-$S ppl --model example/tiny-qwen3 --text example/brown.txt --seqlen 256 --max-windows 16
+# Brown corpus, part-of-speech tags stripped ("word/tag" -> "word"): genres a-e calibrate,
+# genres f-r evaluate.
+strip() { sed -E 's#([^ \t]+)/[^ \t]+#\1#g'; }
+cat .refs/brown/c[a-e]* | strip > example/calib.txt
+cat .refs/brown/c[f-r]* | strip > example/eval.txt
+$S inspect $M
+$S prune --model $M --calib example/calib.txt --out example/eval-qwen3-spense --force \
+  --method spensegpt --dense-ratio 0.25 --axis out --nsamples 16 --seqlen 512
+echo "== dense model"
+$S eval --model $M --text example/eval.txt --seqlen 512 --max-windows 16
+echo "== SpenseGPT d=0.25 (effective density 0.625)"
+$S eval --model example/eval-qwen3-spense --text example/eval.txt --seqlen 512 --max-windows 16
