@@ -19,5 +19,5 @@ $S prune --model $M --calib example/calib.txt --out example/eval-qwen3-spense --
   --method spensegpt --dense-ratio 0.25 --axis out --nsamples 16 --seqlen 512
 echo "== dense model"
 $S eval --model $M --text example/eval.txt --seqlen 512 --max-windows 16
-echo "== SpenseGPT d=0.25 (effective density 0.625)"
+echo "== SpenseGPT: 2:4 + 25% dense tiles"
 $S eval --model example/eval-qwen3-spense --text example/eval.txt --seqlen 512 --max-windows 16
