@@ -41,6 +41,7 @@ struct PruneArgs {
   std::string model, out;
   std::vector<std::string> calib;
   std::string method = "spensegpt", axis = "out", strategy = "saliency", budget = "uniform", skip;
+  std::string save_calib;  // optional: where to write the sampled windows' token ids
   double dense_ratio = 0.25;
   int64_t tile = 64, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
@@ -169,6 +170,15 @@ void run_prune(const PruneArgs& a) {
     throw Error("calibration text (" + a.calib[0] + (a.calib.size() > 1 ? ", ..." : "") + ") has " +
                 std::to_string(ids.size()) + " tokens, fewer than one window of --seqlen " + std::to_string(a.seqlen));
   const auto windows = sample_calibration_windows(ids, a.nsamples, a.seqlen, a.seed);
+  if (!a.save_calib.empty()) {
+    // For reproducing the run with another implementation (tools/sparsegpt_model_ref.py).
+    std::string text;
+    for (const auto& w : windows) {
+      for (size_t i = 0; i < w.size(); ++i) text += (i ? " " : "") + std::to_string(w[i]);
+      text += "\n";
+    }
+    write_file_atomic(a.save_calib, text.data(), text.size());
+  }
 
   // The output directory (removed again if anything below fails).
   AtomicDir out(a.out, a.force);
@@ -350,6 +360,9 @@ void register_prune(CLI::App& app) {
                   "Regex searched in projection names (e.g. 'layers\\.0\\.|down_proj'); matches stay dense");
   sub->add_option("--budget", a->budget, "Dense budget: uniform (same d in every projection) or global (spensegpt: dense tiles chosen across the whole model by relative tile scores from a dense pre-pass, same average density)")
       ->default_val("uniform");
+  sub->add_option("--save-calib", a->save_calib,
+                  "Also write the sampled calibration windows to this file (token ids, one window per line), "
+                  "to reproduce the run with another implementation");
   sub->add_flag("--force", a->force, "Replace --out if it exists");
   sub->add_flag("--log-json", a->log_json, "Print one JSON line per projection and a summary line instead of the table");
   sub->add_flag("--fp32-obs", a->fp32_obs, "Run the OBS pass in fp32 (faster) instead of fp64");
