@@ -3,6 +3,8 @@
 // end to end with the real Qwen3 tokenizer on Brown corpus text, and the ppl input checks
 // that need a model with a tokenizer (seqlen beyond the context, text shorter than a window).
 #include <gtest/gtest.h>
+
+#include "test_helpers.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,56 +30,14 @@ const std::string kHf = std::string(SPENSE_FIXTURES) + "/hf";
 const std::string kTokenizer = std::string(SPENSE_REFS) + "/qwen3/tokenizer.json";
 const std::string kBrown = std::string(SPENSE_REFS) + "/brown/ca01";
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = test_util::CliResult;
+using test_util::quote;
+using test_util::slurp;
+using test_util::spit;
 
-// One scratch directory per test process, removed at exit.
-struct TempRoot {
-  fs::path path;
-  TempRoot() {
-    path = fs::temp_directory_path() / ("spense_test_cli_commands_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempRoot() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-const TempRoot g_tmp;
+const test_util::ScratchDir g_tmp("cli_commands");
 const fs::path& tmp_root() { return g_tmp.path; }
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << s;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-Result run(const std::string& args) {
-  static int n = 0;
-  const fs::path err_file = tmp_root() / ("stderr_" + std::to_string(n++));
-  const std::string cmd = std::string(SPENSE_CLI) + " " + args + " 2>" + quote(err_file.string());
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t got;
-  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = slurp(err_file);
-  return r;
-}
+Result run(const std::string& args) { return test_util::run_cli(args, tmp_root()); }
 
 std::vector<float> read_f32(const SafetensorsFile& f, const std::string& name, std::vector<int64_t>* shape) {
   const TensorInfo* t = f.find(name);

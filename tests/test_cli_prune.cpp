@@ -5,6 +5,8 @@
 // unchanged), input errors (exit 2, nothing written), --force, and eval's accuracy against a
 // direct computation with score_continuation.
 #include <gtest/gtest.h>
+
+#include "test_helpers.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,64 +37,16 @@ namespace {
 const std::string kTokenizer = std::string(SPENSE_REFS) + "/qwen3/tokenizer.json";
 const std::string kBrown = std::string(SPENSE_REFS) + "/brown/ca01";
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
+using Result = test_util::CliResult;
+using test_util::quote;
+using test_util::slurp;
+using test_util::spit;
 
-struct TempRoot {
-  fs::path path;
-  TempRoot() {
-    path = fs::temp_directory_path() / ("spense_test_cli_prune_" + std::to_string(getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempRoot() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-const TempRoot g_tmp;
+const test_util::ScratchDir g_tmp("cli_prune");
 const fs::path& tmp() { return g_tmp.path; }
+Result run(const std::string& args) { return test_util::run_cli(args, tmp()); }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << s;
-}
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-
-Result run(const std::string& args) {
-  static int n = 0;
-  const fs::path err_file = tmp() / ("stderr_" + std::to_string(n++));
-  const std::string cmd = std::string(SPENSE_CLI) + " " + args + " 2>" + quote(err_file.string());
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t got;
-  while ((got = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), got);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = slurp(err_file);
-  return r;
-}
-
-std::vector<float> magnitude24(const std::vector<float>& w) {
-  std::vector<float> out(w.size(), 0.0f);
-  for (size_t g = 0; g < w.size(); g += 4) {
-    int idx[4] = {0, 1, 2, 3};
-    std::stable_sort(idx, idx + 4, [&](int a, int b) { return std::abs(w[g + a]) > std::abs(w[g + b]); });
-    out[g + idx[0]] = w[g + idx[0]];
-    out[g + idx[1]] = w[g + idx[1]];
-  }
-  return out;
-}
+using test_util::magnitude24;
 
 class PruneCli : public ::testing::Test {
  protected:

@@ -2,6 +2,8 @@
 // zero-shot multiple-choice scorer (spense/zeroshot.h).
 #include <gtest/gtest.h>
 
+#include "test_helpers.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -45,17 +47,7 @@ std::vector<std::vector<int32_t>> random_windows(int64_t n, int64_t T, int64_t v
   return w;
 }
 
-// Independent magnitude 2:4: per group of 4 along K keep the 2 largest |w| (ties: lower index).
-std::vector<float> magnitude24(const std::vector<float>& w) {
-  std::vector<float> out(w.size(), 0.0f);
-  for (size_t g = 0; g < w.size(); g += 4) {
-    int idx[4] = {0, 1, 2, 3};
-    std::stable_sort(idx, idx + 4, [&](int a, int b) { return std::abs(w[g + a]) > std::abs(w[g + b]); });
-    out[g + idx[0]] = w[g + idx[0]];
-    out[g + idx[1]] = w[g + idx[1]];
-  }
-  return out;
-}
+using test_util::magnitude24;
 
 float bf16_round(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 
