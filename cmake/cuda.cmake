@@ -48,6 +48,13 @@ if(SPENSE_CUDA_ENABLED)
       target_link_libraries(spense_cuda PUBLIC ${CUSPARSELT_LIBRARY})
       target_compile_definitions(spense_cuda PUBLIC SPENSE_HAVE_CUSPARSELT=1)
     endif()
+    # The decode engine (src/engine/gpu/): kernels, the engine, bench-decode.
+    file(GLOB engine_gpu_srcs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/engine/gpu/*.cu
+         ${PROJECT_SOURCE_DIR}/src/engine/gpu/*.cpp)
+    add_library(spense_engine_gpu STATIC ${engine_gpu_srcs})
+    target_include_directories(spense_engine_gpu PUBLIC ${PROJECT_SOURCE_DIR}/include PRIVATE ${PROJECT_SOURCE_DIR}/src)
+    target_link_libraries(spense_engine_gpu PUBLIC spense_cuda spense_engine spense_model)
+    target_compile_options(spense_engine_gpu PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo>)
   else()
     set(SPENSE_CUDA_ENABLED OFF)
   endif()

@@ -49,7 +49,7 @@ std::vector<float> read_f32(const SafetensorsFile& f, const std::string& name, s
 }
 
 TEST(CliCommands, HelpExplainsEveryFlag) {
-  for (const char* cmd : {"inspect", "ppl", "logits", "synth"}) {
+  for (const char* cmd : {"inspect", "ppl", "logits", "synth", "generate"}) {
     const Result r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0) << cmd;
     // CLI11 prints each option with its description on the same line; an option without
@@ -125,6 +125,54 @@ TEST(CliCommands, LogitsMatchTransformersFixture) {
     EXPECT_LT(md / mr, 1e-4) << name;  // fp32 both sides, see test_model_forward.cpp
     EXPECT_EQ(got_f->find("logits")->dtype, DType::F32);
   }
+}
+
+// The CPU path of `spense generate`: its greedy next token is the argmax of transformers'
+// logits (fixture) at every prefix length tried; text mode echoes the prompt and continues it.
+TEST(CliCommands, GenerateGreedyFollowsTransformersArgmax) {
+  const std::string dir = kHf + "/qwen3_tiny";
+  const auto ref = SafetensorsFile::open(dir + "/ref.safetensors");
+  std::vector<int64_t> shape;
+  const auto logits = read_f32(*ref, "logits.2", &shape);
+  const TensorInfo* ids_t = ref->find("input_ids.2");
+  ASSERT_NE(ids_t, nullptr);
+  const auto* ids = reinterpret_cast<const int64_t*>(ref->data(*ids_t));
+  const int64_t V = shape[1];
+  for (int64_t k : {1, 5, 17, 33}) {
+    std::string list;
+    for (int64_t i = 0; i < k; ++i) list += (i ? "," : "") + std::to_string(ids[i]);
+    const Result r = run("generate --model " + quote(dir) + " --ids " + list +
+                         " --max-new-tokens 1 --device cpu --ignore-eos");
+    ASSERT_EQ(r.code, 0) << r.err;
+    const float* row = logits.data() + (k - 1) * V;
+    const int64_t want = std::max_element(row, row + V) - row;
+    EXPECT_NE(r.out.find("\nids: " + std::to_string(want) + "\n"), std::string::npos) << "prefix " << k << ": " << r.out;
+  }
+  const std::string prompt = "After the war, the people of the town";
+  const Result t = run("generate --model " + quote(std::string(SPENSE_SOURCE_DIR) + "/models/eval-qwen3") +
+                       " --prompt " + quote(prompt) + " --max-new-tokens 6 --device cpu --print-ids --ignore-eos");
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_EQ(t.out.rfind(prompt, 0), 0u) << t.out;
+  EXPECT_GT(t.out.find('\n'), prompt.size()) << "no continuation: " << t.out;
+  const size_t ids_at = t.out.find("\nids:");
+  ASSERT_NE(ids_at, std::string::npos);
+  std::istringstream in(t.out.substr(ids_at + 6));
+  int n = 0, x;
+  while (in >> x) ++n;
+  EXPECT_EQ(n, 6);
+}
+
+TEST(CliCommands, GenerateRefusesBadFlags) {
+  const std::string dir = quote(kHf + "/qwen3_tiny");
+  for (const char* args : {"--prompt hi --ids 1,2", "--ids 1,99999", "--ids 1 --temperature -1",
+                                  "--ids 1 --top-p 0", "--ids 1 --dtype fp8"}) {
+    const Result r = run("generate --model " + dir + " " + std::string(args) + " --device cpu");
+    EXPECT_EQ(r.code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find("error"), std::string::npos) << args;
+  }
+  const Result m = run("generate --model " + quote((tmp_root() / "no_model").string()) + " --ids 1 --device cpu");
+  EXPECT_EQ(m.code, 2);
+  EXPECT_NE(m.err.find("no_model"), std::string::npos) << m.err;
 }
 
 TEST(CliCommands, SynthIsDeterministicAndLoadable) {

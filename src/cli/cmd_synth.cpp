@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "spense/engine_plan.h"
 #include "cli/util.h"
 #include "spense/config.h"
 #include "spense/error.h"
@@ -25,52 +26,8 @@ struct SynthArgs {
   CLI::Option *o_hidden, *o_layers, *o_heads, *o_kv, *o_hd, *o_inter, *o_vocab, *o_maxpos, *o_theta;
 };
 
-ModelConfig preset_config(const std::string& arch, const std::string& preset) {
-  ModelConfig c;
-  if (arch == "qwen3") {
-    c.arch = Arch::QWEN3;
-    c.qk_norm = true;
-  } else if (arch == "qwen2") {
-    c.arch = Arch::QWEN2;
-    c.attention_bias = true;
-  } else if (arch == "llama") {
-    c.arch = Arch::LLAMA;
-  } else {
-    throw Error("--arch: unsupported architecture '" + arch + "' (qwen3, qwen2, llama)");
-  }
-  c.model_type = arch;
-  c.dtype = DType::BF16;
-  const bool llama = c.arch == Arch::LLAMA;
-  c.rms_norm_eps = llama ? 1e-5 : 1e-6;
-  c.rope.theta = llama ? 500000.0 : 1000000.0;
-  c.tie_word_embeddings = !llama;
-  if (preset == "qwen3-0.6b") {
-    // Qwen/Qwen3-0.6B shapes
-    c.hidden_size = 1024;
-    c.num_layers = 28;
-    c.num_heads = 16;
-    c.num_kv_heads = 8;
-    c.head_dim = 128;
-    c.intermediate_size = 3072;
-    c.vocab_size = 151936;
-    c.max_position_embeddings = 40960;
-  } else if (preset == "tiny") {
-    c.hidden_size = 64;
-    c.num_layers = 2;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 16;
-    c.intermediate_size = 192;
-    c.vocab_size = 512;
-    c.max_position_embeddings = 4096;
-  } else {
-    throw Error("--preset: unknown preset '" + preset + "' (qwen3-0.6b, tiny)");
-  }
-  return c;
-}
-
 void run_synth(const SynthArgs& a) {
-  ModelConfig c = preset_config(a.arch, a.preset);
+  ModelConfig c = model_preset(a.arch, a.preset);
   auto given = [](CLI::Option* o) { return o->count() > 0; };
   if (given(a.o_hidden)) c.hidden_size = a.hidden;
   if (given(a.o_layers)) c.num_layers = a.layers;
@@ -121,10 +78,9 @@ void register_synth(CLI::App& app) {
       ->check(CLI::IsMember({"qwen3", "qwen2", "llama"}))
       ->default_val("qwen3");
   sub->add_option("--preset", a->preset,
-                  "Starting shapes: qwen3-0.6b (hidden 1024, 28 layers, 16/8 heads, head_dim 128, "
-                  "intermediate 3072, vocab 151936) or tiny (hidden 64, 2 layers, 4/2 heads, head_dim 16, "
-                  "intermediate 192, vocab 512)")
-      ->check(CLI::IsMember({"qwen3-0.6b", "tiny"}))
+                  "Starting shapes: tiny (hidden 64, 2 layers, 4/2 heads, head_dim 16, intermediate 192, "
+                  "vocab 512), or the published shapes of qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b")
+      ->check(CLI::IsMember({"tiny", "qwen3-0.6b", "qwen3-8b", "qwen3-14b", "qwen3-32b"}))
       ->default_val("tiny");
   a->o_hidden = sub->add_option("--hidden", a->hidden, "hidden_size (head_dim becomes hidden/heads unless --head-dim)");
   a->o_layers = sub->add_option("--layers", a->layers, "num_hidden_layers");

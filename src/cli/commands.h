@@ -12,8 +12,10 @@ void register_logits(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_prune(CLI::App& app);  // src/cli/cmd_prune.cpp
 void register_eval(CLI::App& app);   // src/cli/cmd_eval.cpp
+void register_generate(CLI::App& app);  // src/cli/cmd_generate.cpp (GPU engine or CPU reference)
 #ifdef SPENSE_HAVE_CUDA
-void register_bench_gemm(CLI::App& app);  // src/cli/cmd_bench_gemm.cpp (GPU runtime)
+void register_bench_gemm(CLI::App& app);    // src/cli/cmd_bench_gemm.cpp (GPU runtime)
+void register_bench_decode(CLI::App& app);  // src/cli/cmd_bench_decode.cpp (GPU engine)
 #endif
 
 }  // namespace spense::cli

@@ -14,8 +14,10 @@ int main(int argc, char** argv) {
   spense::cli::register_synth(app);
   spense::cli::register_prune(app);
   spense::cli::register_eval(app);
+  spense::cli::register_generate(app);
 #ifdef SPENSE_HAVE_CUDA
   spense::cli::register_bench_gemm(app);
+  spense::cli::register_bench_decode(app);
 #endif
   try {
     app.parse(argc, argv);

@@ -90,24 +90,6 @@ float median(std::vector<float> v) {
   return v.empty() ? 0.f : v[v.size() / 2];
 }
 
-double measure_copy_gbps(cudaStream_t s) {
-  const size_t bytes = size_t(1) << 30;
-  DeviceBuffer a(bytes), b(bytes);
-  fill_random(a.get(), DType::F32, bytes / 4, 3, 1.f, s);
-  Event e0(true), e1(true);
-  std::vector<float> t;
-  for (int i = 0; i < 25; ++i) {
-    SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), s));
-    SPENSE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, s));
-    SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), s));
-    SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
-    float ms;
-    SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
-    if (i >= 5) t.push_back(ms);
-  }
-  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;
-}
-
 // Median time of one forward (us), replaying `reps` back to back.
 float time_forward(std::vector<std::unique_ptr<Linear>>& reps, const void* x, void* y, int64_t m,
                    const BenchGemmOptions& o, cudaStream_t s) {
@@ -170,6 +152,25 @@ std::string fmt_d(double d) {
 }
 
 }  // namespace
+
+double measure_copy_gbps(cudaStream_t s) {
+  const size_t bytes = size_t(1) << 30;
+  DeviceBuffer a(bytes), b(bytes);
+  fill_random(a.get(), DType::F32, bytes / 4, 3, 1.f, s);
+  Event e0(true), e1(true);
+  std::vector<float> t;
+  for (int i = 0; i < 25; ++i) {
+    SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), s));
+    SPENSE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, s));
+    SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), s));
+    SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
+    float ms;
+    SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+    if (i >= 5) t.push_back(ms);
+  }
+  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;
+}
+
 
 void run_bench_gemm(const BenchGemmOptions& o_in) {
   BenchGemmOptions o = o_in;

@@ -130,8 +130,10 @@ class DenseLinearImpl final : public Linear {
                   const LinearOptions& opts)
       : Linear(ctx, n, k, prec, opts) {
     check_common(ctx, opts.name, n, k, prec, w);
+    if (opts.f32_output && prec == LinearPrecision::FP8)
+      layer_error(opts.name, "f32_output is supported for BF16/FP16 dense layers only");
     GemmShape sh{opts.name, n, k, k, n, precision_weight_dtype(prec),
-                 prec == LinearPrecision::FP8 ? DType::F32 : precision_act_dtype(prec)};
+                 prec == LinearPrecision::FP8 || opts.f32_output ? DType::F32 : precision_act_dtype(prec)};
     gemm_ = std::make_shared<LtGemm>(ctx, sh, opts.dense_search);
     w_ = upload(w.data, static_cast<size_t>(n) * k * elem_bytes(sh.in));
     if (prec == LinearPrecision::FP8) scales_ = std::make_shared<DeviceBuffer>(upload_floats(fetch_floats(w.scales, n)));

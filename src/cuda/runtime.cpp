@@ -127,6 +127,7 @@ void Context::reserve_scratch(Scratch slot, size_t bytes) {
   size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
   b = DeviceBuffer(rounded);
   SPENSE_CUDA_CHECK(cudaMemset(b.get(), 0, rounded));
+  ++scratch_gen_;
 }
 
 void* Context::scratch(Scratch slot, size_t bytes) const {

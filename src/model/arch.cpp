@@ -1,6 +1,7 @@
 // Architecture table and HF tensor names (see arch.h).
 #include "model/arch.h"
 
+#include <cmath>
 #include <regex>
 
 #include "spense/error.h"
@@ -158,6 +159,77 @@ ModuleKind tensor_module_kind(const std::string& name) {
   }
   if (rest.rfind("mlp.", 0) == 0) return ModuleKind::MLP;
   return ModuleKind::OTHER;
+}
+
+const char* proj_name(Proj p) {
+  switch (p) {
+    case Proj::Q: return "self_attn.q_proj";
+    case Proj::K: return "self_attn.k_proj";
+    case Proj::V: return "self_attn.v_proj";
+    case Proj::O: return "self_attn.o_proj";
+    case Proj::GATE: return "mlp.gate_proj";
+    case Proj::UP: return "mlp.up_proj";
+    case Proj::DOWN: return "mlp.down_proj";
+  }
+  return "";
+}
+
+const char* linear_input_name(LinearInput r) {
+  switch (r) {
+    case LinearInput::QKV: return "qkv";
+    case LinearInput::O: return "o";
+    case LinearInput::GATE_UP: return "gate_up";
+    case LinearInput::DOWN: return "down";
+  }
+  return "";
+}
+
+LinearInput proj_input(Proj p) {
+  switch (p) {
+    case Proj::Q:
+    case Proj::K:
+    case Proj::V: return LinearInput::QKV;
+    case Proj::O: return LinearInput::O;
+    case Proj::GATE:
+    case Proj::UP: return LinearInput::GATE_UP;
+    case Proj::DOWN: return LinearInput::DOWN;
+  }
+  return LinearInput::QKV;
+}
+
+// The naming helpers above and rope_inv_freq live here rather than in model.cpp so the GPU
+// engine can use them without the BLAS reference model.
+std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
+  const int64_t dim = cfg.head_dim, half = dim / 2;
+  std::vector<float> inv(static_cast<size_t>(half));
+  const float base = static_cast<float>(cfg.rope.theta);
+  for (int64_t i = 0; i < half; ++i) {
+    // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all fp32.
+    const float e = static_cast<float>(2 * i) / static_cast<float>(dim);
+    const float p = static_cast<float>(std::pow(static_cast<double>(base), static_cast<double>(e)));
+    inv[i] = 1.0f / p;
+  }
+  if (cfg.rope.type == RopeType::LLAMA3) {
+    // HF _compute_llama3_parameters, fp32 tensor arithmetic step by step.
+    const float factor = static_cast<float>(cfg.rope.factor);
+    const float lff = static_cast<float>(cfg.rope.low_freq_factor);
+    const float hff = static_cast<float>(cfg.rope.high_freq_factor);
+    const double old_ctx = static_cast<double>(cfg.rope.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / cfg.rope.low_freq_factor;
+    const double high_wavelen = old_ctx / cfg.rope.high_freq_factor;
+    const float two_pi = static_cast<float>(2.0 * M_PI);
+    const float dff = static_cast<float>(cfg.rope.high_freq_factor - cfg.rope.low_freq_factor);
+    for (auto& f : inv) {
+      const float wavelen = two_pi / f;
+      float llama = wavelen > low_wavelen ? f / factor : f;
+      const float smooth = (static_cast<float>(old_ctx) / wavelen - lff) / dff;
+      const float smoothed = (1.0f - smooth) * llama / factor + smooth * llama;
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      f = medium ? smoothed : llama;
+    }
+    (void)hff;
+  }
+  return inv;
 }
 
 }  // namespace spense

@@ -4,6 +4,8 @@
 // each replay running R replicas of the layer (distinct weight copies, R * weight bytes >=
 // rotate_mb) so that weights stream from device memory as in decoding, not from L2.
 #pragma once
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,5 +46,36 @@ void run_bench_gemm(const BenchGemmOptions& opts);
 // --no-split-sms --no-graph --csv PATH --seed; throws spense::Error on unknown flags. Returns false for --help.
 bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* opts);
 std::string bench_gemm_usage();
+
+// Device-to-device copy bandwidth (GB/s, bytes read + written) of a 1 GiB cudaMemcpyAsync, median of 20.
+double measure_copy_gbps(cudaStream_t s);
+
+// The end-to-end decode benchmark behind `spense bench-decode` and the standalone
+// `spense_bench_decode` (src/engine/gpu/bench_decode.cpp): a model (checkpoint or synthetic
+// shapes) on the GPU engine, KV caches filled to `ctx` tokens, then `steps` graph-replayed
+// decode steps per (dtype, format, batch); reports ms per step, tokens/s, weight bytes per
+// step and the fraction of the copy-bandwidth roofline, and speedups over dense.
+struct BenchDecodeOptions {
+  std::string model;                         // checkpoint directory, or
+  std::string synthetic;                     // preset name (qwen3-32b, qwen3-8b, ...)
+  int64_t layers = 0;                        // synthetic: override the layer count (0: the preset's)
+  std::vector<std::string> dtypes{"bf16"};   // bf16, fp8
+  std::vector<std::string> formats{"dense"}; // dense, 24, spense (--compare: all three)
+  double dense_ratio = 0.25;
+  std::string axis = "out";                  // spense: out or in
+  int64_t tile = 64;
+  std::vector<int64_t> batches{1};
+  int64_t ctx = 1024;                        // KV length before the timed steps
+  int steps = 64;                            // timed decode steps (median taken)
+  int warmup = 8;
+  bool graphs = true;
+  bool sparse_search = true;
+  std::string csv = "bench/results/decode.csv";
+  uint64_t seed = 0;
+};
+void run_bench_decode(const BenchDecodeOptions& opts);
+// One parser for both front ends: argv[1..] of the subcommand. Returns false for --help.
+bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* opts);
+std::string bench_decode_usage();
 
 }  // namespace spense::cuda

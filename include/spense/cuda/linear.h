@@ -66,6 +66,9 @@ struct LinearOptions {
   // the next layer must absorb the permutation, see HybridLinear::output_order()). When false
   // a gather kernel (BF16/FP16) or the FP8 epilogue writes y in the original order.
   bool fold_permutation = false;
+  // Dense BF16/FP16 only: write y as fp32 (the engine's LM head, so logits are not rounded
+  // to 16 bits before argmax or sampling). y then holds M x N floats.
+  bool f32_output = false;
 };
 
 // Weights of one layer as stored: N x K row-major, host or device memory (copied at load).

@@ -127,6 +127,9 @@ class Context {
   void reserve_scratch(Scratch slot, size_t bytes);
   // The slot's buffer; throws if it holds fewer than `bytes` (prepare() was not called).
   void* scratch(Scratch slot, size_t bytes) const;
+  // Incremented whenever reserve_scratch() reallocates a slot: a graph captured at an older
+  // generation points at freed scratch and must be captured again.
+  uint64_t scratch_generation() const { return scratch_gen_; }
 
  private:
   static int usable_device();  // the current device; throws a clear Error if there is none
@@ -139,6 +142,7 @@ class Context {
   size_t ws_bytes_;
   DeviceBuffer ws_[2];
   DeviceBuffer scratch_[static_cast<int>(Scratch::COUNT)];
+  uint64_t scratch_gen_ = 0;
 };
 
 // True when this build links cuSPARSELt (SparseLinear and HybridLinear need it).

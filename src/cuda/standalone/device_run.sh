@@ -1,28 +1,39 @@
 #!/usr/bin/env bash
-# One device call: configure + build the standalone GPU runtime, then run the GPU tests
-# and/or the benchmark, logs to $OUT. Usage (from the repository root on the GPU machine):
-#   bash src/cuda/standalone/device_run.sh test|bench|all [spense_bench_gemm flags...]
+# One device call: configure + build the standalone GPU parts (runtime, decode engine, their
+# tests, spense_bench_gemm, spense_gpu), then run what MODE asks, logs to $OUT. From the
+# repository root on the GPU machine (carry .devdeps: nlohmann/json.hpp for the engine):
+#   bash src/cuda/standalone/device_run.sh test            GPU tests (linear layers + engine)
+#   bash src/cuda/standalone/device_run.sh engine-test     engine tests only
+#   bash src/cuda/standalone/device_run.sh bench [flags]   spense_bench_gemm flags...
+#   bash src/cuda/standalone/device_run.sh decode [flags]  spense_gpu bench-decode flags...
+#   bash src/cuda/standalone/device_run.sh build           build only
 set -uo pipefail
 CSL=${CUSPARSELT_ROOT:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt}
 OUT=${OUT:-/tmp/spense_out}
 mkdir -p "$OUT"
-mode=${1:-all}
+mode=${1:-test}
 shift || true
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$OUT/gpu.txt" 2>&1
-cmake -S src/cuda/standalone -B build-gpu -G Ninja -DCUSPARSELT_ROOT="$CSL" -DCMAKE_CUDA_ARCHITECTURES=90a \
-  > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+if [ ! -f build-gpu/build.ninja ]; then
+  cmake -S src/cuda/standalone -B build-gpu -G Ninja -DCUSPARSELT_ROOT="$CSL" -DCMAKE_CUDA_ARCHITECTURES=90a \
+    > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+fi
 t0=$(date +%s)
 cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A4 "$OUT/build.log" | head -120; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 rc=0
-if [ "$mode" = test ] || [ "$mode" = all ]; then
-  t0=$(date +%s)
-  ./build-gpu/test_cuda_linear --gtest_brief=1 > "$OUT/test.log" 2>&1 || rc=1
-  grep -E "Failure|error|Expected|Which is|value of|PASSED|FAILED|SKIPPED|tests ran" "$OUT/test.log" | head -60
-  echo "tests: $(( $(date +%s) - t0 )) s (rc=$rc)"
-fi
-if [ "$mode" = bench ] || [ "$mode" = all ]; then
-  ./build-gpu/spense_bench_gemm "$@" > "$OUT/bench.log" 2>&1 || rc=1
-  grep -v "^qwen3" "$OUT/bench.log" | tail -60
-fi
+run_test() {  # name
+  local t0; t0=$(date +%s)
+  ./build-gpu/$1 --gtest_brief=0 > "$OUT/$1.log" 2>&1 || rc=1
+  grep -E "Failure|error:|Expected|Which is|value of|rel err|greedy|PASSED|FAILED|SKIPPED|tests ran" "$OUT/$1.log" | head -80
+  echo "$1: $(( $(date +%s) - t0 )) s (rc=$rc)"
+}
+case "$mode" in
+  build) ;;
+  test) run_test test_cuda_engine; run_test test_cuda_linear ;;
+  engine-test) run_test test_cuda_engine ;;
+  bench) ./build-gpu/spense_bench_gemm "$@" > "$OUT/bench.log" 2>&1 || rc=1; grep -v "^qwen3" "$OUT/bench.log" | tail -60 ;;
+  decode) ./build-gpu/spense_gpu bench-decode "$@" > "$OUT/decode.log" 2>&1 || rc=1; tail -60 "$OUT/decode.log" ;;
+  *) echo "unknown mode $mode"; exit 2 ;;
+esac
 exit $rc

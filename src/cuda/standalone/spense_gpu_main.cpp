@@ -1,0 +1,86 @@
+// spense_gpu: the GPU engine's commands for machines that build only the GPU parts
+// (src/cuda/standalone/CMakeLists.txt; no tokenizer or BLAS there):
+//   spense_gpu bench-decode ...   the same flags and code as `spense bench-decode`
+//   spense_gpu generate --model DIR --ids 1,2,3 [--max-new-tokens N] [--dtype bf16|fp8]
+//              [--format auto|dense|24|spense] [--batch-copies B]
+//     greedy continuation of token ids (B copies of the prompt in one batch); prints the ids.
+// Exit codes: 0 ok, 2 bad input, 1 device failure.
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "spense/cuda/bench.h"
+#include "spense/cuda/engine.h"
+#include "spense/error.h"
+
+namespace {
+
+int generate_ids(const std::vector<std::string>& args) {
+  using namespace spense;
+  std::string model, ids, dtype = "bf16", format = "auto";
+  int64_t n = 32, copies = 1;
+  for (size_t i = 0; i + 1 < args.size(); i += 2) {
+    const std::string& k = args[i];
+    const std::string& v = args[i + 1];
+    if (k == "--model") model = v;
+    else if (k == "--ids") ids = v;
+    else if (k == "--max-new-tokens") n = std::atoll(v.c_str());
+    else if (k == "--dtype") dtype = v;
+    else if (k == "--format") format = v;
+    else if (k == "--batch-copies") copies = std::atoll(v.c_str());
+    else throw Error("generate: unknown flag '" + k + "'");
+  }
+  if (args.size() % 2) throw Error("generate: flags take one value each");
+  if (model.empty() || ids.empty()) throw Error("generate: --model and --ids are required");
+  std::vector<int32_t> prompt;
+  std::stringstream ss(ids);
+  std::string t;
+  while (std::getline(ss, t, ',')) prompt.push_back(std::atoi(t.c_str()));
+  cuda::Context ctx;
+  cuda::EngineOptions eo;
+  eo.precision = dtype == "fp8" ? cuda::LinearPrecision::FP8 : cuda::LinearPrecision::BF16;
+  if (!weight_format_parse(format, &eo.plan.format)) throw Error("generate: unknown format '" + format + "'");
+  eo.max_batch = copies;
+  eo.max_ctx = static_cast<int64_t>(prompt.size()) + n + 8;
+  auto e = cuda::Engine::load(ctx, model, eo);
+  std::fputs(e->describe().c_str(), stderr);
+  cuda::GenerateOptions g;
+  g.max_new_tokens = n;
+  const auto out = cuda::generate(*e, std::vector<std::vector<int32_t>>(static_cast<size_t>(copies), prompt), g);
+  for (const auto& row : out) {
+    for (size_t i = 0; i < row.size(); ++i) std::printf("%s%d", i ? "," : "", row[i]);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.empty()) throw spense::Error("usage: spense_gpu bench-decode|generate ...");
+    const std::string cmd = args[0];
+    args.erase(args.begin());
+    if (cmd == "bench-decode") {
+      spense::cuda::BenchDecodeOptions o;
+      if (!spense::cuda::parse_bench_decode_args(args, &o)) {
+        std::fputs(spense::cuda::bench_decode_usage().c_str(), stdout);
+        return 0;
+      }
+      spense::cuda::run_bench_decode(o);
+      return 0;
+    }
+    if (cmd == "generate") return generate_ids(args);
+    throw spense::Error("unknown command '" + cmd + "' (bench-decode, generate)");
+  } catch (const spense::Error& e) {
+    std::fprintf(stderr, "spense_gpu: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "spense_gpu: internal error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,252 @@
+// End-to-end decode benchmark (include/spense/cuda/bench.h). Per dtype and format it builds
+// one engine (the formats one after another, freeing the previous one, so a 32B-shaped model
+// fits once at a time), and per batch size: fills the KV caches of the batch's slots to `ctx`
+// random tokens, captures the decode step into a graph, replays it `warmup` times, then times
+// `steps` replays back to back with an event between replays and reports the median.
+// Roofline: (weight bytes + KV bytes read per step) / copy bandwidth measured at start.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "spense/config.h"
+#include "spense/cuda/bench.h"
+#include "spense/cuda/engine.h"
+#include "spense/error.h"
+
+namespace spense::cuda {
+namespace {
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string t;
+  while (std::getline(ss, t, ','))
+    if (!t.empty()) v.push_back(t);
+  return v;
+}
+
+double to_number(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end) throw Error("bench-decode: " + flag + " expects a number, got '" + v + "'");
+  return d;
+}
+
+LinearPrecision parse_dtype(const std::string& s) {
+  if (s == "bf16") return LinearPrecision::BF16;
+  if (s == "fp8") return LinearPrecision::FP8;
+  throw Error("bench-decode: unknown dtype '" + s + "' (bf16, fp8)");
+}
+
+float median_of(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.f : v[v.size() / 2];
+}
+
+struct Row {
+  std::string dtype, format;
+  int64_t batch;
+  double ms, tok_s, weight_gb, kv_gb, gbps, roofline_frac, speedup;
+  size_t device_bytes, weight_bytes_total;
+};
+
+}  // namespace
+
+std::string bench_decode_usage() {
+  return "usage: bench-decode (--model DIR | --synthetic PRESET) [options]\n"
+         "  --model DIR          a checkpoint (dense, or pruned by spense prune); --format forces a format\n"
+         "  --synthetic PRESET   random weights of a real model's shapes: " + model_preset_names() + "\n"
+         "  --layers N           synthetic: use N decoder layers (default: the preset's)\n"
+         "  --dtype LIST         bf16, fp8 (comma-separated; default bf16)\n"
+         "  --format LIST        dense, 24, spense (default dense)\n"
+         "  --compare            same as --format dense,24,spense: speedups side by side\n"
+         "  --dense-ratio D      spense: fraction of dense tiles (default 0.25)\n"
+         "  --axis out|in        spense: tiles of output rows or input columns (default out)\n"
+         "  --tile G             spense: rows/columns per tile (default 64)\n"
+         "  --batch LIST         batch sizes (default 1)\n"
+         "  --ctx L              tokens already in each KV cache when timing starts (default 1024)\n"
+         "  --steps N            timed decode steps, median reported (default 64)\n"
+         "  --warmup N           untimed steps first (default 8)\n"
+         "  --no-graph           launch steps without CUDA graphs\n"
+         "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
+         "  --csv PATH           results (default bench/results/decode.csv)\n"
+         "  --seed S             random seed (default 0)\n";
+}
+
+bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i], val;
+    if (a == "--help" || a == "-h") return false;
+    const bool flag = a == "--compare" || a == "--no-graph" || a == "--no-sparse-search";
+    if (!flag) {
+      const size_t eq = a.find('=');
+      if (eq != std::string::npos) {
+        val = a.substr(eq + 1);
+        a = a.substr(0, eq);
+      } else if (i + 1 < args.size()) {
+        val = args[++i];
+      } else {
+        throw Error("bench-decode: " + a + " needs a value\n" + bench_decode_usage());
+      }
+    }
+    if (a == "--model") o->model = val;
+    else if (a == "--synthetic") o->synthetic = val;
+    else if (a == "--layers") o->layers = static_cast<int64_t>(to_number(a, val));
+    else if (a == "--dtype" || a == "--dtypes") o->dtypes = split_list(val);
+    else if (a == "--format" || a == "--formats") o->formats = split_list(val);
+    else if (a == "--compare") o->formats = {"dense", "24", "spense"};
+    else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
+    else if (a == "--axis") o->axis = val;
+    else if (a == "--tile") o->tile = static_cast<int64_t>(to_number(a, val));
+    else if (a == "--batch") {
+      o->batches.clear();
+      for (const auto& t : split_list(val)) o->batches.push_back(static_cast<int64_t>(to_number(a, t)));
+    } else if (a == "--ctx") o->ctx = static_cast<int64_t>(to_number(a, val));
+    else if (a == "--steps") o->steps = static_cast<int>(to_number(a, val));
+    else if (a == "--warmup") o->warmup = static_cast<int>(to_number(a, val));
+    else if (a == "--no-graph") o->graphs = false;
+    else if (a == "--no-sparse-search") o->sparse_search = false;
+    else if (a == "--csv") o->csv = val;
+    else if (a == "--seed") o->seed = static_cast<uint64_t>(to_number(a, val));
+    else throw Error("bench-decode: unknown flag '" + a + "'\n" + bench_decode_usage());
+  }
+  if (o->model.empty() == o->synthetic.empty())
+    throw Error("bench-decode: give exactly one of --model DIR and --synthetic PRESET");
+  if (o->batches.empty() || *std::min_element(o->batches.begin(), o->batches.end()) <= 0)
+    throw Error("bench-decode: --batch needs positive batch sizes");
+  if (o->ctx < 1 || o->steps < 1 || o->warmup < 0)
+    throw Error("bench-decode: --ctx and --steps must be positive, --warmup non-negative");
+  if (o->axis != "out" && o->axis != "in") throw Error("bench-decode: --axis must be out or in, got '" + o->axis + "'");
+  for (const auto& f : o->formats) {
+    WeightFormat wf;
+    if (!weight_format_parse(f, &wf) || wf == WeightFormat::AUTO)
+      throw Error("bench-decode: unknown format '" + f + "' (dense, 24, spense)");
+  }
+  for (const auto& d : o->dtypes) parse_dtype(d);
+  return true;
+}
+
+void run_bench_decode(const BenchDecodeOptions& o) {
+  Context ctx;
+  Stream copy_stream;
+  const double copy_gbps = measure_copy_gbps(copy_stream.get());
+  ModelConfig cfg;
+  if (!o.synthetic.empty()) {
+    cfg = model_preset("qwen3", o.synthetic);
+    if (o.layers > 0) cfg.num_layers = o.layers;
+  } else {
+    cfg = config_load(o.model);
+  }
+  std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
+              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s\n",
+              ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
+              o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
+              (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
+              (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
+              (long long)o.ctx, o.steps, o.graphs ? "on" : "off");
+  const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
+  std::vector<std::string> formats = o.formats;
+  std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
+  std::vector<Row> rows;
+  std::map<std::pair<std::string, int64_t>, double> dense_ms;
+  for (const auto& dt : o.dtypes) {
+    for (const auto& fmt : formats) {
+      EngineOptions eo;
+      eo.precision = parse_dtype(dt);
+      weight_format_parse(fmt, &eo.plan.format);
+      eo.plan.dense_ratio = o.dense_ratio;
+      eo.plan.axis = o.axis == "in" ? SpenseAxis::IN : SpenseAxis::OUT;
+      eo.plan.tile = o.tile;
+      eo.max_batch = max_b;
+      eo.max_ctx = o.ctx + o.warmup + o.steps + 8;
+      eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
+      eo.graphs = o.graphs;
+      eo.sparse_search = o.sparse_search;
+      eo.seed = o.seed;
+      std::unique_ptr<Engine> e =
+          o.synthetic.empty() ? Engine::load(ctx, o.model, eo) : Engine::synthetic(ctx, cfg, eo);
+      const EngineMemory mem = e->memory();
+      std::printf("\n[%s %s] weights %.2f GB (projections %.2f GB), KV cache %.2f GB, device memory in use %.2f GB\n%s",
+                  dt.c_str(), fmt.c_str(), (mem.linear_weight_bytes + mem.other_weight_bytes) / 1e9,
+                  mem.linear_weight_bytes / 1e9, mem.kv_cache_bytes / 1e9, mem.device_used_bytes / 1e9,
+                  e->describe().c_str());
+      for (int64_t b : o.batches) {
+        e->fill_cache_random(b, o.ctx, o.seed + 17);
+        e->prepare_step(b);
+        cudaStream_t s = e->stream();
+        for (int i = 0; i < o.warmup; ++i) e->step(b);
+        std::vector<std::unique_ptr<Event>> ev;
+        for (int i = 0; i <= o.steps; ++i) ev.push_back(std::make_unique<Event>(true));
+        SPENSE_CUDA_CHECK(cudaEventRecord(ev[0]->get(), s));
+        size_t kv_bytes = 0;
+        for (int i = 0; i < o.steps; ++i) {
+          kv_bytes += e->kv_bytes_per_step(b);
+          e->step(b);
+          SPENSE_CUDA_CHECK(cudaEventRecord(ev[i + 1]->get(), s));
+        }
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(ev[o.steps]->get()));
+        std::vector<float> t;
+        for (int i = 0; i < o.steps; ++i) {
+          float ms = 0;
+          SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i]->get(), ev[i + 1]->get()));
+          t.push_back(ms);
+        }
+        (void)e->tokens(b);  // surfaces any asynchronous error of the steps
+        Row r;
+        r.dtype = dt;
+        r.format = fmt;
+        r.batch = b;
+        r.ms = median_of(t);
+        r.tok_s = b / (r.ms * 1e-3);
+        r.weight_gb = e->weight_bytes_per_step() / 1e9;
+        r.kv_gb = kv_bytes / 1e9 / o.steps;
+        r.gbps = (r.weight_gb + r.kv_gb) / (r.ms * 1e-3);
+        r.roofline_frac = r.gbps / copy_gbps;
+        if (fmt == "dense") dense_ms[{dt, b}] = r.ms;
+        const auto it = dense_ms.find({dt, b});
+        r.speedup = it != dense_ms.end() ? it->second / r.ms : 0;
+        r.device_bytes = mem.device_used_bytes;
+        r.weight_bytes_total = mem.linear_weight_bytes + mem.other_weight_bytes;
+        std::printf("%-5s %-7s batch %-4lld %8.3f ms/step %9.1f tok/s  weights %.2f GB + KV %.3f GB per step  "
+                    "%6.0f GB/s (%.2f of copy)  %s\n",
+                    dt.c_str(), fmt.c_str(), (long long)b, r.ms, r.tok_s, r.weight_gb, r.kv_gb, r.gbps,
+                    r.roofline_frac, r.speedup > 0 ? (std::to_string(r.speedup).substr(0, 5) + "x vs dense").c_str() : "");
+        std::fflush(stdout);
+        rows.push_back(r);
+      }
+    }
+  }
+  std::printf("\nsummary: tokens/s (speedup over dense of the same dtype)\n%-6s %-7s", "dtype", "format");
+  for (int64_t b : o.batches) std::printf(" %18s", ("batch " + std::to_string(b)).c_str());
+  std::printf("\n");
+  for (const auto& dt : o.dtypes)
+    for (const auto& fmt : formats) {
+      std::printf("%-6s %-7s", dt.c_str(), fmt.c_str());
+      for (int64_t b : o.batches)
+        for (const auto& r : rows)
+          if (r.dtype == dt && r.format == fmt && r.batch == b) std::printf(" %10.1f (%.2fx)", r.tok_s, r.speedup);
+      std::printf("\n");
+    }
+  if (!o.csv.empty()) {
+    const auto parent = std::filesystem::path(o.csv).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    std::ofstream f(o.csv);
+    if (!f) throw Error("bench-decode: cannot write " + o.csv);
+    f << "device,model,layers,dtype,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,weight_gb_per_step,"
+         "kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense,weight_gb_total,device_gb_used\n";
+    for (const auto& r : rows)
+      f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
+        << r.dtype << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
+        << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
+        << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << ","
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "\n";
+    std::printf("wrote %s\n", o.csv.c_str());
+  }
+}
+
+}  // namespace spense::cuda

@@ -1,0 +1,399 @@
+// GPU decode engine against independent references (label cuda, needs a GPU):
+//  * the transformers 5.17 fp32 logits of the tiny HF fixtures (tests/fixtures/hf/*/ref.safetensors,
+//    made by tools/make_fixture.py): full prefill, prefill in chunks, and token-by-token decode
+//    through the KV cache and CUDA graphs; BF16 relative error below 1e-2;
+//  * the CPU fp32 reference model on the evaluation model (tests/fixtures/engine/, made by
+//    `spense generate --device cpu` and `spense logits`): logits and 32 identical greedy tokens;
+//  * self-consistency: a Spense / 2:4 checkpoint (written here from the evaluation model's
+//    weights, magnitude-pruned outside random dense tiles) gives the logits of its materialised
+//    weights run densely; batched rows of different lengths equal the same rows run alone;
+//    graph replays equal plain launches.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "spense/config.h"
+#include "spense/cuda/engine.h"
+#include "spense/dtype.h"
+#include "spense/engine_plan.h"
+#include "spense/error.h"
+#include "spense/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace spense;
+using namespace spense::cuda;
+
+namespace {
+
+const std::string kHf = std::string(SPENSE_FIXTURES) + "/hf/";
+const std::string kEvalModel = std::string(SPENSE_SOURCE_DIR) + "/models/eval-qwen3";
+
+double rel_err(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return rel_err(a.data(), b.data(), std::min(a.size(), b.size()));
+}
+
+struct Ref {
+  std::unique_ptr<SafetensorsFile> f;
+  std::vector<int32_t> ids(const std::string& name) const {
+    const TensorInfo* t = f->find(name);
+    EXPECT_NE(t, nullptr) << name;
+    std::vector<int32_t> v;
+    const auto* p = reinterpret_cast<const int64_t*>(f->data(*t));
+    for (int64_t i = 0; i < t->numel(); ++i) v.push_back(static_cast<int32_t>(p[i]));
+    return v;
+  }
+  std::vector<float> floats(const std::string& name) const {
+    const TensorInfo* t = f->find(name);
+    EXPECT_NE(t, nullptr) << name;
+    std::vector<float> v(static_cast<size_t>(t->numel()));
+    convert_to_f32(t->dtype, f->data(*t), v.data(), v.size());
+    return v;
+  }
+};
+Ref open_ref(const std::string& path) { return Ref{SafetensorsFile::open(path)}; }
+
+std::vector<float> rows(const std::vector<float>& all, int64_t V, int64_t r0, int64_t r1) {
+  return std::vector<float>(all.begin() + r0 * V, all.begin() + r1 * V);
+}
+
+// Feeds ids[from..] one token per decode step after prefilling ids[0..from); returns the
+// logits of positions from-1 .. n-1 (prefill's last row, then each step's).
+std::vector<float> prefill_then_decode(Engine& e, const std::vector<int32_t>& ids, int64_t from) {
+  const std::vector<int32_t> head(ids.begin(), ids.begin() + from);
+  std::vector<float> out = e.prefill(0, head);
+  for (size_t i = static_cast<size_t>(from); i < ids.size(); ++i) {
+    e.set_tokens({ids[i]});
+    e.step(1);
+    const auto l = e.logits(1);
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  return out;
+}
+
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfFixture, PrefillMatchesTransformers) {
+  const std::string dir = kHf + GetParam();
+  Context ctx;
+  EngineOptions eo;
+  eo.max_ctx = 512;
+  eo.prefill_chunk = 16;  // 33 tokens -> three chunks
+  auto e = Engine::load(ctx, dir, eo);
+  const Ref ref = open_ref(dir + "/ref.safetensors");
+  const auto ids = ref.ids("input_ids.2");
+  const auto got = e->prefill(0, ids, /*all_logits=*/true);
+  const double err = rel_err(got, ref.floats("logits.2"));
+  std::printf("%s: prefill logits rel err %.2e\n", GetParam().c_str(), err);
+  EXPECT_LT(err, 1e-2);
+}
+
+TEST_P(HfFixture, DecodeStepsMatchTransformers) {
+  const std::string dir = kHf + GetParam();
+  Context ctx;
+  EngineOptions eo;
+  eo.max_ctx = 64;
+  auto e = Engine::load(ctx, dir, eo);
+  const Ref ref = open_ref(dir + "/ref.safetensors");
+  const auto ids = ref.ids("input_ids.2");
+  const int64_t V = e->config().vocab_size, T = static_cast<int64_t>(ids.size());
+  const auto got = prefill_then_decode(*e, ids, 7);
+  const double err = rel_err(got, rows(ref.floats("logits.2"), V, 6, T));
+  std::printf("%s: decode logits (26 graph-replayed steps) rel err %.2e\n", GetParam().c_str(), err);
+  EXPECT_LT(err, 1e-2);
+  EXPECT_EQ(e->length(0), T);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, HfFixture, ::testing::Values("llama_tiny", "qwen2_tiny", "qwen3_tiny", "llama3_rope"));
+
+// 300 tokens: several prefill chunks, several KV chunks in prefill (256) and decode (64).
+class HfLong : public ::testing::TestWithParam<std::string> {};
+TEST_P(HfLong, LongSequenceMatchesTransformers) {
+  const std::string dir = kHf + GetParam();
+  const Ref ref = open_ref(dir + "/ref.safetensors");
+  const auto ids = ref.ids("input_ids.long");
+  const auto tail = ref.floats("logits.long_tail");
+  const int64_t from = ref.ids("long_from")[0];
+  Context ctx;
+  EngineOptions eo;
+  eo.max_ctx = 320;
+  eo.prefill_chunk = 64;
+  auto e = Engine::load(ctx, dir, eo);
+  const int64_t V = e->config().vocab_size, T = static_cast<int64_t>(ids.size());
+  const auto all = e->prefill(0, ids, true);
+  const double err_prefill = rel_err(rows(all, V, from, T), tail);
+  e->reset(0);
+  const auto dec = prefill_then_decode(*e, ids, from + 1);  // logits of positions from .. T-1
+  const double err_decode = rel_err(dec, tail);
+  std::printf("%s: 300 tokens, last 50 logits rel err prefill %.2e, decode %.2e\n", GetParam().c_str(), err_prefill,
+              err_decode);
+  EXPECT_LT(err_prefill, 1e-2);
+  EXPECT_LT(err_decode, 1e-2);
+}
+INSTANTIATE_TEST_SUITE_P(Tiny, HfLong, ::testing::Values("qwen3_tiny", "llama3_rope"));
+
+TEST(Engine, BatchedRowsOfDifferentLengthsMatchSingleRows) {
+  const std::string dir = kHf + "llama_tiny";
+  const Ref ref = open_ref(dir + "/ref.safetensors");
+  const std::vector<std::vector<int32_t>> prompts = {ref.ids("input_ids.0"), ref.ids("input_ids.1"),
+                                                     ref.ids("input_ids.2")};
+  const std::vector<std::vector<int32_t>> feed = {{5, 9, 200}, {17, 3, 44}, {250, 1, 99}, {7, 7, 7}};
+  Context ctx;
+  EngineOptions eo;
+  eo.max_ctx = 64;
+  eo.max_batch = 3;
+  auto batched = Engine::load(ctx, dir, eo);
+  for (int64_t r = 0; r < 3; ++r) batched->prefill(r, prompts[r]);
+  std::vector<std::vector<float>> got(3);
+  const int64_t V = batched->config().vocab_size;
+  for (const auto& f : feed) {
+    batched->set_tokens(f);
+    batched->step(3);
+    const auto l = batched->logits(3);
+    for (int64_t r = 0; r < 3; ++r) got[r].insert(got[r].end(), l.begin() + r * V, l.begin() + (r + 1) * V);
+  }
+  eo.max_batch = 1;
+  auto single = Engine::load(ctx, dir, eo);
+  for (int64_t r = 0; r < 3; ++r) {
+    single->reset(0);
+    single->prefill(0, prompts[r]);
+    std::vector<float> want;
+    for (const auto& f : feed) {
+      single->set_tokens({f[r]});
+      single->step(1);
+      const auto l = single->logits(1);
+      want.insert(want.end(), l.begin(), l.end());
+    }
+    const double err = rel_err(got[r], want);
+    std::printf("row %lld (prompt %zu tokens): batched vs alone rel err %.2e\n", (long long)r, prompts[r].size(), err);
+    EXPECT_LT(err, 5e-3);
+  }
+}
+
+// Reads tests/fixtures/engine/eval_greedy.txt: "prompt ..." and "greedy ..." lines.
+std::vector<int32_t> fixture_line(const std::string& key) {
+  std::ifstream in(std::string(SPENSE_FIXTURES) + "/engine/eval_greedy.txt");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + " ", 0) == 0) {
+      std::vector<int32_t> v;
+      std::istringstream ss(line.substr(key.size() + 1));
+      int32_t x;
+      while (ss >> x) v.push_back(x);
+      return v;
+    }
+  ADD_FAILURE() << "no '" << key << "' line in eval_greedy.txt";
+  return {};
+}
+
+TEST(Engine, EvalModelMatchesCpuReferenceAndGreedyTokens) {
+  const auto prompt = fixture_line("prompt"), greedy = fixture_line("greedy");
+  ASSERT_EQ(greedy.size(), 32u);
+  const Ref ref = open_ref(std::string(SPENSE_FIXTURES) + "/engine/eval_greedy_logits.safetensors");
+  for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+    Context ctx;
+    EngineOptions eo;
+    eo.precision = p;
+    eo.max_ctx = 128;
+    auto e = Engine::load(ctx, kEvalModel, eo);
+    const auto all = e->prefill(0, ref.ids("input_ids"), true);
+    const double err = rel_err(all, ref.floats("logits"));
+    GenerateOptions g;
+    g.max_new_tokens = 32;
+    const auto out = generate(*e, {prompt}, g)[0];
+    size_t same = 0;
+    while (same < out.size() && same < greedy.size() && out[same] == greedy[same]) ++same;
+    std::printf("eval model %s: logits rel err %.2e vs CPU fp32; greedy tokens equal to the CPU's for %zu of 32 steps\n",
+                precision_name(p), err, same);
+    if (p == LinearPrecision::BF16) {
+      EXPECT_LT(err, 1e-2);
+      EXPECT_EQ(out, greedy);
+    } else {
+      // E4M3 weights and per-token E4M3 activations in all 24 projections of this small model:
+      // measured 0.126 on an H200, with all 32 greedy tokens equal.
+      EXPECT_LT(err, 0.2);
+      EXPECT_GE(same, 24u);
+    }
+  }
+}
+
+// Writes a pruned copy of the evaluation model: every projection magnitude-pruned to 2:4
+// outside round(d * tiles) random dense tiles of 64 (d = 0: plain 2:4), and spense.json.
+void write_pruned_eval(const std::string& dst, SpenseAxis axis, double d, uint64_t seed) {
+  fs::create_directories(dst);
+  fs::copy_file(kEvalModel + "/config.json", dst + "/config.json", fs::copy_options::overwrite_existing);
+  Checkpoint ck = Checkpoint::open(kEvalModel);
+  SafetensorsWriter w;
+  std::mt19937_64 rng(seed);
+  static const std::regex proj_re(R"(^(model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj)\.weight$)");
+  std::string layers;
+  for (const auto& name : ck.names()) {
+    const TensorRef t = ck.get(name);
+    std::smatch m;
+    if (!std::regex_match(name, m, proj_re)) {
+      w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+      continue;
+    }
+    const int64_t N = t.info->shape[0], K = t.info->shape[1], g = 64;
+    std::vector<float> W(static_cast<size_t>(N * K));
+    convert_to_f32(t.info->dtype, t.data, W.data(), W.size());
+    const int64_t tiles = (axis == SpenseAxis::OUT ? N : K) / g;
+    std::vector<int64_t> all(static_cast<size_t>(tiles));
+    for (int64_t i = 0; i < tiles; ++i) all[i] = i;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::vector<int64_t> dense(all.begin(), all.begin() + std::llround(d * tiles));
+    std::sort(dense.begin(), dense.end());
+    std::vector<char> is_dense(static_cast<size_t>(tiles), 0);
+    for (int64_t x : dense) is_dense[x] = 1;
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t c = 0; c < K; c += 4) {
+        if (is_dense[(axis == SpenseAxis::OUT ? r : c) / g]) continue;
+        float* q = W.data() + r * K + c;
+        int keep[4] = {0, 1, 2, 3};
+        std::sort(keep, keep + 4, [&](int a, int b) { return std::fabs(q[a]) > std::fabs(q[b]); });
+        q[keep[2]] = 0.f;
+        q[keep[3]] = 0.f;
+      }
+    w.add_from_f32(name, DType::BF16, {N, K}, W.data());
+    std::string tl;
+    for (int64_t x : dense) tl += (tl.empty() ? "" : ",") + std::to_string(x);
+    layers += std::string(layers.empty() ? "" : ",\n") + "\"" + m[1].str() + "\": {\"shape\": [" + std::to_string(N) +
+              "," + std::to_string(K) + "], \"axis\": \"" + spense_axis_name(axis) + "\", \"g\": 64, " +
+              "\"dense_tiles\": [" + tl + "]}";
+  }
+  w.write(dst + "/model.safetensors");
+  std::ofstream(dst + "/spense.json") << "{\"format\": \"spense\", \"version\": 1, \"layers\": {\n" << layers << "}}\n";
+}
+
+TEST(Engine, SpenseCheckpointMatchesItsMaterialisedWeightsRunDensely) {
+  const std::string root = (fs::temp_directory_path() / "spense_engine_test").string();
+  fs::remove_all(root);
+  struct Case {
+    std::string name;
+    SpenseAxis axis;
+    double d;
+    const char* expect;  // format label describe() must show
+  };
+  const Case cases[] = {{"out25", SpenseAxis::OUT, 0.25, "spense-out"},
+                        {"in25", SpenseAxis::IN, 0.25, "spense-in"},
+                        {"plain24", SpenseAxis::OUT, 0.0, "2:4"}};
+  const Ref ref = open_ref(std::string(SPENSE_FIXTURES) + "/engine/eval_greedy_logits.safetensors");
+  const auto ids = ref.ids("input_ids");
+  for (const Case& c : cases) {
+    const std::string dir = root + "/" + c.name;
+    write_pruned_eval(dir, c.axis, c.d, 7);
+    std::vector<float> bf16_dense;  // the FP8 runs' quantization error is measured against it
+    for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+      Context ctx;
+      EngineOptions eo;
+      eo.precision = p;
+      eo.max_ctx = 128;
+      auto hybrid = Engine::load(ctx, dir, eo);
+      EXPECT_NE(hybrid->describe().find(c.expect), std::string::npos) << hybrid->describe();
+      const auto a = hybrid->prefill(0, ids, true);
+      eo.plan.format = WeightFormat::DENSE;
+      auto dense = Engine::load(ctx, dir, eo);
+      const auto b = dense->prefill(0, ids, true);
+      // Decode steps through the hybrid layers as well (graphs, M = 1 bucket).
+      hybrid->reset(0);
+      dense->reset(0);
+      const auto ad = prefill_then_decode(*hybrid, ids, 30);
+      const auto bd = prefill_then_decode(*dense, ids, 30);
+      const double err = rel_err(a, b), err_d = rel_err(ad, bd);
+      std::printf("%s %s: %s vs dense on the same weights: prefill rel err %.2e, decode %.2e; weights %zu vs %zu B\n",
+                  c.name.c_str(), precision_name(p), c.expect, err, err_d, hybrid->weight_bytes_per_step(),
+                  dense->weight_bytes_per_step());
+      if (p == LinearPrecision::BF16) {
+        bf16_dense = b;
+        EXPECT_LT(err, 5e-3);
+        EXPECT_LT(err_d, 5e-3);
+      } else {
+        // Both runs quantize the same weights and activations to E4M3, but tiny differences
+        // (accumulation order of the two libraries) flip E4M3 roundings of later activations,
+        // so the two differ by a few percent; that must stay well below FP8's own error.
+        const double q = rel_err(b, bf16_dense);
+        std::printf("  fp8 dense vs bf16 dense (quantization error) %.2e\n", q);
+        EXPECT_LT(err, 0.5 * q);
+        EXPECT_LT(err_d, 0.5 * q);
+      }
+      EXPECT_LT(hybrid->weight_bytes_per_step(), dense->weight_bytes_per_step());
+    }
+  }
+  fs::remove_all(root);
+}
+
+ModelConfig small_config() {
+  ModelConfig c = model_preset("qwen3", "tiny");
+  c.hidden_size = 256;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.intermediate_size = 512;
+  c.vocab_size = 1024;
+  c.num_layers = 3;
+  return c;
+}
+
+TEST(Engine, SyntheticGraphReplaysEqualPlainLaunches) {
+  for (WeightFormat f : {WeightFormat::DENSE, WeightFormat::SPARSE24, WeightFormat::SPENSE}) {
+    std::vector<float> out[2];
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      Context ctx;
+      EngineOptions eo;
+      eo.plan.format = f;
+      eo.max_batch = 4;
+      eo.max_ctx = 256;
+      eo.graphs = graphs == 1;
+      eo.seed = 3;
+      auto e = Engine::synthetic(ctx, small_config(), eo);
+      e->fill_cache_random(4, 100, 11);
+      for (int i = 0; i < 5; ++i) e->step(4);
+      out[graphs] = e->logits(4);
+      for (int32_t t : e->tokens(4)) EXPECT_TRUE(t >= 0 && t < 1024);
+      EXPECT_EQ(e->length(3), 105);
+    }
+    const double err = rel_err(out[1], out[0]);
+    std::printf("synthetic %s: graph vs plain launches rel err %.2e\n", weight_format_name(f), err);
+    EXPECT_LT(err, 1e-5);
+  }
+}
+
+TEST(Engine, BadInputIsRefusedWithAClearError) {
+  Context ctx;
+  EngineOptions eo;
+  eo.max_ctx = 16;
+  eo.max_batch = 2;
+  auto e = Engine::load(ctx, kHf + "qwen3_tiny", eo);
+  auto msg = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const Error& err) {
+      return std::string(err.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg([&] { e->prefill(0, {1, 2, 5000}); }).find("outside the vocabulary"), std::string::npos);
+  EXPECT_NE(msg([&] { e->prefill(0, std::vector<int32_t>(20, 1)); }).find("exceeds the engine's context"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { e->step(3); }).find("batch 3"), std::string::npos);
+  EXPECT_NE(msg([&] { Engine::load(ctx, kHf + "does_not_exist", eo); }).find("does_not_exist"), std::string::npos);
+}
+
+}  // namespace
