@@ -46,6 +46,7 @@ struct Format {
   HybridAxis axis = HybridAxis::OUT;
   double d = 0;
   bool concurrent = true, folded = false;
+  bool gemv = false;  // our small-M kernel (make_gemv_linear) instead of the libraries
 };
 
 std::vector<Format> expand_formats(const BenchGemmOptions& o) {
@@ -53,6 +54,18 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
   for (const std::string& f : o.formats) {
     if (f == "dense") v.push_back({"dense", true, false});
     else if (f == "2:4" || f == "24") v.push_back({"2:4", false, true});
+    else if (f == "dense-gemv" || f == "2:4-gemv") {
+      Format x{f, f == "dense-gemv", f == "2:4-gemv"};
+      x.gemv = true;
+      v.push_back(x);
+    } else if (f == "spense-out-gemv") {
+      for (double d : o.ds) {
+        Format x{f};
+        x.d = d;
+        x.gemv = true;
+        v.push_back(x);
+      }
+    }
     else if (f == "spense-out" || f == "spense-in") {
       for (double d : o.ds) {
         Format x{f};
@@ -70,7 +83,7 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
     } else {
       throw Error("bench-gemm: unknown format '" + f +
                   "' (known: dense, 2:4, spense-out, spense-in, spense-out-folded, spense-out-serial, "
-                  "spense-in-serial)");
+                  "spense-in-serial, dense-gemv, 2:4-gemv, spense-out-gemv)");
     }
   }
   // The dense baseline must be measured first for speedups.
@@ -280,7 +293,13 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           lo.concurrent = f.concurrent;
           lo.fold_permutation = f.folded;
           std::vector<std::unique_ptr<Linear>> reps;
-          if (f.dense) reps.push_back(make_dense_linear(ctx, L.n, L.k, prec, wv, lo));
+          if (f.gemv) {
+            GemvLayout gl;
+            gl.all_dense = f.dense;
+            gl.tile = o.tile;
+            if (!f.dense && !f.sparse24) gl.dense_tiles = layout.dense_tiles;
+            reps.push_back(make_gemv_linear(ctx, L.n, L.k, prec, wv, gl, lo));
+          } else if (f.dense) reps.push_back(make_dense_linear(ctx, L.n, L.k, prec, wv, lo));
           else if (f.sparse24) reps.push_back(make_sparse_linear(ctx, L.n, L.k, prec, wv, lo));
           else reps.push_back(make_hybrid_linear(ctx, L.n, L.k, prec, wv, layout, lo));
           wm.reset();
@@ -294,7 +313,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
             Row r{model, L.layer, precision_name(prec), L.n, L.k, f, m, 0.f, wb, R, ""};
             r.us = time_forward(reps, x.get(), y.get(), m, o, s);
             r.plan = reps[0]->plan_info(m);
-            if (f.dense) dense_us[m] = r.us;
+            if (f.dense && !f.gemv) dense_us[m] = r.us;
             if (dense_us.count(m)) r.speedup = dense_us[m] / r.us;
             const double gbps = double(wb) / (r.us * 1e-6) / 1e9;
             std::printf("%-9s %-7s %-4s %-17s d=%.3f M=%-5lld %9.2f us %7.1f TFLOP/s %6.0f GB/s (%.2f of copy) %5.2fx  [%s]\n",

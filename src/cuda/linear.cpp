@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
+#include "cuda/gemv.h"
 #include "gemm_core.h"
 #include "spense/cuda/kernels.h"
 
@@ -89,9 +91,13 @@ std::vector<float> fetch_floats(const float* p, int64_t n) {
   return v;
 }
 
+// Load-time copies run on the legacy stream and may return before the data lands (device
+// sources, pageable staging); layers run on non-blocking streams that do not wait for the
+// legacy stream, so every load-time copy is followed by a device synchronisation.
 DeviceBuffer upload(const void* src, size_t bytes) {
   DeviceBuffer b(bytes);
   SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), src, bytes, cudaMemcpyDefault));
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   return b;
 }
 
@@ -101,6 +107,7 @@ DeviceBuffer upload_floats(const std::vector<float>& v) { return upload(v.data()
 DeviceBuffer copy_device(const DeviceBuffer& b) {
   DeviceBuffer c(b.size());
   if (b.size()) SPENSE_CUDA_CHECK(cudaMemcpy(c.get(), b.get(), b.size(), cudaMemcpyDeviceToDevice));
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   return c;
 }
 
@@ -173,6 +180,8 @@ class DenseLinearImpl final : public Linear {
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<DenseLinearImpl>(*this); }
   size_t weight_bytes() const override { return w_.size() + (scales_ ? scales_->size() : 0); }
   std::string plan_info(int64_t m) const override { return gemm_->plan_info(m); }
+  const void* device_weights() const override { return w_.get(); }
+  const float* device_scales() const override { return scales_ ? scales_->as<float>() : nullptr; }
 
  private:
   std::shared_ptr<LtGemm> gemm_;
@@ -261,6 +270,7 @@ DeviceBuffer pack_part(const void* w, size_t eb, int64_t n, int64_t k, HybridAxi
       SPENSE_CUDA_CHECK(cudaMemcpy2D(dst + d * eb, cols * eb, src + o * eb, k * eb, run * eb, n, cudaMemcpyDefault));
     j += run;
   }
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   return out;
 }
 
@@ -445,6 +455,142 @@ class HybridLinearImpl final : public Linear {
   Prepared prepared_;
 };
 
+// ---------------------------------------------------------------------------------------
+// Our small-M kernel (gemv.h). Rows are stored sparse first, then dense; row_map_ sends each
+// stored row to its output column. all_dense wraps a cuBLASLt DenseLinear and reads its weights.
+class GemvLinearImpl final : public Linear {
+ public:
+  GemvLinearImpl(Context& ctx, int64_t n, int64_t k, LinearPrecision prec, const WeightsView& w,
+                 const GemvLayout& layout, const LinearOptions& opts)
+      : Linear(ctx, n, k, prec, opts) {
+    check_common(ctx, opts.name, n, k, prec, w);
+    if (prec == LinearPrecision::FP16) layer_error(opts.name, "the small-M kernel runs BF16 or FP8 weights, not FP16");
+    const size_t eb = prec == LinearPrecision::FP8 ? 1 : 2;
+    if (layout.all_dense) {
+      LinearOptions io = opts;
+      inner_ = make_dense_linear(ctx, n, k, prec, w, io);
+      return;
+    }
+    hybrid_layout_check(opts.name, n, HybridLayout{HybridAxis::OUT, layout.tile, layout.dense_tiles});
+    if (layout.tile % gemv::kRowsPerWarp != 0) layer_error(opts.name, "tile must be even for the small-M kernel");
+    const std::vector<int32_t> order = hybrid_stored_order(n, HybridLayout{HybridAxis::OUT, layout.tile, layout.dense_tiles});
+    nd_ = static_cast<int64_t>(layout.dense_tiles.size()) * layout.tile;
+    ns_ = n - nd_;
+    row_map_ = std::make_shared<DeviceBuffer>(upload_ints(order));
+    DeviceBuffer wdev = upload(w.data, static_cast<size_t>(n * k) * eb);
+    if (ns_ > 0) {
+      values_ = DeviceBuffer(static_cast<size_t>(ns_ * k / 2) * eb);
+      meta_ = DeviceBuffer(static_cast<size_t>(ns_ * k / 16) * 2);
+      DeviceBuffer bad(sizeof(unsigned long long));
+      SPENSE_CUDA_CHECK(cudaMemset(bad.get(), 0xff, bad.size()));
+      gemv::compress24(wdev.get(), eb == 1, k, row_map_->as<int32_t>(), ns_, values_.get(), meta_.as<uint16_t>(),
+                       bad.as<unsigned long long>(), nullptr);
+      unsigned long long first = 0;
+      SPENSE_CUDA_CHECK(cudaMemcpy(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost));
+      if (first != ~0ull) {
+        const int64_t i = static_cast<int64_t>(first) / (k / 4), g = static_cast<int64_t>(first) % (k / 4);
+        layer_error(opts.name, "weights are not 2:4 outside the dense tiles: row " + std::to_string(order[i]) +
+                                   ", columns " + std::to_string(4 * g) + ".." + std::to_string(4 * g + 3) +
+                                   " hold more than 2 non-zeros");
+      }
+    }
+    if (nd_ > 0) dense_ = pack_part(wdev.get(), eb, n, k, HybridAxis::OUT, order, ns_, n);
+    if (prec == LinearPrecision::FP8) {
+      const std::vector<float> sc = fetch_floats(w.scales, n);
+      std::vector<float> st(sc.size());
+      for (size_t j = 0; j < order.size(); ++j) st[j] = sc[static_cast<size_t>(order[j])];
+      scales_ = std::make_shared<DeviceBuffer>(upload_floats(st));
+    }
+  }
+  GemvLinearImpl(const GemvLinearImpl& o)
+      : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), inner_(o.inner_ ? o.inner_->replicate() : nullptr),
+        choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), values_(copy_device(o.values_)), meta_(copy_device(o.meta_)),
+        dense_(copy_device(o.dense_)), row_map_(o.row_map_), scales_(o.scales_) {}
+
+  // Dense layers: for each M up to kMaxM, time our kernel against cuBLASLt once and keep the
+  // faster (the crossover depends on the shape and dtype); above kMaxM always cuBLASLt.
+  void prepare(int64_t m) override {
+    if (!inner_ || choice_.count(m)) return;
+    inner_->prepare(m);
+    bool ours = false;
+    if (m <= gemv::kMaxM) {
+      DeviceBuffer x(static_cast<size_t>(m * k_) * 2), y(static_cast<size_t>(m * n_) * 4);
+      Stream st;
+      fill_random(x.get(), DType::BF16, static_cast<size_t>(m * k_), 7, 1.f, st.get());
+      auto time = [&](auto&& run) {
+        Event e0(true), e1(true);
+        for (int i = 0; i < 3; ++i) run();
+        SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), st.get()));
+        for (int i = 0; i < 10; ++i) run();
+        SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), st.get()));
+        SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
+        float ms = 0;
+        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+        return ms;
+      };
+      const float t_ours = time([&] { gemv::gemv(weights(), x.get(), k_, m, y.get(), n_, st.get()); });
+      const float t_lib = time([&] { inner_->forward(x.get(), y.get(), m, st.get()); });
+      ours = t_ours < t_lib;
+    }
+    choice_[m] = ours;
+  }
+  void forward(const void* x, void* y, int64_t m, cudaStream_t s) override {
+    if (m <= 0) return;
+    check_io(name(), x, y);
+    if (inner_) {
+      if (!choice_.count(m)) {
+        if (stream_is_capturing(s))
+          layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
+        prepare(m);
+      }
+      if (!choice_.at(m)) return inner_->forward(x, y, m, s);
+    }
+    gemv::gemv(weights(), x, k_, m, y, n_, s);
+  }
+  int64_t rows_capacity(int64_t m) const override { return m; }
+  std::unique_ptr<Linear> replicate() const override { return std::make_unique<GemvLinearImpl>(*this); }
+  size_t weight_bytes() const override {
+    if (inner_) return inner_->weight_bytes();
+    return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) + row_map_->size();
+  }
+  std::string plan_info(int64_t m) const override {
+    if (inner_) {
+      const auto it = choice_.find(m);
+      if (it == choice_.end()) return "dense: not prepared for M=" + std::to_string(m);
+      return it->second ? "spense small-M kernel (faster than cuBLASLt here)" : "cuBLASLt: " + inner_->plan_info(m);
+    }
+    return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
+  }
+
+ private:
+  gemv::Weights weights() const {
+    gemv::Weights w;
+    w.fp8 = prec_ == LinearPrecision::FP8;
+    w.k = k_;
+    if (inner_) {
+      w.dense = inner_->device_weights();
+      w.scales = inner_->device_scales();
+      w.nd = n_;
+    } else {
+      w.sparse_values = values_.get();
+      w.sparse_meta = meta_.as<uint16_t>();
+      w.dense = dense_.get();
+      w.scales = scales_ ? scales_->as<float>() : nullptr;
+      w.row_map = row_map_->as<int32_t>();
+      w.ns = ns_;
+      w.nd = nd_;
+    }
+    w.dense_ld = k_;
+    return w;
+  }
+
+  std::unique_ptr<Linear> inner_;
+  std::map<int64_t, bool> choice_;  // dense: M -> our kernel is faster
+  int64_t ns_ = 0, nd_ = 0;
+  DeviceBuffer values_, meta_, dense_;
+  std::shared_ptr<DeviceBuffer> row_map_, scales_;
+};
+
 }  // namespace
 
 std::unique_ptr<Linear> make_dense_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
@@ -460,6 +606,14 @@ std::unique_ptr<Linear> make_sparse_linear(Context& ctx, int64_t n, int64_t k, L
     return std::make_unique<SparseLinearImpl>(ctx, n, k, prec, w, opts);
   });
 }
+
+std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
+                                         const WeightsView& w, const GemvLayout& layout, const LinearOptions& opts) {
+  return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    return std::make_unique<GemvLinearImpl>(ctx, n, k, prec, w, layout, opts);
+  });
+}
+int64_t gemv_max_m() { return gemv::kMaxM; }
 
 std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                            const WeightsView& w, const HybridLayout& layout,

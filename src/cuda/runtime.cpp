@@ -127,6 +127,10 @@ void Context::reserve_scratch(Scratch slot, size_t bytes) {
   size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
   b = DeviceBuffer(rounded);
   SPENSE_CUDA_CHECK(cudaMemset(b.get(), 0, rounded));
+  // cudaMemset runs on the legacy stream, which does not order against the non-blocking
+  // streams the layers run on: wait for it, or a kernel could write the slot before the
+  // zeroing lands (seen as intermittently wrong FP8 results).
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   ++scratch_gen_;
 }
 

@@ -19,7 +19,8 @@ struct BenchGemmOptions {
   std::vector<std::string> dtypes{"bf16", "fp8"};  // bf16, fp16, fp8
   std::vector<double> ds{0.125, 0.25, 0.375};      // dense ratios of spense-out / spense-in
   // dense, 2:4, spense-out, spense-in (each d of ds; concurrent, output in original order),
-  // spense-out-folded, spense-out-serial, spense-in-serial (at variant_d)
+  // spense-out-folded, spense-out-serial, spense-in-serial (at variant_d); dense-gemv, 2:4-gemv,
+  // spense-out-gemv (each d of ds): our small-M kernel (make_gemv_linear)
   std::vector<std::string> formats{"dense", "2:4", "spense-out", "spense-in", "spense-out-folded",
                                    "spense-out-serial", "spense-in-serial"};
   double variant_d = 0.25;
@@ -61,6 +62,7 @@ struct BenchDecodeOptions {
   int64_t layers = 0;                        // synthetic: override the layer count (0: the preset's)
   std::vector<std::string> dtypes{"bf16"};   // bf16, fp8
   std::vector<std::string> formats{"dense"}; // dense, 24, spense (--compare: all three)
+  std::vector<std::string> backends{"auto"}; // auto, library (cuBLASLt/cuSPARSELt), spense (small-M kernel)
   double dense_ratio = 0.25;
   std::string axis = "out";                  // spense: out or in
   int64_t tile = 64;

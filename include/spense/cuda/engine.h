@@ -29,9 +29,18 @@
 
 namespace spense::cuda {
 
+// Which kernels run the projections: LIBRARY: cuBLASLt / cuSPARSELt; SPENSE: our small-M
+// kernel (make_gemv_linear: dense, 2:4 and axis=out Spense; axis=in layers still use the
+// libraries), fastest at the smallest decode batches; AUTO: SPENSE for BF16 engines of at
+// most 2 slots (where it measured faster, docs/perf.md), else LIBRARY.
+enum class GemmBackend : uint8_t { AUTO, LIBRARY, SPENSE };
+const char* gemm_backend_name(GemmBackend b);  // "auto", "library", "spense"
+bool gemm_backend_parse(const std::string& s, GemmBackend* out);
+
 struct EngineOptions {
   LinearPrecision precision = LinearPrecision::BF16;  // of the decoder projections (the LM head is BF16)
   PlanOptions plan;             // format, and for forced/synthetic Spense: dense ratio, axis, tile
+  GemmBackend backend = GemmBackend::AUTO;
   int64_t max_batch = 1;        // slots
   int64_t max_ctx = 2048;       // tokens per slot (prompt + generated)
   int64_t prefill_chunk = 256;  // rows per prefill forward

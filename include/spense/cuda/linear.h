@@ -94,6 +94,10 @@ class Linear {
   virtual size_t weight_bytes() const = 0;
   // One line on the chosen algorithms for m ("sparse alg 3 split-k 1; dense heuristic #2").
   virtual std::string plan_info(int64_t m) const = 0;
+  // Dense layers: the device weights (n x k row-major, the precision's weight type) and, for
+  // FP8, the per-row scales; nullptr for other layers. Lets a second kernel share the weights.
+  virtual const void* device_weights() const { return nullptr; }
+  virtual const float* device_scales() const { return nullptr; }
 
   const std::string& name() const { return opts_.name; }
   int64_t n() const { return n_; }
@@ -132,6 +136,24 @@ struct HybridLayout {
 std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                            const WeightsView& w, const HybridLayout& layout,
                                            const LinearOptions& opts = {});
+
+// Our own small-M kernel (src/cuda/gemv.cu), for decoding: at most gemv_max_m() token rows
+// per pass on CUDA cores (larger M runs in several passes, or through cuBLASLt for dense
+// layers), one launch per layer with no fork/join, no activation quantization and no output
+// gather: dense rows and 2:4 rows (kept values + 2-bit positions) in one kernel that writes y
+// in the original row order. Weights BF16, or E4M3 with per-row scales dequantized in
+// registers (FP8 here means 8-bit weights with BF16 activations). all_dense: every row
+// dense (a cuBLASLt DenseLinear shares the weights for large M); otherwise the rows of
+// dense_tiles (tiles of `tile` output rows) are dense and the others must be 2:4.
+struct GemvLayout {
+  bool all_dense = false;
+  int64_t tile = 64;
+  std::vector<int32_t> dense_tiles;
+};
+std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
+                                         const WeightsView& w, const GemvLayout& layout,
+                                         const LinearOptions& opts = {});
+int64_t gemv_max_m();
 
 // Stored column order of a hybrid axis=out layer's output: column j of y (folded) is original
 // output channel order[j]: the sparse tiles in increasing order, then the dense tiles.

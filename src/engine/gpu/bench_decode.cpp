@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <sstream>
 
@@ -49,9 +50,9 @@ float median_of(std::vector<float> v) {
 }
 
 struct Row {
-  std::string dtype, format;
+  std::string dtype, format, backend;
   int64_t batch;
-  double ms, tok_s, weight_gb, kv_gb, gbps, roofline_frac, speedup;
+  double ms, tok_s, weight_gb, kv_gb, gbps, roofline_frac, speedup, speedup_best;
   size_t device_bytes, weight_bytes_total;
 };
 
@@ -65,6 +66,8 @@ std::string bench_decode_usage() {
          "  --dtype LIST         bf16, fp8 (comma-separated; default bf16)\n"
          "  --format LIST        dense, 24, spense (default dense)\n"
          "  --compare            same as --format dense,24,spense: speedups side by side\n"
+         "  --backend LIST       auto, library (cuBLASLt / cuSPARSELt), spense (our small-M kernel);\n"
+         "                       auto = spense when the largest batch is <= 8 (default auto)\n"
          "  --dense-ratio D      spense: fraction of dense tiles (default 0.25)\n"
          "  --axis out|in        spense: tiles of output rows or input columns (default out)\n"
          "  --tile G             spense: rows/columns per tile (default 64)\n"
@@ -100,6 +103,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--dtype" || a == "--dtypes") o->dtypes = split_list(val);
     else if (a == "--format" || a == "--formats") o->formats = split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
+    else if (a == "--backend" || a == "--backends") o->backends = split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
     else if (a == "--tile") o->tile = static_cast<int64_t>(to_number(a, val));
@@ -128,6 +132,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       throw Error("bench-decode: unknown format '" + f + "' (dense, 24, spense)");
   }
   for (const auto& d : o->dtypes) parse_dtype(d);
+  for (const auto& b : o->backends) {
+    GemmBackend g;
+    if (!gemm_backend_parse(b, &g)) throw Error("bench-decode: unknown backend '" + b + "' (auto, library, spense)");
+  }
   return true;
 }
 
@@ -153,10 +161,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
   std::vector<Row> rows;
-  std::map<std::pair<std::string, int64_t>, double> dense_ms;
+  std::map<std::tuple<std::string, std::string, int64_t>, double> dense_ms;  // (dtype, backend, batch)
+  std::map<std::pair<std::string, int64_t>, double> best_dense_ms;          // (dtype, batch)
   for (const auto& dt : o.dtypes) {
+    for (const auto& be : o.backends)
     for (const auto& fmt : formats) {
       EngineOptions eo;
+      gemm_backend_parse(be, &eo.backend);
       eo.precision = parse_dtype(dt);
       weight_format_parse(fmt, &eo.plan.format);
       eo.plan.dense_ratio = o.dense_ratio;
@@ -171,8 +182,8 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       std::unique_ptr<Engine> e =
           o.synthetic.empty() ? Engine::load(ctx, o.model, eo) : Engine::synthetic(ctx, cfg, eo);
       const EngineMemory mem = e->memory();
-      std::printf("\n[%s %s] weights %.2f GB (projections %.2f GB), KV cache %.2f GB, device memory in use %.2f GB\n%s",
-                  dt.c_str(), fmt.c_str(), (mem.linear_weight_bytes + mem.other_weight_bytes) / 1e9,
+      std::printf("\n[%s %s %s] weights %.2f GB (projections %.2f GB), KV cache %.2f GB, device memory in use %.2f GB\n%s",
+                  dt.c_str(), be.c_str(), fmt.c_str(), (mem.linear_weight_bytes + mem.other_weight_bytes) / 1e9,
                   mem.linear_weight_bytes / 1e9, mem.kv_cache_bytes / 1e9, mem.device_used_bytes / 1e9,
                   e->describe().c_str());
       for (int64_t b : o.batches) {
@@ -200,6 +211,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
         Row r;
         r.dtype = dt;
         r.format = fmt;
+        r.backend = be;
         r.batch = b;
         r.ms = median_of(t);
         r.tok_s = b / (r.ms * 1e-3);
@@ -207,43 +219,57 @@ void run_bench_decode(const BenchDecodeOptions& o) {
         r.kv_gb = kv_bytes / 1e9 / o.steps;
         r.gbps = (r.weight_gb + r.kv_gb) / (r.ms * 1e-3);
         r.roofline_frac = r.gbps / copy_gbps;
-        if (fmt == "dense") dense_ms[{dt, b}] = r.ms;
-        const auto it = dense_ms.find({dt, b});
+        if (fmt == "dense") {
+          dense_ms[{dt, be, b}] = r.ms;
+          auto& best = best_dense_ms[{dt, b}];
+          best = best > 0 ? std::min(best, r.ms) : r.ms;
+        }
+        const auto it = dense_ms.find({dt, be, b});
         r.speedup = it != dense_ms.end() ? it->second / r.ms : 0;
+        r.speedup_best = 0;
         r.device_bytes = mem.device_used_bytes;
         r.weight_bytes_total = mem.linear_weight_bytes + mem.other_weight_bytes;
-        std::printf("%-5s %-7s batch %-4lld %8.3f ms/step %9.1f tok/s  weights %.2f GB + KV %.3f GB per step  "
+        std::printf("%-5s %-7s %-7s batch %-4lld %8.3f ms/step %9.1f tok/s  weights %.2f GB + KV %.3f GB per step  "
                     "%6.0f GB/s (%.2f of copy)  %s\n",
-                    dt.c_str(), fmt.c_str(), (long long)b, r.ms, r.tok_s, r.weight_gb, r.kv_gb, r.gbps,
+                    dt.c_str(), be.c_str(), fmt.c_str(), (long long)b, r.ms, r.tok_s, r.weight_gb, r.kv_gb, r.gbps,
                     r.roofline_frac, r.speedup > 0 ? (std::to_string(r.speedup).substr(0, 5) + "x vs dense").c_str() : "");
         std::fflush(stdout);
         rows.push_back(r);
       }
     }
   }
-  std::printf("\nsummary: tokens/s (speedup over dense of the same dtype)\n%-6s %-7s", "dtype", "format");
+  // Speedups against the faster dense path of the same dtype (whichever backend won).
+  for (auto& r : rows) {
+    const auto it = best_dense_ms.find({r.dtype, r.batch});
+    if (it != best_dense_ms.end()) r.speedup_best = it->second / r.ms;
+  }
+  std::printf("\nsummary: tokens/s (speedup over the fastest dense of the same dtype)\n%-6s %-8s %-7s", "dtype",
+              "backend", "format");
   for (int64_t b : o.batches) std::printf(" %18s", ("batch " + std::to_string(b)).c_str());
   std::printf("\n");
   for (const auto& dt : o.dtypes)
-    for (const auto& fmt : formats) {
-      std::printf("%-6s %-7s", dt.c_str(), fmt.c_str());
-      for (int64_t b : o.batches)
-        for (const auto& r : rows)
-          if (r.dtype == dt && r.format == fmt && r.batch == b) std::printf(" %10.1f (%.2fx)", r.tok_s, r.speedup);
-      std::printf("\n");
-    }
+    for (const auto& be : o.backends)
+      for (const auto& fmt : formats) {
+        std::printf("%-6s %-8s %-7s", dt.c_str(), be.c_str(), fmt.c_str());
+        for (int64_t b : o.batches)
+          for (const auto& r : rows)
+            if (r.dtype == dt && r.backend == be && r.format == fmt && r.batch == b)
+              std::printf(" %10.1f (%.2fx)", r.tok_s, r.speedup_best);
+        std::printf("\n");
+      }
   if (!o.csv.empty()) {
     const auto parent = std::filesystem::path(o.csv).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
     std::ofstream f(o.csv);
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
-    f << "device,model,layers,dtype,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,weight_gb_per_step,"
-         "kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense,weight_gb_total,device_gb_used\n";
+    f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
+         "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
-        << r.dtype << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
+        << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
-        << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << ","
+        << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
         << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
   }

@@ -54,6 +54,10 @@ std::vector<float> tensor_f32(const TensorRef& t) {
 // plan prunes on load).
 std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w_dev, const EngineOptions& eo,
                                      cudaStream_t s) {
+  // w_dev was usually just filled by a pageable cudaMemcpy on the legacy stream, which may
+  // return before its DMA lands; the kernels below run on the non-blocking stream s, which
+  // does not wait for it (seen as intermittently wrong FP8 weights): wait for everything.
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   const ProjFormat& f = lp.format;
   if (f.prune_on_load && f.kind != ProjFormat::DENSE) {
     DeviceBuffer rows_mask, cols_mask;
@@ -81,6 +85,20 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
                        scales.as<float>(), s);
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
     wv = WeightsView{q.get(), DType::F8_E4M3, scales.as<float>()};
+  }
+  // AUTO: our kernel where it measured faster than the libraries (docs/perf.md): BF16 at
+  // decode batches of 1-2; FP8 2:4 stays on cuSPARSELt.
+  const bool ours = eo.backend == GemmBackend::SPENSE ||
+                    (eo.backend == GemmBackend::AUTO && eo.max_batch <= 2 && eo.precision == LinearPrecision::BF16);
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // prune / quantize above ran on s; the layers copy on the legacy stream
+  if (ours && !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN)) {
+    GemvLayout gl;
+    gl.all_dense = f.kind == ProjFormat::DENSE;
+    if (f.kind == ProjFormat::HYBRID) {
+      gl.tile = f.layout.g;
+      for (int64_t t : f.layout.dense_tiles) gl.dense_tiles.push_back(static_cast<int32_t>(t));
+    }
+    return make_gemv_linear(ctx, lp.n, lp.k, eo.precision, wv, gl, lo);
   }
   switch (f.kind) {
     case ProjFormat::DENSE: return make_dense_linear(ctx, lp.n, lp.k, eo.precision, wv, lo);
@@ -503,6 +521,7 @@ class EngineImpl final : public Engine {
     k_cache_ = DeviceBuffer(kv);
     v_cache_ = DeviceBuffer(kv);
     lens_.assign(static_cast<size_t>(opts_.max_batch), 0);
+    SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream
   }
 
   void check_slot(int64_t slot) const {
@@ -606,6 +625,17 @@ class EngineImpl final : public Engine {
 };
 
 }  // namespace
+
+const char* gemm_backend_name(GemmBackend b) {
+  return b == GemmBackend::AUTO ? "auto" : b == GemmBackend::LIBRARY ? "library" : "spense";
+}
+bool gemm_backend_parse(const std::string& s, GemmBackend* out) {
+  if (s == "auto") *out = GemmBackend::AUTO;
+  else if (s == "library") *out = GemmBackend::LIBRARY;
+  else if (s == "spense") *out = GemmBackend::SPENSE;
+  else return false;
+  return true;
+}
 
 std::unique_ptr<Engine> Engine::load(Context& ctx, const std::string& dir, const EngineOptions& opts) {
   ModelConfig cfg = config_load(dir);

@@ -3,6 +3,7 @@
 // row (or per row x head x KV chunk for attention), with fp32 arithmetic throughout.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <string>
 
@@ -91,7 +92,7 @@ __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_n
   const int64_t slot = row_slot ? row_slot[r] : r;
   const int64_t pos = row_pos[r];
   const int half = D / 2;
-  for (int j = warp; j < NH + 2 * NKV; j += nw) {
+  for (int j = blockIdx.y * nw + warp; j < NH + 2 * NKV; j += gridDim.y * nw) {
     const uint16_t* src;
     const float* b = nullptr;
     const float* nrm = nullptr;
@@ -314,7 +315,9 @@ void embed_rows(const int32_t* ids, const bf16_t* E, int64_t vocab, int64_t H, i
 void residual_rmsnorm(float* h, const bf16_t* delta, const float* bias, const float* w, float eps, bf16_t* out,
                       int64_t rows, int64_t H, cudaStream_t s) {
   if (rows <= 0) return;
-  residual_rmsnorm_k<<<static_cast<unsigned>(rows), 256, 0, s>>>(h, delta, bias, w, eps, out, H);
+  // About 4 elements per thread: at batch 1 the row is the whole launch, so go wide.
+  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (H / 4 + 31) / 32 * 32)));
+  residual_rmsnorm_k<<<static_cast<unsigned>(rows), threads, 0, s>>>(h, delta, bias, w, eps, out, H);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
@@ -323,7 +326,9 @@ void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const fl
                     int64_t NH, int64_t NKV, int64_t D, float* q_out, bf16_t* k_cache, bf16_t* v_cache,
                     int64_t max_ctx, cudaStream_t s) {
   if (rows <= 0) return;
-  qkv_rope_cache_k<<<static_cast<unsigned>(rows), 128, 0, s>>>(in, bias, q_norm, k_norm, eps, inv_freq, row_slot,
+  // One warp per head job, 4 per block, so that a single decode row still spreads over many SMs.
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((NH + 2 * NKV + 3) / 4));
+  qkv_rope_cache_k<<<grid, 128, 0, s>>>(in, bias, q_norm, k_norm, eps, inv_freq, row_slot,
                                                                row_pos, int(NH), int(NKV), int(D), q_out, k_cache,
                                                                v_cache, max_ctx);
   SPENSE_CUDA_CHECK_LAUNCH();

@@ -1,0 +1,39 @@
+// Our own small-M kernels (src/cuda/gemv.cu) behind make_gemv_linear(): y = x W^T for M <= 8
+// token rows per launch pass on CUDA cores, weights streamed once from HBM. The weight rows are
+// held in a stored order: first the 2:4 rows, compressed (the kept values, and per group of 4
+// one nibble p0 | p1 << 2 with the kept positions, 16 bits per 16 columns: the Spense v1 meta
+// layout), then the dense rows as they are; row_map[stored] = original output row, so y comes
+// out in the original order with no gather. Weights BF16, or E4M3 with one fp32 scale per row;
+// activations and outputs BF16, fp32 accumulation.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace spense::cuda::gemv {
+
+// Rows handled by one warp, and the largest M of one kernel pass (larger M: several passes).
+inline constexpr int kRowsPerWarp = 2;
+inline constexpr int kMaxM = 8;
+
+struct Weights {
+  const void* sparse_values = nullptr;  // Ns x K/2 elements (BF16 or E4M3)
+  const uint16_t* sparse_meta = nullptr;  // Ns x K/16
+  const void* dense = nullptr;          // Nd x K elements, row-major
+  int64_t dense_ld = 0;                 // elements between dense rows (K)
+  const float* scales = nullptr;        // E4M3 only: N, by stored row
+  const int32_t* row_map = nullptr;     // N, stored row -> output column of y (nullptr: identity)
+  int64_t ns = 0, nd = 0, k = 0;
+  bool fp8 = false;
+};
+
+// y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx; y: BF16, ld ldy).
+void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s);
+
+// Compresses rows src_rows[i] (i < ns) of a 2:4 matrix W (n x k, BF16 or E4M3, device) into
+// values (ns x k/2) and meta (ns x k/16). Returns through *bad (device int64, preset to -1 by
+// the caller) the lowest i * (k/4) + group of a group with more than 2 non-zeros, if any.
+void compress24(const void* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns, void* values,
+                uint16_t* meta, unsigned long long* bad, cudaStream_t s);
+
+}  // namespace spense::cuda::gemv
