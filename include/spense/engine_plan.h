@@ -67,6 +67,9 @@ struct PlanOptions {
   // SPENSE on a checkpoint without spense.json (and synthetic models): dense ratio, axis, tile.
   double dense_ratio = 0.25;
   SpenseAxis axis = SpenseAxis::OUT;
+  // Instead of `axis`: axis=out for q/k/v and gate/up, axis=in for o and down (the faster axis
+  // of each Qwen3-32B shape in FP8 on an H200, docs/perf.md).
+  bool mixed_axis = false;
   int64_t tile = 64;
   bool fuse = true;  // allow q|k|v and gate|up fusion
 };

@@ -156,7 +156,7 @@ ProjFormat choose_format(const ModelConfig& cfg, int64_t layer, Proj p,
       if (have) return it->second;
       const auto [N, K] = proj_shape(cfg, p);
       SpenseLayout l;
-      l.axis = o.axis;
+      l.axis = o.mixed_axis ? (p == Proj::O || p == Proj::DOWN ? SpenseAxis::IN : SpenseAxis::OUT) : o.axis;
       l.g = o.tile;
       const std::string name = proj_module(layer, p);
       const int64_t tiles = spense_num_tiles(name, N, K, l);

@@ -35,8 +35,9 @@ namespace {
 
 const std::string kHf = std::string(SPENSE_FIXTURES) + "/hf/";
 const std::string kEvalModel = std::string(SPENSE_SOURCE_DIR) + "/models/eval-qwen3";
-// Every test runs both kernel back ends: the libraries (cuBLASLt / cuSPARSELt) and ours.
-const GemmBackend kBackends[] = {GemmBackend::LIBRARY, GemmBackend::SPENSE};
+// Every test runs each kernel back end: the libraries (cuBLASLt / cuSPARSELt), ours, and the
+// per-layer timed choice between them.
+const GemmBackend kBackends[] = {GemmBackend::LIBRARY, GemmBackend::SPENSE, GemmBackend::AUTO};
 
 double rel_err(const float* a, const float* b, size_t n) {
   double num = 0, den = 0;

@@ -31,8 +31,9 @@ namespace spense::cuda {
 
 // Which kernels run the projections: LIBRARY: cuBLASLt / cuSPARSELt; SPENSE: our small-M
 // kernel (make_gemv_linear: dense, 2:4 and axis=out Spense; axis=in layers still use the
-// libraries), fastest at the smallest decode batches; AUTO: SPENSE for BF16 engines of at
-// most 2 slots (where it measured faster, docs/perf.md), else LIBRARY.
+// libraries), fastest at the smallest decode batches; AUTO: per linear layer, both are built
+// at load, timed at M = max_batch, and the faster is kept (dense layers always take the small-M
+// wrapper, which itself picks cuBLASLt or our kernel per M).
 enum class GemmBackend : uint8_t { AUTO, LIBRARY, SPENSE };
 const char* gemm_backend_name(GemmBackend b);  // "auto", "library", "spense"
 bool gemm_backend_parse(const std::string& s, GemmBackend* out);

@@ -67,9 +67,10 @@ std::string bench_decode_usage() {
          "  --format LIST        dense, 24, spense (default dense)\n"
          "  --compare            same as --format dense,24,spense: speedups side by side\n"
          "  --backend LIST       auto, library (cuBLASLt / cuSPARSELt), spense (our small-M kernel);\n"
-         "                       auto = spense when the largest batch is <= 8 (default auto)\n"
+         "                       auto: per layer, whichever is faster at the largest batch (default auto)\n"
          "  --dense-ratio D      spense: fraction of dense tiles (default 0.25)\n"
-         "  --axis out|in        spense: tiles of output rows or input columns (default out)\n"
+         "  --axis out|in|mixed  spense: tiles of output rows or input columns; mixed: out for q/k/v and\n"
+         "                       gate/up, in for o and down (default out)\n"
          "  --tile G             spense: rows/columns per tile (default 64)\n"
          "  --batch LIST         batch sizes (default 1)\n"
          "  --ctx L              tokens already in each KV cache when timing starts (default 1024)\n"
@@ -125,7 +126,8 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     throw Error("bench-decode: --batch needs positive batch sizes");
   if (o->ctx < 1 || o->steps < 1 || o->warmup < 0)
     throw Error("bench-decode: --ctx and --steps must be positive, --warmup non-negative");
-  if (o->axis != "out" && o->axis != "in") throw Error("bench-decode: --axis must be out or in, got '" + o->axis + "'");
+  if (o->axis != "out" && o->axis != "in" && o->axis != "mixed")
+    throw Error("bench-decode: --axis must be out, in or mixed, got '" + o->axis + "'");
   for (const auto& f : o->formats) {
     WeightFormat wf;
     if (!weight_format_parse(f, &wf) || wf == WeightFormat::AUTO)
@@ -172,6 +174,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       weight_format_parse(fmt, &eo.plan.format);
       eo.plan.dense_ratio = o.dense_ratio;
       eo.plan.axis = o.axis == "in" ? SpenseAxis::IN : SpenseAxis::OUT;
+      eo.plan.mixed_axis = o.axis == "mixed";
       eo.plan.tile = o.tile;
       eo.max_batch = max_b;
       eo.max_ctx = o.ctx + o.warmup + o.steps + 8;
@@ -179,14 +182,23 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
       eo.seed = o.seed;
-      std::unique_ptr<Engine> e =
-          o.synthetic.empty() ? Engine::load(ctx, o.model, eo) : Engine::synthetic(ctx, cfg, eo);
-      const EngineMemory mem = e->memory();
-      std::printf("\n[%s %s %s] weights %.2f GB (projections %.2f GB), KV cache %.2f GB, device memory in use %.2f GB\n%s",
-                  dt.c_str(), be.c_str(), fmt.c_str(), (mem.linear_weight_bytes + mem.other_weight_bytes) / 1e9,
-                  mem.linear_weight_bytes / 1e9, mem.kv_cache_bytes / 1e9, mem.device_used_bytes / 1e9,
-                  e->describe().c_str());
+      // The auto backend tunes each layer for the engine's largest batch, so it gets one
+      // engine per batch size; the other back ends serve every batch from one engine.
+      const bool per_batch = eo.backend == GemmBackend::AUTO && o.batches.size() > 1;
+      std::unique_ptr<Engine> e;
+      EngineMemory mem;
       for (int64_t b : o.batches) {
+        if (!e || per_batch) {
+          e.reset();
+          if (per_batch) eo.max_batch = b;
+          e = o.synthetic.empty() ? Engine::load(ctx, o.model, eo) : Engine::synthetic(ctx, cfg, eo);
+          mem = e->memory();
+          std::printf("\n[%s %s %s, %lld slots] weights %.2f GB (projections %.2f GB), KV cache %.2f GB, device memory "
+                      "in use %.2f GB\n%s",
+                      dt.c_str(), be.c_str(), fmt.c_str(), (long long)eo.max_batch,
+                      (mem.linear_weight_bytes + mem.other_weight_bytes) / 1e9, mem.linear_weight_bytes / 1e9,
+                      mem.kv_cache_bytes / 1e9, mem.device_used_bytes / 1e9, e->describe().c_str());
+        }
         e->fill_cache_random(b, o.ctx, o.seed + 17);
         e->prepare_step(b);
         cudaStream_t s = e->stream();

@@ -50,6 +50,43 @@ std::vector<float> tensor_f32(const TensorRef& t) {
   return f;
 }
 
+// The cuBLASLt / cuSPARSELt form of a plan.
+std::unique_ptr<Linear> make_library_linear(Context& ctx, const LinearPlan& lp, const WeightsView& wv,
+                                            const EngineOptions& eo, const LinearOptions& lo) {
+  const ProjFormat& f = lp.format;
+  switch (f.kind) {
+    case ProjFormat::DENSE: return make_dense_linear(ctx, lp.n, lp.k, eo.precision, wv, lo);
+    case ProjFormat::SPARSE24: return make_sparse_linear(ctx, lp.n, lp.k, eo.precision, wv, lo);
+    case ProjFormat::HYBRID: {
+      HybridLayout hl;
+      hl.axis = f.layout.axis == SpenseAxis::OUT ? HybridAxis::OUT : HybridAxis::IN;
+      hl.tile = f.layout.g;
+      for (int64_t t : f.layout.dense_tiles) hl.dense_tiles.push_back(static_cast<int32_t>(t));
+      return make_hybrid_linear(ctx, lp.n, lp.k, eo.precision, wv, hl, lo);
+    }
+  }
+  return nullptr;
+}
+
+// Median-free quick timing of one layer at m rows (3 warm-up calls, then 10 timed): for the
+// AUTO backend's choice only, not for reporting.
+float time_linear(Linear& l, int64_t m) {
+  l.prepare(m);
+  const int64_t rows = l.rows_capacity(m);
+  DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
+  Stream st;
+  fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
+  Event e0(true), e1(true);
+  for (int i = 0; i < 3; ++i) l.forward(x.get(), y.get(), m, st.get());
+  SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), st.get()));
+  for (int i = 0; i < 10; ++i) l.forward(x.get(), y.get(), m, st.get());
+  SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), st.get()));
+  SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
+  float ms = 0;
+  SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+  return ms;
+}
+
 // Builds one GPU linear from BF16 weights on the device (n x k, modified in place when the
 // plan prunes on load).
 std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w_dev, const EngineOptions& eo,
@@ -86,12 +123,9 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
     wv = WeightsView{q.get(), DType::F8_E4M3, scales.as<float>()};
   }
-  // AUTO: our kernel where it measured faster than the libraries (docs/perf.md): BF16 at
-  // decode batches of 1-2; FP8 2:4 stays on cuSPARSELt.
-  const bool ours = eo.backend == GemmBackend::SPENSE ||
-                    (eo.backend == GemmBackend::AUTO && eo.max_batch <= 2 && eo.precision == LinearPrecision::BF16);
   SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // prune / quantize above ran on s; the layers copy on the legacy stream
-  if (ours && !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN)) {
+  const bool ours_ok = !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN);
+  auto make_ours = [&] {
     GemvLayout gl;
     gl.all_dense = f.kind == ProjFormat::DENSE;
     if (f.kind == ProjFormat::HYBRID) {
@@ -99,19 +133,16 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
       for (int64_t t : f.layout.dense_tiles) gl.dense_tiles.push_back(static_cast<int32_t>(t));
     }
     return make_gemv_linear(ctx, lp.n, lp.k, eo.precision, wv, gl, lo);
+  };
+  if (ours_ok && (eo.backend == GemmBackend::SPENSE || (eo.backend == GemmBackend::AUTO && f.kind == ProjFormat::DENSE)))
+    return make_ours();  // the dense wrapper itself takes cuBLASLt where that is faster
+  if (ours_ok && eo.backend == GemmBackend::AUTO) {
+    // Both kernels for this layer, timed at the engine's largest batch; the slower is freed.
+    std::unique_ptr<Linear> lib = make_library_linear(ctx, lp, wv, eo, lo);
+    std::unique_ptr<Linear> own = make_ours();
+    return time_linear(*own, eo.max_batch) < time_linear(*lib, eo.max_batch) ? std::move(own) : std::move(lib);
   }
-  switch (f.kind) {
-    case ProjFormat::DENSE: return make_dense_linear(ctx, lp.n, lp.k, eo.precision, wv, lo);
-    case ProjFormat::SPARSE24: return make_sparse_linear(ctx, lp.n, lp.k, eo.precision, wv, lo);
-    case ProjFormat::HYBRID: {
-      HybridLayout hl;
-      hl.axis = f.layout.axis == SpenseAxis::OUT ? HybridAxis::OUT : HybridAxis::IN;
-      hl.tile = f.layout.g;
-      for (int64_t t : f.layout.dense_tiles) hl.dense_tiles.push_back(static_cast<int32_t>(t));
-      return make_hybrid_linear(ctx, lp.n, lp.k, eo.precision, wv, hl, lo);
-    }
-  }
-  return nullptr;
+  return make_library_linear(ctx, lp, wv, eo, lo);
 }
 
 std::string format_label(const LinearPlan& lp) {
@@ -317,7 +348,8 @@ class EngineImpl final : public Engine {
     const LayerPlan& lp = plan_[0];
     auto add = [&](const LinearPlan& p, const Linear& x) {
       s += "  " + p.name + " [" + std::to_string(p.n) + " x " + std::to_string(p.k) + "] " + format_label(p) + " " +
-           precision_name(opts_.precision) + ", " + std::to_string(x.weight_bytes()) + " B; " + x.plan_info(1) + "\n";
+           precision_name(opts_.precision) + ", " + std::to_string(x.weight_bytes()) + " B; " +
+           x.plan_info(opts_.max_batch) + "\n";
     };
     const GpuLayer& L = layers_[0];
     for (size_t i = 0; i < lp.qkv.size(); ++i) add(lp.qkv[i], *L.qkv[i]);
