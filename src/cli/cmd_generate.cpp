@@ -117,11 +117,16 @@ void run_generate(const GenerateArgs& a) {
   if (device == "auto") device = "cpu";
   if (device == "cuda") throw Error("--device cuda: this build has no CUDA support (rebuild where nvcc is found)");
 #endif
-  if (tok) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
+  // The prompt is echoed once the model is loaded, so a load error leaves no partial output.
+  auto echo_prompt = [&] {
+    if (tok) std::fwrite(a.prompt.data(), 1, a.prompt.size(), stdout);
+    std::fflush(stdout);
+  };
   if (device == "cpu") {
     if (a.dtype != "bf16" || a.format != "auto")
       throw Error("--device cpu runs the fp32 reference model: --dtype and --format apply to --device cuda only");
     const Model m = Model::load(a.model);
+    echo_prompt();
     std::vector<int32_t> seq = prompt;
     std::mt19937_64 rng(a.seed);
     for (int64_t i = 0; i < a.max_new_tokens; ++i) {
@@ -145,6 +150,7 @@ void run_generate(const GenerateArgs& a) {
     eo.max_ctx = a.max_ctx > 0 ? a.max_ctx : static_cast<int64_t>(prompt.size()) + a.max_new_tokens + 8;
     eo.graphs = !a.no_graph;
     auto e = cuda::Engine::load(ctx, a.model, eo);
+    echo_prompt();
     cuda::GenerateOptions g;
     g.max_new_tokens = a.max_new_tokens;
     g.temperature = a.temperature;

@@ -91,17 +91,8 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
   return v;
 }
 
-LinearPrecision parse_precision(const std::string& s) {
-  if (s == "bf16") return LinearPrecision::BF16;
-  if (s == "fp16") return LinearPrecision::FP16;
-  if (s == "fp8") return LinearPrecision::FP8;
-  throw Error("bench-gemm: unknown dtype '" + s + "' (known: bf16, fp16, fp8)");
-}
-
-float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.f : v[v.size() / 2];
-}
+LinearPrecision parse_precision(const std::string& s) { return bench_precision(s, "bench-gemm"); }
+float median(std::vector<float> v) { return bench_median(std::move(v)); }
 
 // Median time of one forward (us), replaying `reps` back to back.
 float time_forward(std::vector<std::unique_ptr<Linear>>& reps, const void* x, void* y, int64_t m,
@@ -165,6 +156,34 @@ std::string fmt_d(double d) {
 }
 
 }  // namespace
+
+LinearPrecision bench_precision(const std::string& s, const std::string& who) {
+  if (s == "bf16") return LinearPrecision::BF16;
+  if (s == "fp16") return LinearPrecision::FP16;
+  if (s == "fp8") return LinearPrecision::FP8;
+  throw Error(who + ": unknown dtype '" + s + "' (known: bf16, fp16, fp8)");
+}
+
+void bench_next_flag(const std::vector<std::string>& args, size_t& i, bool takes_value, const std::string& who,
+                     std::string* key, std::string* val) {
+  *key = args[i];
+  val->clear();
+  if (!takes_value) return;
+  const size_t eq = key->find('=');
+  if (eq != std::string::npos) {
+    *val = key->substr(eq + 1);
+    key->resize(eq);
+  } else if (i + 1 < args.size()) {
+    *val = args[++i];
+  } else {
+    throw Error(who + ": " + *key + " needs a value");
+  }
+}
+
+float bench_median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.f : v[v.size() / 2];
+}
 
 double measure_copy_gbps(cudaStream_t s) {
   const size_t bytes = size_t(1) << 30;
@@ -393,21 +412,12 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
     if (v.empty() || *end) throw Error("bench-gemm: " + flag + " expects a number, got '" + v + "'");
     return d;
   };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i], val;
-    if (a == "--help" || a == "-h") return false;
-    const bool flag_only = a == "--no-sparse-search" || a == "--no-graph" || a == "--no-split-sms";
-    if (!flag_only) {
-      const size_t eq = a.find('=');
-      if (eq != std::string::npos) {
-        val = a.substr(eq + 1);
-        a = a.substr(0, eq);
-      } else if (i + 1 < argc) {
-        val = argv[++i];
-      } else {
-        throw Error("bench-gemm: " + a + " needs a value");
-      }
-    }
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") return false;
+    const bool flag_only = args[i] == "--no-sparse-search" || args[i] == "--no-graph" || args[i] == "--no-split-sms";
+    std::string a, val;
+    bench_next_flag(args, i, !flag_only, "bench-gemm", &a, &val);
     if (a == "--models") o->models = split(val);
     else if (a == "--layers") o->layers = split(val);
     else if (a == "--m") {

@@ -91,17 +91,24 @@ std::vector<float> prefill_then_decode(Engine& e, const std::vector<int32_t>& id
   return out;
 }
 
+// An engine on `dir` with the given back end and context (other options at their defaults).
+std::unique_ptr<Engine> load_engine(Context& ctx, const std::string& dir, GemmBackend be, int64_t max_ctx,
+                                    int64_t prefill_chunk = 256, int64_t max_batch = 1) {
+  EngineOptions eo;
+  eo.backend = be;
+  eo.max_ctx = max_ctx;
+  eo.prefill_chunk = prefill_chunk;
+  eo.max_batch = max_batch;
+  return Engine::load(ctx, dir, eo);
+}
+
 class HfFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfFixture, PrefillMatchesTransformers) {
   const std::string dir = kHf + GetParam();
   for (GemmBackend be : kBackends) {
     Context ctx;
-    EngineOptions eo;
-    eo.backend = be;
-    eo.max_ctx = 512;
-    eo.prefill_chunk = 16;  // 33 tokens -> three chunks
-    auto e = Engine::load(ctx, dir, eo);
+    auto e = load_engine(ctx, dir, be, 512, /*prefill_chunk=*/16);  // 33 tokens -> three chunks
     const Ref ref = open_ref(dir + "/ref.safetensors");
     const auto ids = ref.ids("input_ids.2");
     const auto got = e->prefill(0, ids, /*all_logits=*/true);
@@ -115,10 +122,7 @@ TEST_P(HfFixture, DecodeStepsMatchTransformers) {
   const std::string dir = kHf + GetParam();
   for (GemmBackend be : kBackends) {
     Context ctx;
-    EngineOptions eo;
-    eo.backend = be;
-    eo.max_ctx = 64;
-    auto e = Engine::load(ctx, dir, eo);
+    auto e = load_engine(ctx, dir, be, 64);
     const Ref ref = open_ref(dir + "/ref.safetensors");
     const auto ids = ref.ids("input_ids.2");
     const int64_t V = e->config().vocab_size, T = static_cast<int64_t>(ids.size());
@@ -143,11 +147,7 @@ TEST_P(HfLong, LongSequenceMatchesTransformers) {
   const int64_t from = ref.ids("long_from")[0];
   for (GemmBackend be : kBackends) {
     Context ctx;
-    EngineOptions eo;
-    eo.backend = be;
-    eo.max_ctx = 320;
-    eo.prefill_chunk = 64;
-    auto e = Engine::load(ctx, dir, eo);
+    auto e = load_engine(ctx, dir, be, 320, /*prefill_chunk=*/64);
     const int64_t V = e->config().vocab_size, T = static_cast<int64_t>(ids.size());
     const auto all = e->prefill(0, ids, true);
     const double err_prefill = rel_err(rows(all, V, from, T), tail);

@@ -10,6 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "spense/cuda/linear.h"
+#include <string>
+#include <vector>
+
 namespace spense::cuda {
 
 struct BenchGemmOptions {
@@ -47,6 +51,16 @@ void run_bench_gemm(const BenchGemmOptions& opts);
 // --no-split-sms --no-graph --csv PATH --seed; throws spense::Error on unknown flags. Returns false for --help.
 bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* opts);
 std::string bench_gemm_usage();
+
+// "bf16" / "fp16" / "fp8"; throws spense::Error prefixed with `who` otherwise.
+LinearPrecision bench_precision(const std::string& s, const std::string& who);
+// Splits argument i of a benchmark's flags into *key and *val ("--k v" or "--k=v"; flags that
+// take no value leave *val empty), advancing i past a separate value. Throws spense::Error
+// "<who>: --k needs a value" when one is missing.
+void bench_next_flag(const std::vector<std::string>& args, size_t& i, bool takes_value, const std::string& who,
+                     std::string* key, std::string* val);
+// Median of timings (the upper middle element for even counts; 0 for none).
+float bench_median(std::vector<float> v);
 
 // Device-to-device copy bandwidth (GB/s, bytes read + written) of a 1 GiB cudaMemcpyAsync, median of 20.
 double measure_copy_gbps(cudaStream_t s);

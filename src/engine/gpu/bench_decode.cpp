@@ -39,14 +39,9 @@ double to_number(const std::string& flag, const std::string& v) {
 }
 
 LinearPrecision parse_dtype(const std::string& s) {
-  if (s == "bf16") return LinearPrecision::BF16;
-  if (s == "fp8") return LinearPrecision::FP8;
-  throw Error("bench-decode: unknown dtype '" + s + "' (bf16, fp8)");
-}
-
-float median_of(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.f : v[v.size() / 2];
+  const LinearPrecision p = bench_precision(s, "bench-decode");
+  if (p == LinearPrecision::FP16) throw Error("bench-decode: the engine runs bf16 or fp8, not fp16");
+  return p;
 }
 
 struct Row {
@@ -84,20 +79,16 @@ std::string bench_decode_usage() {
 
 bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i], val;
-    if (a == "--help" || a == "-h") return false;
-    const bool flag = a == "--compare" || a == "--no-graph" || a == "--no-sparse-search";
-    if (!flag) {
-      const size_t eq = a.find('=');
-      if (eq != std::string::npos) {
-        val = a.substr(eq + 1);
-        a = a.substr(0, eq);
-      } else if (i + 1 < args.size()) {
-        val = args[++i];
-      } else {
-        throw Error("bench-decode: " + a + " needs a value\n" + bench_decode_usage());
-      }
-    }
+    if (args[i] == "--help" || args[i] == "-h") return false;
+    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";
+    static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
+                                        "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
+                                        "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed"};
+    const std::string name = args[i].substr(0, args[i].find('='));
+    if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
+      throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
+    std::string a, val;
+    bench_next_flag(args, i, !flag, "bench-decode", &a, &val);
     if (a == "--model") o->model = val;
     else if (a == "--synthetic") o->synthetic = val;
     else if (a == "--layers") o->layers = static_cast<int64_t>(to_number(a, val));
@@ -225,7 +216,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
         r.format = fmt;
         r.backend = be;
         r.batch = b;
-        r.ms = median_of(t);
+        r.ms = bench_median(t);
         r.tok_s = b / (r.ms * 1e-3);
         r.weight_gb = e->weight_bytes_per_step() / 1e9;
         r.kv_gb = kv_bytes / 1e9 / o.steps;
