@@ -10,6 +10,9 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <cstdlib>
+#include <type_traits>
+
 #include "cuda/gemv.h"
 #include "spense/cuda/check.h"
 
@@ -143,11 +146,10 @@ __device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, 
 // Block: 8 / wk row groups of kRowsPerWarp rows; the wk warps of a group split the row's K
 // range, and their partial sums meet in shared memory. Small-N layers take a large wk so that
 // they still launch thousands of short blocks (no tail of a few long ones).
-template <int M, bool FP8>
+template <int M, bool FP8, int U>
 __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
                                                       uint16_t* y, int64_t ldy, int wk) {
   constexpr int R = kRowsPerWarp;
-  constexpr int U = M == 1 ? 4 : M <= 4 ? 2 : 1;
   __shared__ float red[kWarps][R][M];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int groups = kWarps / wk, g = warp / wk, part = warp % wk;
@@ -200,16 +202,38 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   // The fewest warps per row (a power of two up to 8) that still give >= 2048 blocks, as long
   // as every lane keeps >= 4 spans of the row (short rows split further only idle lanes).
   const int64_t spans = w.ns > 0 ? w.k / (w.fp8 ? 32 : 16) : w.k / (w.fp8 ? 16 : 8);
+  static const int max_wk = [] {  // SPENSE_GEMV_MAX_SPLIT=1|2|4|8 caps the split, for experiments
+    const char* e = std::getenv("SPENSE_GEMV_MAX_SPLIT");
+    return e ? std::atoi(e) : kWarps;
+  }();
   int wk = 1;
-  while (wk < kWarps && row_groups * wk / kWarps < 2048 && spans / (32 * 2 * wk) >= 4) wk *= 2;
+  while (wk < max_wk && row_groups * wk / kWarps < 2048 && spans / (32 * 2 * wk) >= 4) wk *= 2;
   const int64_t groups = kWarps / wk;
   dim3 grid(static_cast<unsigned>((row_groups + groups - 1) / groups), static_cast<unsigned>((m + M - 1) / M));
-  if (w.fp8)
-    gemv_k<M, true><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
-                                                  static_cast<uint16_t*>(y), ldy, wk);
-  else
-    gemv_k<M, false><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
-                                                   static_cast<uint16_t*>(y), ldy, wk);
+  // Spans in flight per lane: 4 at M = 1; 1 for larger M (measured on an H200, docs/perf.md:
+  // at M = 2-4 the unrolled variants hold more registers and ran 20-35% slower).
+  // SPENSE_GEMV_UNROLL=1|2|4 overrides it for M > 1, for experiments.
+  static const int unroll_env = [] {
+    const char* e = std::getenv("SPENSE_GEMV_UNROLL");
+    return e ? std::atoi(e) : 0;
+  }();
+  const int U = M == 1 ? 4 : unroll_env > 0 ? unroll_env : 1;
+  auto go = [&](auto fp8, auto u) {
+    gemv_k<M, decltype(fp8)::value, decltype(u)::value><<<grid, kWarps * 32, 0, s>>>(
+        w, static_cast<const uint16_t*>(x), ldx, m, static_cast<uint16_t*>(y), ldy, wk);
+  };
+  using T = std::true_type;
+  using F = std::false_type;
+  if (U >= 4) {
+    if (w.fp8) go(T{}, std::integral_constant<int, 4>{});
+    else go(F{}, std::integral_constant<int, 4>{});
+  } else if (U == 2) {
+    if (w.fp8) go(T{}, std::integral_constant<int, 2>{});
+    else go(F{}, std::integral_constant<int, 2>{});
+  } else {
+    if (w.fp8) go(T{}, std::integral_constant<int, 1>{});
+    else go(F{}, std::integral_constant<int, 1>{});
+  }
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
