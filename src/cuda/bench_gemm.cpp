@@ -91,8 +91,6 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
   return v;
 }
 
-LinearPrecision parse_precision(const std::string& s) { return bench_precision(s, "bench-gemm"); }
-float median(std::vector<float> v) { return bench_median(std::move(v)); }
 
 // Median time of one forward (us), replaying `reps` back to back.
 float time_forward(std::vector<std::unique_ptr<Linear>>& reps, const void* x, void* y, int64_t m,
@@ -134,7 +132,7 @@ float time_forward(std::vector<std::unique_ptr<Linear>>& reps, const void* x, vo
     SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i]->get(), ev[i + 1]->get()));
     t.push_back(ms * 1000.f);
   }
-  return median(t) / static_cast<float>(reps.size());
+  return bench_median(t) / static_cast<float>(reps.size());
 }
 
 struct Row {
@@ -180,6 +178,22 @@ void bench_next_flag(const std::vector<std::string>& args, size_t& i, bool takes
   }
 }
 
+std::vector<std::string> bench_split_list(const std::string& s) {
+  std::vector<std::string> v;
+  std::stringstream ss(s);
+  std::string t;
+  while (std::getline(ss, t, ','))
+    if (!t.empty()) v.push_back(t);
+  return v;
+}
+
+double bench_number(const std::string& who, const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end) throw Error(who + ": " + flag + " expects a number, got '" + v + "'");
+  return d;
+}
+
 float bench_median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.f : v[v.size() / 2];
@@ -200,9 +214,8 @@ double measure_copy_gbps(cudaStream_t s) {
     SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
     if (i >= 5) t.push_back(ms);
   }
-  return 2.0 * bytes / (median(t) * 1e-3) / 1e9;
+  return 2.0 * bytes / (bench_median(t) * 1e-3) / 1e9;
 }
-
 
 void run_bench_gemm(const BenchGemmOptions& o_in) {
   BenchGemmOptions o = o_in;
@@ -220,7 +233,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
   for (int64_t m : o.ms)
     if (m < 1) throw Error("bench-gemm: M values must be >= 1");
   std::vector<LinearPrecision> precs;
-  for (const auto& d : o.dtypes) precs.push_back(parse_precision(d));
+  for (const auto& d : o.dtypes) precs.push_back(bench_precision(d, "bench-gemm"));
 
   const auto t_start = std::chrono::steady_clock::now();
   Context ctx;
@@ -398,36 +411,23 @@ std::string bench_gemm_usage() {
 }
 
 bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
-  auto split = [](const std::string& s) {
-    std::vector<std::string> v;
-    std::stringstream ss(s);
-    std::string t;
-    while (std::getline(ss, t, ','))
-      if (!t.empty()) v.push_back(t);
-    return v;
-  };
-  auto num = [](const std::string& flag, const std::string& v) {
-    char* end = nullptr;
-    double d = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end) throw Error("bench-gemm: " + flag + " expects a number, got '" + v + "'");
-    return d;
-  };
+  auto num = [](const std::string& flag, const std::string& v) { return bench_number("bench-gemm", flag, v); };
   const std::vector<std::string> args(argv + 1, argv + argc);
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
     const bool flag_only = args[i] == "--no-sparse-search" || args[i] == "--no-graph" || args[i] == "--no-split-sms";
     std::string a, val;
     bench_next_flag(args, i, !flag_only, "bench-gemm", &a, &val);
-    if (a == "--models") o->models = split(val);
-    else if (a == "--layers") o->layers = split(val);
+    if (a == "--models") o->models = bench_split_list(val);
+    else if (a == "--layers") o->layers = bench_split_list(val);
     else if (a == "--m") {
       o->ms.clear();
-      for (auto& t : split(val)) o->ms.push_back(static_cast<int64_t>(num(a, t)));
-    } else if (a == "--dtypes") o->dtypes = split(val);
+      for (auto& t : bench_split_list(val)) o->ms.push_back(static_cast<int64_t>(num(a, t)));
+    } else if (a == "--dtypes") o->dtypes = bench_split_list(val);
     else if (a == "--d") {
       o->ds.clear();
-      for (auto& t : split(val)) o->ds.push_back(num(a, t));
-    } else if (a == "--formats") o->formats = split(val);
+      for (auto& t : bench_split_list(val)) o->ds.push_back(num(a, t));
+    } else if (a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--variant-d") o->variant_d = num(a, val);
     else if (a == "--tile") o->tile = static_cast<int64_t>(num(a, val));
     else if (a == "--iters") o->iters = static_cast<int>(num(a, val));

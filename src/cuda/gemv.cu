@@ -10,9 +10,6 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <cstdlib>
-#include <type_traits>
-
 #include "cuda/gemv.h"
 #include "spense/cuda/check.h"
 
@@ -202,38 +199,19 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   // The fewest warps per row (a power of two up to 8) that still give >= 2048 blocks, as long
   // as every lane keeps >= 4 spans of the row (short rows split further only idle lanes).
   const int64_t spans = w.ns > 0 ? w.k / (w.fp8 ? 32 : 16) : w.k / (w.fp8 ? 16 : 8);
-  static const int max_wk = [] {  // SPENSE_GEMV_MAX_SPLIT=1|2|4|8 caps the split, for experiments
-    const char* e = std::getenv("SPENSE_GEMV_MAX_SPLIT");
-    return e ? std::atoi(e) : kWarps;
-  }();
   int wk = 1;
-  while (wk < max_wk && row_groups * wk / kWarps < 2048 && spans / (32 * 2 * wk) >= 4) wk *= 2;
+  while (wk < kWarps && row_groups * wk / kWarps < 2048 && spans / (32 * 2 * wk) >= 4) wk *= 2;
   const int64_t groups = kWarps / wk;
   dim3 grid(static_cast<unsigned>((row_groups + groups - 1) / groups), static_cast<unsigned>((m + M - 1) / M));
   // Spans in flight per lane: 4 at M = 1; 1 for larger M (measured on an H200, docs/perf.md:
   // at M = 2-4 the unrolled variants hold more registers and ran 20-35% slower).
-  // SPENSE_GEMV_UNROLL=1|2|4 overrides it for M > 1, for experiments.
-  static const int unroll_env = [] {
-    const char* e = std::getenv("SPENSE_GEMV_UNROLL");
-    return e ? std::atoi(e) : 0;
-  }();
-  const int U = M == 1 ? 4 : unroll_env > 0 ? unroll_env : 1;
-  auto go = [&](auto fp8, auto u) {
-    gemv_k<M, decltype(fp8)::value, decltype(u)::value><<<grid, kWarps * 32, 0, s>>>(
-        w, static_cast<const uint16_t*>(x), ldx, m, static_cast<uint16_t*>(y), ldy, wk);
-  };
-  using T = std::true_type;
-  using F = std::false_type;
-  if (U >= 4) {
-    if (w.fp8) go(T{}, std::integral_constant<int, 4>{});
-    else go(F{}, std::integral_constant<int, 4>{});
-  } else if (U == 2) {
-    if (w.fp8) go(T{}, std::integral_constant<int, 2>{});
-    else go(F{}, std::integral_constant<int, 2>{});
-  } else {
-    if (w.fp8) go(T{}, std::integral_constant<int, 1>{});
-    else go(F{}, std::integral_constant<int, 1>{});
-  }
+  constexpr int U = M == 1 ? 4 : 1;
+  if (w.fp8)
+    gemv_k<M, true, U><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
+                                                     static_cast<uint16_t*>(y), ldy, wk);
+  else
+    gemv_k<M, false, U><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
+                                                      static_cast<uint16_t*>(y), ldy, wk);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 

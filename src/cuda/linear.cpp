@@ -91,25 +91,13 @@ std::vector<float> fetch_floats(const float* p, int64_t n) {
   return v;
 }
 
-// Load-time copies run on the legacy stream and may return before the data lands (device
-// sources, pageable staging); layers run on non-blocking streams that do not wait for the
-// legacy stream, so every load-time copy is followed by a device synchronisation.
-DeviceBuffer upload(const void* src, size_t bytes) {
-  DeviceBuffer b(bytes);
-  SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), src, bytes, cudaMemcpyDefault));
-  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
-  return b;
-}
+// Every load-time copy completes before it returns (device_upload says why).
+DeviceBuffer upload(const void* src, size_t bytes) { return device_upload(src, bytes); }
 
 DeviceBuffer upload_ints(const std::vector<int32_t>& v) { return upload(v.data(), v.size() * sizeof(int32_t)); }
 DeviceBuffer upload_floats(const std::vector<float>& v) { return upload(v.data(), v.size() * sizeof(float)); }
 
-DeviceBuffer copy_device(const DeviceBuffer& b) {
-  DeviceBuffer c(b.size());
-  if (b.size()) SPENSE_CUDA_CHECK(cudaMemcpy(c.get(), b.get(), b.size(), cudaMemcpyDeviceToDevice));
-  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
-  return c;
-}
+DeviceBuffer copy_device(const DeviceBuffer& b) { return device_upload(b.get(), b.size()); }
 
 size_t round16(size_t b) { return (b + 15) / 16 * 16; }
 
@@ -467,8 +455,7 @@ class GemvLinearImpl final : public Linear {
     if (prec == LinearPrecision::FP16) layer_error(opts.name, "the small-M kernel runs BF16 or FP8 weights, not FP16");
     const size_t eb = prec == LinearPrecision::FP8 ? 1 : 2;
     if (layout.all_dense) {
-      LinearOptions io = opts;
-      inner_ = make_dense_linear(ctx, n, k, prec, w, io);
+      inner_ = make_dense_linear(ctx, n, k, prec, w, opts);
       return;
     }
     hybrid_layout_check(opts.name, n, HybridLayout{HybridAxis::OUT, layout.tile, layout.dense_tiles});
@@ -517,19 +504,9 @@ class GemvLinearImpl final : public Linear {
       DeviceBuffer x(static_cast<size_t>(m * k_) * 2), y(static_cast<size_t>(m * n_) * 4);
       Stream st;
       fill_random(x.get(), DType::BF16, static_cast<size_t>(m * k_), 7, 1.f, st.get());
-      auto time = [&](auto&& run) {
-        Event e0(true), e1(true);
-        for (int i = 0; i < 3; ++i) run();
-        SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), st.get()));
-        for (int i = 0; i < 10; ++i) run();
-        SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), st.get()));
-        SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
-        float ms = 0;
-        SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
-        return ms;
-      };
-      const float t_ours = time([&] { gemv::gemv(weights(), x.get(), k_, m, y.get(), n_, st.get()); });
-      const float t_lib = time([&] { inner_->forward(x.get(), y.get(), m, st.get()); });
+      const float t_ours =
+          time_calls_ms(st.get(), [&](cudaStream_t s) { gemv::gemv(weights(), x.get(), k_, m, y.get(), n_, s); });
+      const float t_lib = time_calls_ms(st.get(), [&](cudaStream_t s) { inner_->forward(x.get(), y.get(), m, s); });
       ours = t_ours < t_lib;
     }
     choice_[m] = ours;

@@ -75,6 +75,25 @@ void check_compute_capability(int major, int minor, int need_major, int need_min
                 2);
 }
 
+DeviceBuffer device_upload(const void* src, size_t bytes) {
+  DeviceBuffer b(bytes);
+  if (bytes) SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), src, bytes, cudaMemcpyDefault));
+  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
+  return b;
+}
+
+float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup, int reps) {
+  Event e0(true), e1(true);
+  for (int i = 0; i < warmup; ++i) run(s);
+  SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), s));
+  for (int i = 0; i < reps; ++i) run(s);
+  SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), s));
+  SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
+  float ms = 0;
+  SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+  return ms;
+}
+
 bool stream_is_capturing(cudaStream_t s) {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   SPENSE_CUDA_CHECK(cudaStreamIsCapturing(s, &st));

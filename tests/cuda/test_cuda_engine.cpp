@@ -91,14 +91,19 @@ std::vector<float> prefill_then_decode(Engine& e, const std::vector<int32_t>& id
   return out;
 }
 
-// An engine on `dir` with the given back end and context (other options at their defaults).
-std::unique_ptr<Engine> load_engine(Context& ctx, const std::string& dir, GemmBackend be, int64_t max_ctx,
-                                    int64_t prefill_chunk = 256, int64_t max_batch = 1) {
+// The tests' engine options: back end, context and precision given, the rest at their defaults.
+EngineOptions test_options(GemmBackend be, int64_t max_ctx, LinearPrecision p = LinearPrecision::BF16) {
   EngineOptions eo;
   eo.backend = be;
   eo.max_ctx = max_ctx;
+  eo.precision = p;
+  return eo;
+}
+
+std::unique_ptr<Engine> load_engine(Context& ctx, const std::string& dir, GemmBackend be, int64_t max_ctx,
+                                    int64_t prefill_chunk = 256) {
+  EngineOptions eo = test_options(be, max_ctx);
   eo.prefill_chunk = prefill_chunk;
-  eo.max_batch = max_batch;
   return Engine::load(ctx, dir, eo);
 }
 
@@ -170,9 +175,7 @@ TEST(Engine, BatchedRowsOfDifferentLengthsMatchSingleRows) {
   const std::vector<std::vector<int32_t>> feed = {{5, 9, 200}, {17, 3, 44}, {250, 1, 99}, {7, 7, 7}};
   for (GemmBackend be : kBackends) {
     Context ctx;
-    EngineOptions eo;
-    eo.backend = be;
-    eo.max_ctx = 64;
+    EngineOptions eo = test_options(be, 64);
     eo.max_batch = 3;
     auto batched = Engine::load(ctx, dir, eo);
     for (int64_t r = 0; r < 3; ++r) batched->prefill(r, prompts[r]);
@@ -227,11 +230,7 @@ TEST(Engine, EvalModelMatchesCpuReferenceAndGreedyTokens) {
   for (GemmBackend be : kBackends)
     for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
       Context ctx;
-      EngineOptions eo;
-      eo.backend = be;
-      eo.precision = p;
-      eo.max_ctx = 128;
-      auto e = Engine::load(ctx, kEvalModel, eo);
+      auto e = Engine::load(ctx, kEvalModel, test_options(be, 128, p));
       const auto all = e->prefill(0, ref.ids("input_ids"), true);
       const double err = rel_err(all, ref.floats("logits"));
       GenerateOptions g;
@@ -324,10 +323,7 @@ TEST(Engine, SpenseCheckpointMatchesItsMaterialisedWeightsRunDensely) {
       std::vector<float> bf16_dense;  // the FP8 runs' quantization error is measured against it
       for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
         Context ctx;
-        EngineOptions eo;
-        eo.backend = be;
-        eo.precision = p;
-        eo.max_ctx = 128;
+        EngineOptions eo = test_options(be, 128, p);
         auto hybrid = Engine::load(ctx, dir, eo);
         EXPECT_NE(hybrid->describe().find(c.expect), std::string::npos) << hybrid->describe();
         const auto a = hybrid->prefill(0, ids, true);
@@ -388,11 +384,9 @@ TEST(Engine, SyntheticGraphReplaysEqualPlainLaunches) {
       std::vector<float> out[2];
       for (int graphs = 0; graphs < 2; ++graphs) {
         Context ctx;
-        EngineOptions eo;
-        eo.backend = be;
+        EngineOptions eo = test_options(be, 256);
         eo.plan.format = f;
         eo.max_batch = 4;
-        eo.max_ctx = 256;
         eo.graphs = graphs == 1;
         eo.seed = 3;
         auto e = Engine::synthetic(ctx, small_config(), eo);

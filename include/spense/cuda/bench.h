@@ -59,6 +59,10 @@ LinearPrecision bench_precision(const std::string& s, const std::string& who);
 // "<who>: --k needs a value" when one is missing.
 void bench_next_flag(const std::vector<std::string>& args, size_t& i, bool takes_value, const std::string& who,
                      std::string* key, std::string* val);
+// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
+std::vector<std::string> bench_split_list(const std::string& s);
+// The number in v; throws spense::Error "<who>: <flag> expects a number, got '<v>'" otherwise.
+double bench_number(const std::string& who, const std::string& flag, const std::string& v);
 // Median of timings (the upper middle element for even counts; 0 for none).
 float bench_median(std::vector<float> v);
 

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +89,16 @@ void check_compute_capability(int major, int minor, int need_major, int need_min
 
 // True when stream s is being captured into a graph.
 bool stream_is_capturing(cudaStream_t s);
+
+// A new device buffer holding a copy of `bytes` bytes from host or device memory, complete on
+// return. Load-time copies run on the legacy stream and may return before the data lands
+// (device sources, pageable staging), and the layers' non-blocking streams do not wait for the
+// legacy stream, so this synchronises the device after the copy.
+DeviceBuffer device_upload(const void* src, size_t bytes);
+
+// Milliseconds that `reps` calls of run(s) take on stream s after `warmup` untimed calls
+// (CUDA events; a quick sum for choosing between kernels, not a reported median).
+float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup = 3, int reps = 10);
 
 // Scratch slots shared by all layers of a Context (they run one after another).
 enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,23 +21,30 @@ int generate_ids(const std::vector<std::string>& args) {
   using namespace spense;
   std::string model, ids, dtype = "bf16", format = "auto";
   int64_t n = 32, copies = 1;
-  for (size_t i = 0; i + 1 < args.size(); i += 2) {
-    const std::string& k = args[i];
-    const std::string& v = args[i + 1];
+  auto count = [](const std::string& flag, const std::string& v) {
+    const double d = cuda::bench_number("generate", flag, v);
+    if (d < 1 || d != static_cast<int64_t>(d)) throw Error("generate: " + flag + " must be a positive integer");
+    return static_cast<int64_t>(d);
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string k, v;
+    cuda::bench_next_flag(args, i, true, "generate", &k, &v);
     if (k == "--model") model = v;
     else if (k == "--ids") ids = v;
-    else if (k == "--max-new-tokens") n = std::atoll(v.c_str());
+    else if (k == "--max-new-tokens") n = count(k, v);
     else if (k == "--dtype") dtype = v;
     else if (k == "--format") format = v;
-    else if (k == "--batch-copies") copies = std::atoll(v.c_str());
+    else if (k == "--batch-copies") copies = count(k, v);
     else throw Error("generate: unknown flag '" + k + "'");
   }
-  if (args.size() % 2) throw Error("generate: flags take one value each");
   if (model.empty() || ids.empty()) throw Error("generate: --model and --ids are required");
+  if (dtype != "bf16" && dtype != "fp8") throw Error("generate: --dtype must be bf16 or fp8, got '" + dtype + "'");
   std::vector<int32_t> prompt;
-  std::stringstream ss(ids);
-  std::string t;
-  while (std::getline(ss, t, ',')) prompt.push_back(std::atoi(t.c_str()));
+  for (const std::string& t : cuda::bench_split_list(ids)) {
+    const double d = cuda::bench_number("generate", "--ids", t);  // the engine checks the vocabulary bound
+    if (d < 0 || d != static_cast<int32_t>(d)) throw Error("generate: --ids: '" + t + "' is not a token id");
+    prompt.push_back(static_cast<int32_t>(d));
+  }
   cuda::Context ctx;
   cuda::EngineOptions eo;
   eo.precision = dtype == "fp8" ? cuda::LinearPrecision::FP8 : cuda::LinearPrecision::BF16;

@@ -12,7 +12,6 @@
 #include <map>
 #include <tuple>
 #include <memory>
-#include <sstream>
 
 #include "spense/config.h"
 #include "spense/cuda/bench.h"
@@ -22,21 +21,7 @@
 namespace spense::cuda {
 namespace {
 
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> v;
-  std::stringstream ss(s);
-  std::string t;
-  while (std::getline(ss, t, ','))
-    if (!t.empty()) v.push_back(t);
-  return v;
-}
-
-double to_number(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  const double d = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end) throw Error("bench-decode: " + flag + " expects a number, got '" + v + "'");
-  return d;
-}
+double to_number(const std::string& flag, const std::string& v) { return bench_number("bench-decode", flag, v); }
 
 LinearPrecision parse_dtype(const std::string& s) {
   const LinearPrecision p = bench_precision(s, "bench-decode");
@@ -92,16 +77,16 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     if (a == "--model") o->model = val;
     else if (a == "--synthetic") o->synthetic = val;
     else if (a == "--layers") o->layers = static_cast<int64_t>(to_number(a, val));
-    else if (a == "--dtype" || a == "--dtypes") o->dtypes = split_list(val);
-    else if (a == "--format" || a == "--formats") o->formats = split_list(val);
+    else if (a == "--dtype" || a == "--dtypes") o->dtypes = bench_split_list(val);
+    else if (a == "--format" || a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
-    else if (a == "--backend" || a == "--backends") o->backends = split_list(val);
+    else if (a == "--backend" || a == "--backends") o->backends = bench_split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
     else if (a == "--tile") o->tile = static_cast<int64_t>(to_number(a, val));
     else if (a == "--batch") {
       o->batches.clear();
-      for (const auto& t : split_list(val)) o->batches.push_back(static_cast<int64_t>(to_number(a, t)));
+      for (const auto& t : bench_split_list(val)) o->batches.push_back(static_cast<int64_t>(to_number(a, t)));
     } else if (a == "--ctx") o->ctx = static_cast<int64_t>(to_number(a, val));
     else if (a == "--steps") o->steps = static_cast<int>(to_number(a, val));
     else if (a == "--warmup") o->warmup = static_cast<int>(to_number(a, val));

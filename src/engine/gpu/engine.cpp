@@ -22,9 +22,7 @@ using engine::bf16_t;
 
 template <class T>
 DeviceBuffer upload_vec(const std::vector<T>& v) {
-  DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 16));
-  if (!v.empty()) SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return b;
+  return device_upload(v.data(), v.size() * sizeof(T));
 }
 
 // A checkpoint tensor as BF16 bits (any float dtype).
@@ -42,12 +40,6 @@ std::vector<uint16_t> tensor_bf16(const TensorRef& t) {
   convert_to_f32(t.info->dtype, t.data, f.data(), n);
   convert_from_f32(DType::BF16, f.data(), out.data(), n);
   return out;
-}
-
-std::vector<float> tensor_f32(const TensorRef& t) {
-  std::vector<float> f(static_cast<size_t>(t.info->numel()));
-  convert_to_f32(t.info->dtype, t.data, f.data(), f.size());
-  return f;
 }
 
 // The cuBLASLt / cuSPARSELt form of a plan.
@@ -68,23 +60,14 @@ std::unique_ptr<Linear> make_library_linear(Context& ctx, const LinearPlan& lp, 
   return nullptr;
 }
 
-// Median-free quick timing of one layer at m rows (3 warm-up calls, then 10 timed): for the
-// AUTO backend's choice only, not for reporting.
+// Quick timing of one layer at m rows, for the AUTO back end's choice only (not reported).
 float time_linear(Linear& l, int64_t m) {
   l.prepare(m);
   const int64_t rows = l.rows_capacity(m);
   DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
   Stream st;
   fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
-  Event e0(true), e1(true);
-  for (int i = 0; i < 3; ++i) l.forward(x.get(), y.get(), m, st.get());
-  SPENSE_CUDA_CHECK(cudaEventRecord(e0.get(), st.get()));
-  for (int i = 0; i < 10; ++i) l.forward(x.get(), y.get(), m, st.get());
-  SPENSE_CUDA_CHECK(cudaEventRecord(e1.get(), st.get()));
-  SPENSE_CUDA_CHECK(cudaEventSynchronize(e1.get()));
-  float ms = 0;
-  SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
-  return ms;
+  return time_calls_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
 }
 
 // Builds one GPU linear from BF16 weights on the device (n x k, modified in place when the
@@ -106,7 +89,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
       (out ? rows_mask : cols_mask) = upload_vec(mask);
     }
     prune24_16(w_dev, DType::BF16, lp.n, lp.k, rows_mask.as<uint8_t>(), cols_mask.as<uint8_t>(), s);
-    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));  // before the masks are freed
   }
   LinearOptions lo;
   lo.name = lp.name;
@@ -120,7 +103,6 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     scales = DeviceBuffer(static_cast<size_t>(lp.n) * sizeof(float));
     quantize_rows_e4m3(w_dev, DType::BF16, lp.k, lp.n, lp.n, lp.k, nullptr, q.as<uint8_t>(), lp.k,
                        scales.as<float>(), s);
-    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
     wv = WeightsView{q.get(), DType::F8_E4M3, scales.as<float>()};
   }
   SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // prune / quantize above ran on s; the layers copy on the legacy stream
@@ -175,7 +157,8 @@ struct GpuLayer {
 
 class EngineImpl final : public Engine {
  public:
-  EngineImpl(Context& ctx, ModelConfig cfg, EngineOptions opts) : ctx_(ctx), cfg_(std::move(cfg)), opts_(opts) {
+  EngineImpl(Context& ctx, ModelConfig cfg, EngineOptions opts, std::vector<LayerPlan> plan)
+      : ctx_(ctx), cfg_(std::move(cfg)), opts_(opts), plan_(std::move(plan)) {
     if (opts_.precision == LinearPrecision::FP16)
       throw Error("the decode engine runs bf16 or fp8 (fp16 activations are not supported)");
     if (opts_.max_batch <= 0 || opts_.max_ctx <= 0 || opts_.prefill_chunk <= 0)
@@ -190,19 +173,17 @@ class EngineImpl final : public Engine {
     I_ = cfg_.intermediate_size;
     V_ = cfg_.vocab_size;
     if (D_ % 8 != 0) throw Error("engine: head_dim " + std::to_string(D_) + " is not a multiple of 8");
-    plan_ = plan_model(cfg_, {}, opts_.plan);  // replaced by load() when spense.json gives formats
   }
 
   // --- construction -------------------------------------------------------------------
   void load_checkpoint(const std::string& dir) {
-    const auto ck_formats = read_spense_json(dir, cfg_);
-    plan_ = plan_model(cfg_, ck_formats, opts_.plan);
     Checkpoint ck = Checkpoint::open(dir);
     using arch::TensorRole;
     auto get = [&](TensorRole role, int64_t layer, const std::vector<int64_t>& shape) {
       return ck.get(arch::tensor_name(role, layer), shape);
     };
-    auto norm = [&](TensorRole role, int64_t layer, int64_t n) { return upload_vec(tensor_f32(get(role, layer, {n}))); };
+    auto vec = [&](TensorRole role, int64_t layer, int64_t n) { return ck.load_f32(arch::tensor_name(role, layer), {n}); };
+    auto norm = [&](TensorRole role, int64_t layer, int64_t n) { return upload_vec(vec(role, layer, n)); };
     ProgressBar bar("load " + dir, cfg_.num_layers, "layer");
     DeviceBuffer tmp;
     for (int64_t l = 0; l < cfg_.num_layers; ++l) {
@@ -217,7 +198,7 @@ class EngineImpl final : public Engine {
       if (arch::has_qkv_bias(cfg_)) {
         std::vector<float> b;
         for (auto [role, n] : {std::pair{TensorRole::Q_BIAS, QD_}, {TensorRole::K_BIAS, KVD_}, {TensorRole::V_BIAS, KVD_}}) {
-          auto v = tensor_f32(get(role, l, {n}));
+          auto v = vec(role, l, n);
           b.insert(b.end(), v.begin(), v.end());
         }
         L.has_qkv_bias = true;
@@ -468,7 +449,7 @@ class EngineImpl final : public Engine {
 
   void prepare_step(int64_t batch) override {
     check_batch(batch);
-    for (const auto& L : layers_) L.each_linear([&](const Linear& x) { const_cast<Linear&>(x).prepare(batch); });
+    for (const auto& L : layers_) L.each_linear([&](Linear& x) { x.prepare(batch); });
     lm_head_->prepare(batch);
     if (!opts_.graphs) return;
     cudaStream_t s = stream_.get();
@@ -522,8 +503,7 @@ class EngineImpl final : public Engine {
   }
 
   void allocate_state() {
-    rows_ = std::max(opts_.max_batch, opts_.prefill_chunk);
-    cap_ = rows_bucket(rows_);
+    cap_ = rows_bucket(std::max(opts_.max_batch, opts_.prefill_chunk));
     auto alloc = [&](DeviceBuffer& b, size_t bytes) {
       b = DeviceBuffer(std::max<size_t>(bytes, 16));
       SPENSE_CUDA_CHECK(cudaMemset(b.get(), 0, b.size()));
@@ -650,7 +630,7 @@ class EngineImpl final : public Engine {
   DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_;
   DeviceBuffer pf_ids_, pf_slot_, pf_pos_, tok_, lens_dev_;
   DeviceBuffer k_cache_, v_cache_;
-  int64_t rows_ = 0, cap_ = 0;
+  int64_t cap_ = 0;  // rows of every activation buffer (the cuSPARSELt bucket of the most rows)
   size_t activation_bytes_ = 0;
   std::vector<int64_t> lens_;
   std::map<int64_t, CapturedStep> graphs_;
@@ -672,7 +652,8 @@ bool gemm_backend_parse(const std::string& s, GemmBackend* out) {
 std::unique_ptr<Engine> Engine::load(Context& ctx, const std::string& dir, const EngineOptions& opts) {
   ModelConfig cfg = config_load(dir);
   arch::validate_config(cfg, dir + "/config.json");
-  auto e = std::make_unique<EngineImpl>(ctx, cfg, opts);
+  auto plan = plan_model(cfg, read_spense_json(dir, cfg), opts.plan);
+  auto e = std::make_unique<EngineImpl>(ctx, cfg, opts, std::move(plan));
   e->load_checkpoint(dir);
   return e;
 }
@@ -681,7 +662,7 @@ std::unique_ptr<Engine> Engine::synthetic(Context& ctx, const ModelConfig& cfg, 
   arch::validate_config(cfg, "synthetic model");
   EngineOptions o = opts;
   if (o.plan.format == WeightFormat::AUTO) o.plan.format = WeightFormat::DENSE;
-  auto e = std::make_unique<EngineImpl>(ctx, cfg, o);
+  auto e = std::make_unique<EngineImpl>(ctx, cfg, o, plan_model(cfg, {}, o.plan));
   e->build_synthetic();
   return e;
 }
