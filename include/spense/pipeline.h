@@ -12,10 +12,14 @@
 // the calibration activations plus one window of scratch, four Hessians, and the packed
 // tensors of the layers done so far.
 //
-// Not here: tokenization and file output (src/cli/cmd_prune.cpp), global budgets.
+// The forwards and Hessians run on a CalibrationRunner (the CPU one by default, the GPU one
+// from spense/cuda/prune_gpu.h) and prune_layer's arithmetic on PruneOptions::compute.
+//
+// Not here: tokenization and file output (src/cli/cmd_prune.cpp).
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +37,25 @@ namespace spense {
 std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
                                                              int64_t nsamples, int64_t seqlen,
                                                              uint64_t seed);
+
+// Runs decoder blocks of a Model over the calibration windows, holding their activations
+// (S windows x T tokens x hidden, fp32) wherever it computes.
+class CalibrationRunner {
+ public:
+  virtual ~CalibrationRunner() = default;
+  virtual const char* name() const = 0;
+  // Start from these embedded windows (S x T x hidden, row-major).
+  virtual void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) = 0;
+  // Run layer l (the model's current weights) over every window, leaving the activations as
+  // they are, and return the Hessians of its four linear inputs in LinearInput order, named
+  // "model.layers.<l>.<input>". on_window() is called after each window.
+  virtual std::vector<Hessian> hessians(const Model& model, int64_t l,
+                                        const std::function<void()>& on_window) = 0;
+  // Run layer l over every window, replacing the activations by its outputs.
+  virtual void advance(const Model& model, int64_t l, const std::function<void()>& on_window) = 0;
+};
+// The CPU runner: Model::block_forward() and HessianAccumulator, window by window.
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner();
 
 struct PipelineOptions {
   // Template for every projection; `layer` is overwritten with the projection's HF name.
@@ -57,6 +80,8 @@ struct PipelineOptions {
   bool progress_force = false;
   // One line per finished layer (e.g. to stderr); may be empty.
   std::function<void(const std::string&)> log;
+  // Where the forwards and Hessians run; nullptr = a CPU runner. Not owned.
+  CalibrationRunner* runner = nullptr;
 };
 
 struct PrunedProjection {

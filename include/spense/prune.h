@@ -7,6 +7,11 @@
 // OBS pass runs in fp64 (default, matches the PyTorch reference to ~1e-12) or fp32
 // (PruneOptions::precision, twice the GEMM speed). Weights enter and leave as fp64 values.
 //
+// The O(K^3) and O(N K^2) arithmetic (inverse-Hessian factor, OBS passes, reconstruction
+// errors) goes through a PruneCompute: the CPU one by default, the GPU one from
+// spense/cuda/prune_gpu.h. Every decision (masks, tiles, permutations, damping retries) is
+// taken here on the host from its results, so both make the same choices up to rounding.
+//
 // Not here: running the model to collect activations (the caller feeds
 // HessianAccumulator), writing checkpoints, the packed format itself (spense/format.h).
 #pragma once
@@ -73,6 +78,49 @@ class HessianAccumulator {
   std::vector<double> buf_;     // fp64 copy of a chunk of rows
 };
 
+// The damped inverse Hessian as SparseGPT uses it (see PruneCompute::inverse_factor).
+struct InverseFactor {
+  int64_t K = 0;
+  std::vector<double> U;       // K x K row-major, upper triangular, U^T U = (H_fix + lambda I)^-1
+  std::vector<uint8_t> dead;   // diag H == 0 (H_fix has 1 there)
+  int64_t n_dead = 0;
+  double lambda = 0;           // damping actually used
+  int retries = 0;             // tenfold increases of lambda after a failed Cholesky
+};
+
+// Where prune_layer's heavy arithmetic runs. Implementations: cpu_prune_compute() (OpenBLAS
+// and LAPACKE, fp64) and make_gpu_prune_compute() (spense/cuda/prune_gpu.h: cuSOLVER and
+// cuBLAS). All pointers are host memory; an implementation may move data to a device.
+class PruneCompute {
+ public:
+  virtual ~PruneCompute() = default;
+  virtual const char* name() const = 0;
+  // H: K x K row-major symmetric (undamped). lambda = percdamp * mean(diag H_fix). If the
+  // Cholesky factorisation fails, lambda is raised tenfold (from at least 1e-8 * mean diag)
+  // up to 4 times, then spense::Error naming the layer is thrown.
+  // Route: J (H_fix + lambda I) J = R R^T (Cholesky of the reversed matrix, J reverses
+  // indices), so H_fix + lambda I = V V^T with V = J R J upper; then U = V^-1 (triangular
+  // inverse) is upper and U^T U = (V V^T)^-1: 2/3 K^3 flops.
+  virtual InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K,
+                                       double percdamp) const = 0;
+  // The SparseGPT pass on N rows of W (row-major, leading dimension K), in place, with U the
+  // inverse factor in the same precision. prunable[j]: column j may be pruned (groups of 4
+  // are uniformly prunable or not); a non-prunable column keeps its (updated) value and
+  // passes no error on. Inside each column block of B (a multiple of 4) every row runs
+  // column by column (the 2:4 mask of a group is chosen when the row reaches it, by
+  // w^2 / U_jj^2, from the updated weights), then one GEMM applies the block's errors to all
+  // later columns. err_row[r] += sum_j err_rj^2 and err_col[j] += sum_r err_rj^2 (both
+  // required), err_rj = (w_rj - q_rj) / U_jj. Returns the floating-point operations done.
+  virtual double obs_prune(double* W, int64_t N, int64_t K, const double* U, const uint8_t* prunable,
+                           int64_t B, double* err_row, double* err_col) const = 0;
+  virtual double obs_prune(float* W, int64_t N, int64_t K, const float* U, const uint8_t* prunable,
+                           int64_t B, double* err_row, double* err_col) const = 0;
+  // sum_r v_r^T H v_r over the N rows of V (N x K row-major), H K x K symmetric.
+  virtual double quad_form_rows(const double* V, int64_t N, int64_t K, const double* H) const = 0;
+};
+// The CPU implementation (a process-wide instance; thread-safe).
+const PruneCompute& cpu_prune_compute();
+
 enum class PruneMethod : uint8_t {
   DENSE,      // no-op: W_hat = W
   MAGNITUDE,  // 2:4, keep the 2 largest |w| of each group of 4 along K
@@ -113,6 +161,8 @@ struct PruneOptions {
   bool compute_error = true;
   // Also run plain SparseGPT 2:4 (if the method did not already) to report its error.
   bool compare_sparsegpt = false;
+  // Where the arithmetic runs; nullptr = cpu_prune_compute(). Not owned.
+  const PruneCompute* compute = nullptr;
 };
 
 struct PruneTimings {
@@ -158,7 +208,8 @@ struct PruneResult {
 // or repeated, or the damped Hessian stays indefinite after 4 tenfold increases of lambda.
 PruneResult prune_layer(const PruneOptions& opt, const Matrix& W, const Hessian& H);
 
-// tr((W - W_hat) H (W - W_hat)^T) with the undamped H.
-double reconstruction_error(const Matrix& W, const Matrix& W_hat, const Hessian& H);
+// tr((W - W_hat) H (W - W_hat)^T) with the undamped H (on compute; nullptr = the CPU).
+double reconstruction_error(const Matrix& W, const Matrix& W_hat, const Hessian& H,
+                            const PruneCompute* compute = nullptr);
 
 }  // namespace spense

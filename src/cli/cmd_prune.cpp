@@ -31,6 +31,9 @@
 #include "spense/prune.h"
 #include "spense/safetensors.h"
 #include "spense/tokenizer.h"
+#ifdef SPENSE_HAVE_CUDA
+#include "spense/cuda/prune_gpu.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -42,6 +45,7 @@ struct PruneArgs {
   std::vector<std::string> calib;
   std::string method = "spensegpt", axis = "out", strategy = "saliency", budget = "uniform", skip;
   std::string save_calib;  // optional: where to write the sampled windows' token ids
+  std::string device = "cpu";
   double dense_ratio = 0.25;
   int64_t tile = 64, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
@@ -102,6 +106,11 @@ void run_prune(const PruneArgs& a) {
     }
   }
   if (a.calib.empty()) throw Error("--calib: at least one calibration text file is required");
+  if (a.device != "cpu" && a.device != "cuda") throw Error("--device '" + a.device + "': expected cpu or cuda");
+#ifndef SPENSE_HAVE_CUDA
+  if (a.device == "cuda")
+    throw Error("--device cuda: this spense was built without CUDA (configure with nvcc available, SPENSE_CUDA=ON)");
+#endif
   po.dense_ratio = a.dense_ratio;
   po.tile = a.tile;
   po.precision = a.fp32_obs ? ObsPrecision::F32 : ObsPrecision::F64;
@@ -186,6 +195,16 @@ void run_prune(const PruneArgs& a) {
   // --- the work ---
   Model model = Model::load(a.model);
   PipelineOptions opts;
+#ifdef SPENSE_HAVE_CUDA
+  std::unique_ptr<PruneCompute> gpu_compute;
+  std::unique_ptr<CalibrationRunner> gpu_runner;
+  if (a.device == "cuda") {
+    gpu_compute = cuda::make_gpu_prune_compute();
+    gpu_runner = cuda::make_gpu_calibration_runner();
+    po.compute = gpu_compute.get();
+    opts.runner = gpu_runner.get();
+  }
+#endif
   opts.prune = po;
   opts.skip_regex = a.skip;
   opts.global_budget = a.budget == "global";
@@ -226,6 +245,7 @@ void run_prune(const PruneArgs& a) {
   options["blocksize"] = po.blocksize;
   options["percdamp"] = po.percdamp;
   options["obs_precision"] = a.fp32_obs ? "f32" : "f64";
+  options["device"] = a.device;
   nlohmann::ordered_json calib;
   calib["files"] = a.calib;
   calib["tokens"] = ids.size();
@@ -297,6 +317,15 @@ void run_prune(const PruneArgs& a) {
   summary["prune_seconds"] = res.prune_seconds;
   summary["total_seconds"] = res.total_seconds;
   summary["peak_rss_bytes"] = peak_rss_bytes();
+  summary["device"] = a.device;
+  uint64_t peak_gpu = 0;
+#ifdef SPENSE_HAVE_CUDA
+  if (a.device == "cuda") {
+    peak_gpu = cuda::gpu_prune_peak_bytes();
+    summary["gpu"] = cuda::gpu_device_name();
+    summary["peak_gpu_bytes"] = peak_gpu;
+  }
+#endif
   rep["summary"] = summary;
   rep["layers"] = lrep;
   {
@@ -331,6 +360,7 @@ void run_prune(const PruneArgs& a) {
                 res.total_seconds, human_bytes(peak_rss_bytes()).c_str());
   }
   std::fprintf(stderr, "peak RSS: %s\n", human_bytes(peak_rss_bytes()).c_str());
+  if (peak_gpu) std::fprintf(stderr, "peak GPU memory in use: %s\n", human_bytes(peak_gpu).c_str());
 }
 
 }  // namespace
@@ -363,6 +393,10 @@ void register_prune(CLI::App& app) {
   sub->add_option("--save-calib", a->save_calib,
                   "Also write the sampled calibration windows to this file (token ids, one window per line), "
                   "to reproduce the run with another implementation");
+  sub->add_option("--device", a->device,
+                  "Where calibration and pruning run: cpu, or cuda (the GPU: fp32 forwards, fp64 Hessians, "
+                  "cuSOLVER and the OBS passes there; builds with CUDA only)")
+      ->default_val("cpu");
   sub->add_flag("--force", a->force, "Replace --out if it exists");
   sub->add_flag("--log-json", a->log_json, "Print one JSON line per projection and a summary line instead of the table");
   sub->add_flag("--fp32-obs", a->fp32_obs, "Run the OBS pass in fp32 (faster) instead of fp64");

@@ -16,6 +16,7 @@ void register_generate(CLI::App& app);  // src/cli/cmd_generate.cpp (GPU engine 
 #ifdef SPENSE_HAVE_CUDA
 void register_bench_gemm(CLI::App& app);    // src/cli/cmd_bench_gemm.cpp (GPU runtime)
 void register_bench_decode(CLI::App& app);  // src/cli/cmd_bench_decode.cpp (GPU engine)
+void register_bench_prune(CLI::App& app);   // src/cli/cmd_bench_prune.cpp (GPU pruning)
 #endif
 
 }  // namespace spense::cli

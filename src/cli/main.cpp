@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
 #ifdef SPENSE_HAVE_CUDA
   spense::cli::register_bench_gemm(app);
   spense::cli::register_bench_decode(app);
+  spense::cli::register_bench_prune(app);
 #endif
   try {
     app.parse(argc, argv);

@@ -21,13 +21,62 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 int input_index(LinearInput r) { return static_cast<int>(r); }
 
+// The fp64 copy prune_layer works on (threads: a 32B-class projection has 10^8 elements).
+Matrix to_matrix(const Linear& lin) {
+  Matrix W(lin.out, lin.in);
+  const int64_t n = lin.out * lin.in;
+#pragma omp parallel for schedule(static) if (n >= (int64_t(1) << 20))
+  for (int64_t i = 0; i < n; ++i) W.data[size_t(i)] = lin.weight[size_t(i)];
+  return W;
+}
+
+class CpuCalibrationRunner final : public CalibrationRunner {
+ public:
+  const char* name() const override { return "cpu"; }
+  void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
+    acts_ = std::move(acts);
+    S_ = S;
+    T_ = T;
+    Hd_ = model.hidden_size();
+    scratch_.assign(static_cast<size_t>(T * Hd_), 0.0f);
+  }
+  std::vector<Hessian> hessians(const Model& model, int64_t l, const std::function<void()>& on_window) override {
+    const LayerWeights& lw = model.layer(l);
+    const int64_t in_dims[4] = {lw.q.in, lw.o.in, lw.gate.in, lw.down.in};
+    std::vector<HessianAccumulator> acc;
+    for (int r = 0; r < 4; ++r)
+      acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
+                       in_dims[r]);
+    const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
+      acc[size_t(input_index(role))].add(x, rows);
+    };
+    for (int64_t s = 0; s < S_; ++s) {
+      std::copy_n(acts_.data() + s * T_ * Hd_, T_ * Hd_, scratch_.data());
+      model.block_forward(l, scratch_.data(), T_, hook);
+      if (on_window) on_window();
+    }
+    std::vector<Hessian> hs;
+    for (auto& a : acc) hs.push_back(a.finalize());
+    return hs;
+  }
+  void advance(const Model& model, int64_t l, const std::function<void()>& on_window) override {
+    for (int64_t s = 0; s < S_; ++s) {
+      model.block_forward(l, acts_.data() + s * T_ * Hd_, T_);
+      if (on_window) on_window();
+    }
+  }
+
+ private:
+  std::vector<float> acts_, scratch_;
+  int64_t S_ = 0, T_ = 0, Hd_ = 0;
+};
+
 // Explicit dense tiles per projection [layer*7 + proj] for the global budget (pipeline.h).
-std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, const std::vector<float>& acts0,
-                                                     int64_t S, int64_t T, const PipelineOptions& opts,
-                                                     const std::regex* skip) {
-  const int64_t L = model.num_layers(), Hd = model.hidden_size();
-  std::vector<float> acts = acts0;
-  std::vector<float> scratch(static_cast<size_t>(T * Hd));
+std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, CalibrationRunner& runner,
+                                                     const std::vector<float>& acts0, int64_t S, int64_t T,
+                                                     const PipelineOptions& opts, const std::regex* skip) {
+  const int64_t L = model.num_layers();
+  runner.reset(model, acts0, S, T);
   struct Cand {
     size_t proj;
     int64_t tile;
@@ -40,26 +89,14 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, const s
   ProgressBar bar("budget", L, "layer", opts.progress_force);
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& lw = model.layer(l);
-    const int64_t in_dims[4] = {lw.q.in, lw.o.in, lw.gate.in, lw.down.in};
-    std::vector<HessianAccumulator> acc;
-    for (int r = 0; r < 4; ++r) acc.emplace_back("model.layers." + std::to_string(l), in_dims[r]);
-    const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
-      acc[size_t(static_cast<int>(role))].add(x, rows);
-    };
-    for (int64_t s = 0; s < S; ++s) {
-      std::copy_n(acts.data() + s * T * Hd, T * Hd, scratch.data());
-      model.block_forward(l, scratch.data(), T, hook);
-    }
-    std::vector<Hessian> hs;
-    for (auto& a : acc) hs.push_back(a.finalize());
+    std::vector<Hessian> hs = runner.hessians(model, l, {});
     for (Proj p : kAllProjs) {
       const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
       if (skip && std::regex_search(name, *skip)) continue;
       const Linear& lin = lw.proj(p);
       const Hessian& H = hs[size_t(static_cast<int>(proj_input(p)))];
-      Matrix W(lin.out, lin.in);
-      for (size_t i = 0; i < W.data.size(); ++i) W.data[i] = lin.weight[i];
-      const double energy = reconstruction_error(W, Matrix(lin.out, lin.in), H);
+      Matrix W = to_matrix(lin);
+      const double energy = reconstruction_error(W, Matrix(lin.out, lin.in), H, opts.prune.compute);
       PruneOptions po = opts.prune;
       po.layer = name;
       po.compute_error = false;
@@ -81,7 +118,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, const s
         cands.push_back({size_t(l * 7 + static_cast<int>(p)), t,
                          energy > 0 ? scores[size_t(t)] / energy / double(tile_elems) : 0.0, tile_elems});
     }
-    for (int64_t s = 0; s < S; ++s) model.block_forward(l, acts.data() + s * T * Hd, T);
+    runner.advance(model, l, {});
     bar.update(l + 1);
   }
   bar.finish();
@@ -99,6 +136,10 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, const s
 }
 
 }  // namespace
+
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner() {
+  return std::make_unique<CpuCalibrationRunner>();
+}
 
 std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
                                                              int64_t nsamples, int64_t seqlen,
@@ -158,12 +199,15 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
   // Calibration activations: S x T x hidden, updated layer by layer.
   std::vector<float> acts(static_cast<size_t>(S * T * Hd));
   for (int64_t s = 0; s < S; ++s) model.embed(windows[size_t(s)].data(), T, acts.data() + s * T * Hd);
-  std::vector<float> scratch(static_cast<size_t>(T * Hd));
+  std::unique_ptr<CalibrationRunner> own_runner;
+  CalibrationRunner* runner = opts.runner;
+  if (!runner) own_runner = make_cpu_calibration_runner(), runner = own_runner.get();
 
   std::vector<std::vector<int64_t>> global_tiles;
   const bool global = opts.global_budget && opts.prune.method == PruneMethod::SPENSEGPT &&
                       opts.prune.dense_ratio > 0 && opts.prune.dense_ratio < 1;
-  if (global) global_tiles = global_dense_tiles(model, acts, S, T, opts, use_skip ? &skip : nullptr);
+  if (global) global_tiles = global_dense_tiles(model, *runner, acts, S, T, opts, use_skip ? &skip : nullptr);
+  runner->reset(model, std::move(acts), S, T);
 
   const int64_t steps_per_layer = 2 * S + 7;
   ProgressBar bar("prune", L * steps_per_layer, "step", opts.progress_force);
@@ -178,24 +222,8 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
     int64_t step = l * steps_per_layer;
     LayerWeights& lw = model.layer(l);
     // 1. Hessians from the dense block.
-    const int64_t in_dims[4] = {lw.q.in, lw.o.in, lw.gate.in, lw.down.in};
-    std::vector<HessianAccumulator> acc;
-    for (int r = 0; r < 4; ++r)
-      acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
-                       in_dims[r]);
-    const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t cols) {
-      (void)cols;
-      acc[size_t(input_index(role))].add(x, rows);
-    };
     auto t0 = Clock::now();
-    for (int64_t s = 0; s < S; ++s) {
-      std::copy_n(acts.data() + s * T * Hd, T * Hd, scratch.data());
-      model.block_forward(l, scratch.data(), T, hook);
-      bar.update(++step);
-    }
-    std::vector<Hessian> hs;
-    for (auto& a : acc) hs.push_back(a.finalize());
-    acc.clear();
+    std::vector<Hessian> hs = runner->hessians(model, l, [&] { bar.update(++step); });
     res.calib_seconds += since(t0);
 
     // 2. Prune the seven projections.
@@ -214,8 +242,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
         bar.update(++step);
         continue;
       }
-      Matrix W(lin.out, lin.in);
-      for (size_t i = 0; i < W.data.size(); ++i) W.data[i] = lin.weight[i];
+      Matrix W = to_matrix(lin);
       PruneOptions po = opts.prune;
       po.layer = pp.name;
       if (global) po.dense_tiles = global_tiles[size_t(l * 7 + static_cast<int>(p))];
@@ -251,10 +278,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
 
     // 3. The pruned block's outputs become the next layer's inputs.
     t0 = Clock::now();
-    for (int64_t s = 0; s < S; ++s) {
-      model.block_forward(l, acts.data() + s * T * Hd, T);
-      bar.update(++step);
-    }
+    runner->advance(model, l, [&] { bar.update(++step); });
     res.calib_seconds += since(t0);
     char buf[256];
     std::snprintf(buf, sizeof buf, "layer %lld/%lld: %d projections pruned, relative error %.4g, %.2f s",

@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "spense/error.h"
 #include "spense/format.h"
@@ -47,6 +50,33 @@ Bits<uint16_t> bits_of<uint16_t>(DType d) {
   return {0x7fff, 0x7c00};  // F16
 }
 
+// body(r) for every row r in [0, n) on OpenMP threads (when there are at least `elems`
+// 2^20 elements of work); rows are independent. An exception is rethrown after the loop, the
+// one of the lowest failing row, so errors read as the serial loop's first one would.
+template <class F>
+void for_rows(int64_t n, int64_t elems, F body) {
+  std::exception_ptr err;
+  int64_t err_row = std::numeric_limits<int64_t>::max();
+#pragma omp parallel for schedule(static) if (elems >= (int64_t(1) << 20))
+  for (int64_t r = 0; r < n; ++r) {
+    try {
+      body(r);
+    } catch (...) {
+#pragma omp critical(spense_pack_error)
+      if (r < err_row) err_row = r, err = std::current_exception();
+    }
+  }
+  if (err) std::rethrow_exception(err);
+}
+
+// Axis OUT: index of each row within its part (dense rows and sparse rows counted apart).
+std::vector<int64_t> part_rows(const std::vector<uint8_t>& dflag) {
+  std::vector<int64_t> idx(dflag.size());
+  int64_t s = 0, d = 0;
+  for (size_t r = 0; r < dflag.size(); ++r) idx[r] = dflag[r] ? d++ : s++;
+  return idx;
+}
+
 // Column c belongs to a dense tile (axis IN) / row r belongs to a dense tile (axis OUT).
 std::vector<uint8_t> dense_flags(int64_t dim, const SpenseLayout& l) {
   std::vector<uint8_t> f(size_t(dim), 0);
@@ -69,19 +99,18 @@ void pack_impl(SpenseTensor& t, const E* W) {
   E* vals = reinterpret_cast<E*>(t.values.data());
   E* dense = reinterpret_cast<E*>(t.dense.data());
 
-  int64_t srow = 0, drow = 0;  // next sparse / dense row (axis OUT)
-  for (int64_t r = 0; r < N; ++r) {
+  const std::vector<int64_t> prow = out ? part_rows(dflag) : std::vector<int64_t>();
+  for_rows(N, N * K, [&](int64_t r) {
     const E* w = W + r * K;
     for (int64_t c = 0; c < K; ++c)
       if ((w[c] & b.exp_mask) == b.exp_mask)
         throw Error(layer_tag(t.name) + ": weight [" + std::to_string(r) + "," +
                     std::to_string(c) + "] is NaN or Inf; refusing to pack");
     if (out && dflag[size_t(r)]) {
-      std::memcpy(dense + drow * K, w, size_t(K) * sizeof(E));
-      ++drow;
-      continue;
+      std::memcpy(dense + prow[size_t(r)] * K, w, size_t(K) * sizeof(E));
+      return;
     }
-    const int64_t pr = out ? srow++ : r;  // row of the sparse part
+    const int64_t pr = out ? prow[size_t(r)] : r;  // row of the sparse part
     E* v = vals + pr * (Ks / 2);
     uint8_t* m = t.meta.data() + pr * meta_row;
     E* d = out ? nullptr : dense + r * Dc;
@@ -121,7 +150,7 @@ void pack_impl(SpenseTensor& t, const E* W) {
       m[grp >> 1] |= uint8_t((grp & 1) ? nib << 4 : nib);
       ++grp;
     }
-  }
+  });
 }
 
 template <class E>
@@ -133,15 +162,14 @@ void unpack_impl(const SpenseTensor& t, E* W) {
   const int64_t meta_row = (Ks + 7) / 8;
   const E* vals = reinterpret_cast<const E*>(t.values.data());
   const E* dense = reinterpret_cast<const E*>(t.dense.data());
-  int64_t srow = 0, drow = 0;
-  for (int64_t r = 0; r < N; ++r) {
+  const std::vector<int64_t> prow = out ? part_rows(dflag) : std::vector<int64_t>();
+  for_rows(N, N * K, [&](int64_t r) {
     E* w = W + r * K;
     if (out && dflag[size_t(r)]) {
-      std::memcpy(w, dense + drow * K, size_t(K) * sizeof(E));
-      ++drow;
-      continue;
+      std::memcpy(w, dense + prow[size_t(r)] * K, size_t(K) * sizeof(E));
+      return;
     }
-    const int64_t pr = out ? srow++ : r;
+    const int64_t pr = out ? prow[size_t(r)] : r;
     const E* v = vals + pr * (Ks / 2);
     const uint8_t* m = t.meta.data() + pr * meta_row;
     const E* d = out ? nullptr : dense + r * Dc;
@@ -159,7 +187,7 @@ void unpack_impl(const SpenseTensor& t, E* W) {
       v += 2;
       ++grp;
     }
-  }
+  });
 }
 
 }  // namespace
@@ -244,13 +272,14 @@ SpenseTensor spense_pack_f64(const std::string& name, DType dtype, int64_t N, in
   spense_layout_check(name, N, K, layout);
   const size_t es = dtype_size(dtype);
   std::vector<uint8_t> raw(size_t(N) * size_t(K) * es);
-  std::vector<float> f(static_cast<size_t>(K));  // one row at a time: no fp32 copy of W
   auto bad = [&](int64_t r, int64_t c, const char* what) {
     throw Error(layer_tag(name) + ": weight [" + std::to_string(r) + "," + std::to_string(c) +
                 "] = " + std::to_string(W[r * K + c]) + " " + what);
   };
   const uint16_t exp16 = dtype == DType::BF16 ? 0x7f80 : 0x7c00;
-  for (int64_t r = 0; r < N; ++r) {
+  for_rows(N, N * K, [&](int64_t r) {
+    thread_local std::vector<float> f;  // one row at a time: no fp32 copy of W
+    f.resize(size_t(K));
     const double* w = W + r * K;
     for (int64_t c = 0; c < K; ++c) {
       if (!std::isfinite(w[c])) bad(r, c, "is NaN or Inf; refusing to pack");
@@ -269,7 +298,7 @@ SpenseTensor spense_pack_f64(const std::string& name, DType dtype, int64_t N, in
         if ((h & exp16) == exp16) bad(r, c, (std::string("overflows ") + dtype_name(dtype)).c_str());
       }
     }
-  }
+  });
   return spense_pack(name, dtype, N, K, raw.data(), layout);
 }
 
@@ -286,7 +315,10 @@ std::vector<uint8_t> spense_unpack(const SpenseTensor& t) {
 std::vector<float> spense_unpack_f32(const SpenseTensor& t) {
   const auto raw = spense_unpack(t);
   std::vector<float> f(size_t(t.N) * size_t(t.K));
-  convert_to_f32(t.dtype, raw.data(), f.data(), f.size());
+  const size_t es = dtype_size(t.dtype);
+  for_rows(t.N, t.N * t.K, [&](int64_t r) {
+    convert_to_f32(t.dtype, raw.data() + size_t(r) * size_t(t.K) * es, f.data() + size_t(r) * size_t(t.K), size_t(t.K));
+  });
   return f;
 }
 
@@ -295,14 +327,16 @@ namespace {
 template <class E>
 void check_values_finite(const SpenseTensor& t, const std::vector<uint8_t>& buf, const char* what) {
   const Bits<E> b = bits_of<E>(t.dtype);
-  const size_t n = buf.size() / sizeof(E);
-  for (size_t i = 0; i < n; ++i) {
-    E v;
-    std::memcpy(&v, buf.data() + i * sizeof(E), sizeof(E));
-    if ((v & b.exp_mask) == b.exp_mask)
-      throw Error(layer_tag(t.name) + ": packed " + what + " element " + std::to_string(i) +
-                  " is NaN or Inf");
-  }
+  const int64_t n = int64_t(buf.size() / sizeof(E)), chunk = 1 << 16;
+  for_rows((n + chunk - 1) / chunk, n, [&](int64_t ci) {
+    for (int64_t i = ci * chunk; i < std::min(n, (ci + 1) * chunk); ++i) {
+      E v;
+      std::memcpy(&v, buf.data() + i * sizeof(E), sizeof(E));
+      if ((v & b.exp_mask) == b.exp_mask)
+        throw Error(layer_tag(t.name) + ": packed " + what + " element " + std::to_string(i) +
+                    " is NaN or Inf");
+    }
+  });
 }
 
 void check_size(const SpenseTensor& t, const char* what, size_t have, int64_t rows, int64_t cols,

@@ -81,8 +81,8 @@ template <class T>
 
 }  // namespace
 
-InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K, double percdamp) {
-  InverseFactor f;
+double inverse_factor_start(InverseFactor& f, const double* H, int64_t K, double percdamp) {
+  f = InverseFactor();
   f.K = K;
   f.dead.assign(size_t(K), 0);
   double mean_diag = 0;
@@ -92,7 +92,23 @@ InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t 
     mean_diag += d == 0 ? 1.0 : d;
   }
   mean_diag /= double(K);
-  double lambda = percdamp * mean_diag;
+  f.lambda = percdamp * mean_diag;
+  return mean_diag;
+}
+
+void inverse_factor_raise_damping(const std::string& layer, InverseFactor& f, int attempt, double percdamp,
+                                  double mean_diag) {
+  if (attempt == 4)
+    throw Error(tag(layer) + ": Hessian is not positive definite even with damping " + std::to_string(f.lambda) +
+                " (percdamp " + std::to_string(percdamp) + ", mean diag " + std::to_string(mean_diag) + ")");
+  f.lambda = std::max(f.lambda * 10, 1e-8 * mean_diag);
+  ++f.retries;
+}
+
+InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K, double percdamp) {
+  InverseFactor f;
+  const double mean_diag = inverse_factor_start(f, H, K, percdamp);
+  const double& lambda = f.lambda;
   std::vector<double> A(size_t(K) * size_t(K));
   for (int attempt = 0;; ++attempt) {
     // A = J (H_fix + lambda I) J, row-major.
@@ -106,14 +122,8 @@ InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t 
     const lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', lapack_int(K), A.data(), lapack_int(K));
     if (info == 0) break;
     if (info < 0) throw Error(tag(layer) + ": dpotrf argument error " + std::to_string(info), 1);
-    if (attempt == 4)
-      throw Error(tag(layer) + ": Hessian is not positive definite even with damping " +
-                  std::to_string(lambda) + " (percdamp " + std::to_string(percdamp) +
-                  ", mean diag " + std::to_string(mean_diag) + ")");
-    lambda = std::max(lambda * 10, 1e-8 * mean_diag);
-    ++f.retries;
+    inverse_factor_raise_damping(layer, f, attempt, percdamp, mean_diag);
   }
-  f.lambda = lambda;
   // V = J R J (upper), then U = V^-1.
   f.U.assign(size_t(K) * size_t(K), 0.0);
   for (int64_t i = 0; i < K; ++i)
@@ -187,4 +197,49 @@ template double obs_prune<float>(float*, int64_t, int64_t, const float*, const u
 template double obs_prune<double>(double*, int64_t, int64_t, const double*, const uint8_t*, int64_t,
                                   double*, double*);
 
+namespace {
+double quad_form_cpu(const double* V, int64_t N, int64_t K, const double* H) {
+  const int64_t chunk = 256;
+  std::vector<double> C(size_t(std::min(N, chunk)) * size_t(K));
+  double total = 0;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t m = std::min(chunk, N - r0);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(K), int(K), 1.0, V + r0 * K,
+                int(K), H, int(K), 0.0, C.data(), int(K));
+    const double* v = V + r0 * K;
+    double s = 0;
+    for (int64_t i = 0; i < m * K; ++i) s += v[i] * C[size_t(i)];
+    total += s;
+  }
+  return total;
+}
+
+class CpuPruneCompute final : public PruneCompute {
+ public:
+  const char* name() const override { return "cpu"; }
+  InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K,
+                               double percdamp) const override {
+    return detail::inverse_factor(layer, H, K, percdamp);
+  }
+  double obs_prune(double* W, int64_t N, int64_t K, const double* U, const uint8_t* prunable, int64_t B,
+                   double* err_row, double* err_col) const override {
+    return detail::obs_prune<double>(W, N, K, U, prunable, B, err_row, err_col);
+  }
+  double obs_prune(float* W, int64_t N, int64_t K, const float* U, const uint8_t* prunable, int64_t B,
+                   double* err_row, double* err_col) const override {
+    return detail::obs_prune<float>(W, N, K, U, prunable, B, err_row, err_col);
+  }
+  double quad_form_rows(const double* V, int64_t N, int64_t K, const double* H) const override {
+    return quad_form_cpu(V, N, K, H);
+  }
+};
+}  // namespace
+
 }  // namespace spense::detail
+
+namespace spense {
+const PruneCompute& cpu_prune_compute() {
+  static const detail::CpuPruneCompute instance;
+  return instance;
+}
+}  // namespace spense

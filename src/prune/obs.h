@@ -5,18 +5,15 @@
 #include <string>
 #include <vector>
 
+#include "prune/keep24.h"
+#include "spense/prune.h"
+
 namespace spense::detail {
 
-// The damped inverse Hessian as SparseGPT uses it.
-struct InverseFactor {
-  int64_t K = 0;
-  std::vector<double> U;       // K x K row-major, upper triangular, U^T U = (H_fix + lambda I)^-1
-  std::vector<uint8_t> dead;   // diag H == 0 (H_fix has 1 there)
-  int64_t n_dead = 0;
-  double lambda = 0;           // damping actually used
-  int retries = 0;             // tenfold increases of lambda after a failed Cholesky
-};
+using InverseFactor = spense::InverseFactor;
 
+// The CPU (OpenBLAS / LAPACKE) implementations behind cpu_prune_compute(); the contracts are
+// PruneCompute's (spense/prune.h).
 // H: K x K row-major symmetric (undamped). lambda = percdamp * mean(diag H_fix). If the
 // Cholesky factorisation fails, lambda is raised tenfold (from at least 1e-8 * mean diag)
 // up to 4 times, then spense::Error is thrown.
@@ -26,20 +23,15 @@ struct InverseFactor {
 // the 4/3 K^3 of Cholesky + inverse + Cholesky; the same U (the Cholesky factor is unique).
 InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K, double percdamp);
 
+// What every inverse_factor implementation shares. _start: resets f to K, the dead inputs of H
+// and the first damping (f.lambda); returns mean diag H_fix. _raise_damping: after the failed
+// Cholesky number `attempt` (from 0), raises f.lambda tenfold or throws after the fourth retry.
+double inverse_factor_start(InverseFactor& f, const double* H, int64_t K, double percdamp);
+void inverse_factor_raise_damping(const std::string& layer, InverseFactor& f, int attempt, double percdamp,
+                                  double mean_diag);
+
 // diag of (H_fix + lambda I)^-1: squared column norms of U.
 std::vector<double> inverse_diagonal(const InverseFactor& f);
-
-// Keep the 2 largest of 4 saliencies (ties: the lower position is kept). Returns a 4-bit keep mask.
-template <class T>
-inline unsigned keep2of4(const T s[4]) {
-  unsigned keep = 0;
-  for (int k = 0; k < 4; ++k) {
-    int rank = 0;  // how many positions beat k
-    for (int m = 0; m < 4; ++m) rank += (s[m] > s[k]) || (s[m] == s[k] && m < k);
-    if (rank < 2) keep |= 1u << k;
-  }
-  return keep;
-}
 
 // The SparseGPT pass on N rows of W (row-major, leading dimension K), in place. U: the
 // inverse factor in the same precision. prunable[j]: column j may be pruned (groups of 4 are

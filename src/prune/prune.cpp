@@ -19,8 +19,6 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include <cblas.h>
-
 #include "prune/obs.h"
 #include "spense/error.h"
 #include "spense/prune.h"
@@ -75,8 +73,9 @@ struct ObsRun {
   std::vector<double> err_col;  // per column
 };
 
-ObsRun run_obs(const Matrix& Wp, const std::vector<int64_t>& rows, const detail::InverseFactor& f,
-               const std::vector<uint8_t>& prunable, int64_t B, ObsPrecision p, Matrix& out) {
+ObsRun run_obs(const PruneCompute& compute, const Matrix& Wp, const std::vector<int64_t>& rows,
+               const detail::InverseFactor& f, const std::vector<uint8_t>& prunable, int64_t B,
+               ObsPrecision p, Matrix& out) {
   const int64_t K = Wp.cols, n = int64_t(rows.size());
   ObsRun run;
   run.err_row.assign(size_t(n), 0.0);
@@ -98,8 +97,8 @@ ObsRun run_obs(const Matrix& Wp, const std::vector<int64_t>& rows, const detail:
       Uc.assign(f.U.begin(), f.U.end());
       U = Uc.data();
     }
-    run.flops = detail::obs_prune<T>(W.data(), n, K, U, prunable.data(), B, run.err_row.data(),
-                                     run.err_col.data());
+    run.flops = compute.obs_prune(W.data(), n, K, U, prunable.data(), B, run.err_row.data(),
+                                  run.err_col.data());
 #pragma omp parallel for schedule(static) if (n * K >= kParallelElems)
     for (int64_t i = 0; i < n; ++i) {
       const T* src = W.data() + i * K;
@@ -114,21 +113,8 @@ ObsRun run_obs(const Matrix& Wp, const std::vector<int64_t>& rows, const detail:
   return run;
 }
 
-// Quadratic form sum_r v_r^T H v_r of the rows of V (N x K), in row chunks through dgemm.
-double quad_form_rows(const Matrix& V, const std::vector<double>& H) {
-  const int64_t N = V.rows, K = V.cols, chunk = 256;
-  std::vector<double> C(size_t(std::min(N, chunk)) * size_t(K));
-  double total = 0;
-  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
-    const int64_t m = std::min(chunk, N - r0);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(K), int(K), 1.0, V.row(r0),
-                int(K), H.data(), int(K), 0.0, C.data(), int(K));
-    const double* v = V.row(r0);
-    double s = 0;
-    for (int64_t i = 0; i < m * K; ++i) s += v[i] * C[size_t(i)];
-    total += s;
-  }
-  return total;
+const PruneCompute& compute_of(const PruneOptions& o) {
+  return o.compute ? *o.compute : cpu_prune_compute();
 }
 
 void check_inputs(const PruneOptions& o, const Matrix& W, const Hessian& hs) {
@@ -199,7 +185,7 @@ struct SpenseRun {
 
   detail::InverseFactor factor(const double* H) {
     const auto t0 = Clock::now();
-    auto f = detail::inverse_factor(o.layer, H, K, o.percdamp);
+    auto f = compute_of(o).inverse_factor(o.layer, H, K, o.percdamp);
     rep.time.inverse_s += seconds_since(t0);
     rep.damping = f.lambda;
     rep.damping_retries = std::max(rep.damping_retries, f.retries);
@@ -214,7 +200,7 @@ struct SpenseRun {
     std::iota(rows.begin(), rows.end(), 0);
     std::vector<uint8_t> prunable(size_t(K), 1);
     const auto t0 = Clock::now();
-    auto run = run_obs(Wp, rows, f, prunable, o.blocksize, o.precision, out);
+    auto run = run_obs(compute_of(o), Wp, rows, f, prunable, o.blocksize, o.precision, out);
     rep.time.obs_s += seconds_since(t0);
     rep.obs_flops += run.flops;
     return run;
@@ -269,7 +255,7 @@ struct SpenseRun {
     std::iota(rows.begin(), rows.end(), 0);
     Matrix res(N, K);
     const auto t0 = Clock::now();
-    auto run = run_obs(Wp, rows, *f, prunable, o.blocksize, o.precision, res);
+    auto run = run_obs(compute_of(o), Wp, rows, *f, prunable, o.blocksize, o.precision, res);
     rep.time.obs_s += seconds_since(t0);
     rep.obs_flops += run.flops;
     std::vector<double> err_col(static_cast<size_t>(K));
@@ -412,7 +398,7 @@ struct SpenseRun {
         const Matrix& Wp = dead_zeroed(f);
         std::vector<uint8_t> prunable(static_cast<size_t>(K), 1);
         const auto t0 = Clock::now();
-        auto run = run_obs(Wp, rows, f, prunable, o.blocksize, o.precision, res.W);
+        auto run = run_obs(compute_of(o), Wp, rows, f, prunable, o.blocksize, o.precision, res.W);
         rep.time.obs_s += seconds_since(t0);
         rep.obs_flops += run.flops;
         if (!o.compute_error) rep.error = identity_error(run, rows, Wp, res.W, f.lambda, nullptr);
@@ -436,7 +422,7 @@ struct SpenseRun {
     if (have_plain) {
       const auto t0 = Clock::now();
       if (o.compute_error) {
-        rep.sparsegpt_error = reconstruction_error(W, plain, hs);
+        rep.sparsegpt_error = reconstruction_error(W, plain, hs, o.compute);
       } else {
         std::vector<int64_t> all(static_cast<size_t>(N));
         std::iota(all.begin(), all.end(), 0);
@@ -478,12 +464,15 @@ bool dense_strategy_parse(const std::string& s, DenseStrategy* out) {
   return false;
 }
 
-double reconstruction_error(const Matrix& W, const Matrix& W_hat, const Hessian& H) {
+double reconstruction_error(const Matrix& W, const Matrix& W_hat, const Hessian& H,
+                            const PruneCompute* compute) {
   if (W.rows != W_hat.rows || W.cols != W_hat.cols || H.K != W.cols)
     throw Error("reconstruction_error: shapes differ", 1);
   Matrix E(W.rows, W.cols);
-  for (size_t i = 0; i < E.data.size(); ++i) E.data[i] = W.data[i] - W_hat.data[i];
-  return quad_form_rows(E, H.H);
+  const int64_t n = int64_t(E.data.size());
+#pragma omp parallel for schedule(static) if (n >= kParallelElems)
+  for (int64_t i = 0; i < n; ++i) E.data[size_t(i)] = W.data[size_t(i)] - W_hat.data[size_t(i)];
+  return (compute ? *compute : cpu_prune_compute()).quad_form_rows(E.data.data(), E.rows, E.cols, H.H.data());
 }
 
 PruneResult prune_layer(const PruneOptions& opt, const Matrix& W, const Hessian& hs) {
@@ -554,13 +543,13 @@ PruneResult prune_layer(const PruneOptions& opt, const Matrix& W, const Hessian&
   const bool obs_method = o.method == PruneMethod::SPARSEGPT || spense;
   double base = 0;
   if (o.compute_error || !obs_method) {
-    rep.error = o.method == PruneMethod::DENSE ? 0.0 : reconstruction_error(W, res.W, hs);
+    rep.error = o.method == PruneMethod::DENSE ? 0.0 : reconstruction_error(W, res.W, hs, o.compute);
     rep.error_exact = true;
   } else {
     rep.error_exact = false;  // rep.error set by the OBS identity
   }
   if (o.compute_error || !obs_method) {
-    base = quad_form_rows(W, hs.H);
+    base = compute_of(o).quad_form_rows(W.data.data(), W.rows, W.cols, hs.H.data());
     rep.error_rel = base > 0 ? rep.error / base : 0;
   } else {
     rep.error_rel = -1;

@@ -6,11 +6,15 @@
 #   bash src/cuda/standalone/device_run.sh engine-test     engine tests only
 #   bash src/cuda/standalone/device_run.sh bench [flags]   spense_bench_gemm flags...
 #   bash src/cuda/standalone/device_run.sh decode [flags]  spense_gpu bench-decode flags...
+#   bash src/cuda/standalone/device_run.sh prune-test      GPU pruning tests
+#   bash src/cuda/standalone/device_run.sh prune [flags]   spense_gpu bench-prune flags...
 #   bash src/cuda/standalone/device_run.sh build           build only
+# Pruning on the GPU is built when .devdeps/debs holds OpenBLAS and LAPACKE (tools/device_env.sh).
 set -uo pipefail
 CSL=${CUSPARSELT_ROOT:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt}
 OUT=${OUT:-/tmp/spense_out}
 mkdir -p "$OUT"
+[[ -d .devdeps/debs ]] && source tools/device_env.sh
 mode=${1:-test}
 shift || true
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv > "$OUT/gpu.txt" 2>&1
@@ -23,13 +27,15 @@ rc=0
 run_test() {  # name
   local t0; t0=$(date +%s)
   ./build-gpu/$1 --gtest_brief=0 > "$OUT/$1.log" 2>&1 || rc=1
-  grep -E "Failure|error:|Expected|Which is|value of|rel err|greedy|PASSED|FAILED|SKIPPED|tests ran" "$OUT/$1.log" | head -80
+  grep -E "Failure|error:|Expected|Which is|value of|rel err|greedy|PASSED|FAILED|SKIPPED|tests ran|^\[[a-z]" "$OUT/$1.log" | head -80
   echo "$1: $(( $(date +%s) - t0 )) s (rc=$rc)"
 }
 case "$mode" in
   build) ;;
-  test) run_test test_cuda_engine; run_test test_cuda_linear ;;
+  test) run_test test_cuda_engine; run_test test_cuda_linear; [[ -x build-gpu/test_cuda_prune ]] && run_test test_cuda_prune ;;
   engine-test) run_test test_cuda_engine ;;
+  prune-test) run_test test_cuda_prune ;;
+  prune) ./build-gpu/spense_gpu bench-prune "$@" > "$OUT/prune.log" 2>&1 || rc=1; tail -60 "$OUT/prune.log" ;;
   bench) ./build-gpu/spense_bench_gemm "$@" > "$OUT/bench.log" 2>&1 || rc=1; grep -v "^qwen3" "$OUT/bench.log" | tail -60 ;;
   decode) ./build-gpu/spense_gpu bench-decode "$@" > "$OUT/decode.log" 2>&1 || rc=1; tail -60 "$OUT/decode.log" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

@@ -1,6 +1,8 @@
 // spense_gpu: the GPU engine's commands for machines that build only the GPU parts
 // (src/cuda/standalone/CMakeLists.txt; no tokenizer or BLAS there):
 //   spense_gpu bench-decode ...   the same flags and code as `spense bench-decode`
+//   spense_gpu bench-prune ...    the same flags and code as `spense bench-prune` (built when
+//                                 OpenBLAS and LAPACKE are found)
 //   spense_gpu generate --model DIR --ids 1,2,3 [--max-new-tokens N] [--dtype bf16|fp8]
 //              [--format auto|dense|24|spense] [--batch-copies B]
 //     greedy continuation of token ids (B copies of the prompt in one batch); prints the ids.
@@ -14,6 +16,9 @@
 #include "spense/cuda/bench.h"
 #include "spense/cuda/engine.h"
 #include "spense/error.h"
+#ifdef SPENSE_GPU_PRUNE
+#include "spense/cuda/prune_gpu.h"
+#endif
 
 namespace {
 
@@ -68,9 +73,20 @@ int generate_ids(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    if (args.empty()) throw spense::Error("usage: spense_gpu bench-decode|generate ...");
+    if (args.empty()) throw spense::Error("usage: spense_gpu bench-decode|bench-prune|generate ...");
     const std::string cmd = args[0];
     args.erase(args.begin());
+#ifdef SPENSE_GPU_PRUNE
+    if (cmd == "bench-prune") {
+      spense::cuda::BenchPruneOptions o;
+      if (!spense::cuda::parse_bench_prune_args(args, &o)) {
+        std::fputs(spense::cuda::bench_prune_usage().c_str(), stdout);
+        return 0;
+      }
+      spense::cuda::run_bench_prune(o);
+      return 0;
+    }
+#endif
     if (cmd == "bench-decode") {
       spense::cuda::BenchDecodeOptions o;
       if (!spense::cuda::parse_bench_decode_args(args, &o)) {

@@ -1,0 +1,45 @@
+// Pruning on the GPU (issue #8): the two pluggable halves of the pruning pipeline.
+//  - make_gpu_prune_compute(): prune_layer's arithmetic (PruneCompute, spense/prune.h) with
+//    cuSOLVER (Cholesky, triangular inverse) and cuBLAS (OBS trailing updates, errors) in fp64
+//    and our warp-per-row kernel for the column-by-column OBS recursion inside a block.
+//  - make_gpu_calibration_runner(): the calibration forwards (CalibrationRunner,
+//    spense/pipeline.h) in fp32 with cuBLAS SGEMM (no TF32) and kernels that follow the CPU
+//    reference operation by operation, and the Hessians as fp64 SYRK on the GPU. The
+//    activations stay on the GPU when they fit in half of its free memory, else in host
+//    memory (one window on the GPU at a time).
+// Every choice is still made by prune_layer / prune_model on the host, so the CPU and GPU
+// paths differ only by floating-point rounding (tests/cuda/test_cuda_prune.cpp).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "spense/pipeline.h"
+#include "spense/prune.h"
+
+namespace spense::cuda {
+
+std::unique_ptr<PruneCompute> make_gpu_prune_compute();
+std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner();
+
+// Largest device memory in use (total - free, all processes) seen by the GPU pruning code
+// since the process started: sampled after each of its allocations.
+uint64_t gpu_prune_peak_bytes();
+// The device's name, for reports.
+std::string gpu_device_name();
+
+// bench-prune (`spense bench-prune`, `spense_gpu bench-prune`): the pipeline on random
+// weights of a preset's shapes, timed per block.
+struct BenchPruneOptions {
+  std::string preset = "qwen3-8b", arch = "qwen3", device = "cuda", json;
+  int64_t layers = 2, nsamples = 128, seqlen = 2048;
+  uint64_t seed = 0;
+  PruneOptions prune;  // method, axis, strategy, d, tile, precision
+};
+// False when --help was asked for (print bench_prune_usage()); throws spense::Error on bad flags.
+bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOptions* o);
+std::string bench_prune_usage();
+void run_bench_prune(const BenchPruneOptions& o);
+
+}  // namespace spense::cuda

@@ -1,0 +1,184 @@
+// bench-prune: time the whole pruning pipeline (spense/pipeline.h) on random weights of a
+// real model's shapes, on the GPU back ends or the CPU. Shared by `spense bench-prune` and
+// the standalone `spense_gpu bench-prune`.
+#include "spense/cuda/prune_gpu.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "spense/cuda/bench.h"
+#include "spense/engine_plan.h"
+#include "spense/error.h"
+#include "spense/model.h"
+
+namespace spense::cuda {
+
+std::string bench_prune_usage() {
+  return "usage: bench-prune [--synthetic qwen3-8b] [--arch qwen3] [--layers 2] [--nsamples 128] [--seqlen 2048]\n"
+         "                   [--method spensegpt] [--dense-ratio 0.25] [--axis out] [--strategy saliency]\n"
+         "                   [--tile 64] [--fp32-obs] [--device cuda|cpu] [--seed 0] [--json FILE]\n"
+         "Prunes the first --layers decoder blocks of a random-weight model with the shapes of --synthetic\n"
+         "(tiny, qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b) from --nsamples random windows of --seqlen\n"
+         "tokens, and prints the seconds of each block, the total extrapolated to the preset's full depth\n"
+         "(every block has the same shapes), and peak GPU and host memory. The vocabulary is cut to 4096:\n"
+         "embeddings and the LM head are neither pruned nor run during calibration.\n"
+         "--json FILE appends one JSON line with the numbers.\n";
+}
+
+bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOptions* o) {
+  auto count = [](const std::string& flag, const std::string& v) {
+    const double d = bench_number("bench-prune", flag, v);
+    if (d < 1 || d != static_cast<int64_t>(d)) throw Error("bench-prune: " + flag + " must be a positive integer");
+    return static_cast<int64_t>(d);
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") return false;
+    if (args[i] == "--fp32-obs") {
+      o->prune.precision = ObsPrecision::F32;
+      continue;
+    }
+    std::string k, v;
+    bench_next_flag(args, i, true, "bench-prune", &k, &v);
+    if (k == "--synthetic") o->preset = v;
+    else if (k == "--arch") o->arch = v;
+    else if (k == "--layers") o->layers = count(k, v);
+    else if (k == "--nsamples") o->nsamples = count(k, v);
+    else if (k == "--seqlen") o->seqlen = count(k, v);
+    else if (k == "--tile") o->prune.tile = count(k, v);
+    else if (k == "--seed") o->seed = uint64_t(count(k, v));
+    else if (k == "--json") o->json = v;
+    else if (k == "--device") {
+      if (v != "cuda" && v != "cpu") throw Error("bench-prune: --device must be cuda or cpu, got '" + v + "'");
+      o->device = v;
+    } else if (k == "--method") {
+      if (!prune_method_parse(v, &o->prune.method)) throw Error("bench-prune: unknown --method '" + v + "'");
+    } else if (k == "--axis") {
+      if (!spense_axis_parse(v, &o->prune.axis)) throw Error("bench-prune: --axis must be in or out");
+    } else if (k == "--strategy") {
+      if (!dense_strategy_parse(v, &o->prune.strategy)) throw Error("bench-prune: --strategy must be saliency or error");
+    } else if (k == "--dense-ratio") {
+      o->prune.dense_ratio = bench_number("bench-prune", k, v);
+      if (!(o->prune.dense_ratio >= 0 && o->prune.dense_ratio <= 1))
+        throw Error("bench-prune: --dense-ratio must be in [0, 1]");
+    } else {
+      throw Error("bench-prune: unknown flag '" + k + "' (see --help)");
+    }
+  }
+  return true;
+}
+
+void run_bench_prune(const BenchPruneOptions& o) {
+  using Clock = std::chrono::steady_clock;
+  ModelConfig cfg = model_preset(o.arch, o.preset);
+  const int64_t full_layers = cfg.num_layers;
+  if (o.layers > full_layers)
+    throw Error("bench-prune: --layers " + std::to_string(o.layers) + " exceeds " + o.preset + "'s " +
+                std::to_string(full_layers) + " layers");
+  cfg.num_layers = o.layers;
+  cfg.vocab_size = 4096;
+  cfg.tie_word_embeddings = true;
+  if (cfg.max_position_embeddings < o.seqlen) cfg.max_position_embeddings = o.seqlen;
+  const auto t_gen = Clock::now();
+  Model model = Model::random(cfg, o.seed);
+  const double gen_s = std::chrono::duration<double>(Clock::now() - t_gen).count();
+  std::mt19937_64 rng(o.seed + 1);
+  std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.vocab_size - 1));
+  std::vector<std::vector<int32_t>> windows(size_t(o.nsamples), std::vector<int32_t>(size_t(o.seqlen)));
+  for (auto& w : windows)
+    for (auto& t : w) t = tok(rng);
+
+  PipelineOptions opts;
+  opts.prune = o.prune;
+  std::unique_ptr<PruneCompute> compute;
+  std::unique_ptr<CalibrationRunner> runner;
+  if (o.device == "cuda") {
+    compute = make_gpu_prune_compute();
+    runner = make_gpu_calibration_runner();
+    opts.prune.compute = compute.get();
+    opts.runner = runner.get();
+  }
+  std::vector<double> block_s;
+  auto t_block = Clock::now();
+  opts.log = [&](const std::string& line) {
+    const auto now = Clock::now();
+    block_s.push_back(std::chrono::duration<double>(now - t_block).count());
+    t_block = now;
+    std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  std::fprintf(stderr, "bench-prune: %s shapes (hidden %lld, intermediate %lld, %lld/%lld heads), %lld of %lld layers, "
+               "%lld x %lld calibration tokens, %s on %s (random weights generated in %.1f s)\n",
+               o.preset.c_str(), (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
+               (long long)cfg.num_heads, (long long)cfg.num_kv_heads, (long long)o.layers, (long long)full_layers,
+               (long long)o.nsamples, (long long)o.seqlen, prune_method_name(o.prune.method),
+               o.device == "cuda" ? gpu_device_name().c_str() : "cpu", gen_s);
+  const auto t0 = Clock::now();
+  t_block = t0;
+  const PipelineResult res = prune_model(model, windows, opts);
+  const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+  double sum_blocks = 0;
+  for (double s : block_s) sum_blocks += s;
+  // Blocks after the first exclude one-time setup (activation upload, handles): the per-block
+  // figure for extrapolation is their mean when there are at least two.
+  double per_block = block_s.empty() ? 0 : sum_blocks / double(block_s.size());
+  if (block_s.size() >= 2) per_block = (sum_blocks - block_s[0]) / double(block_s.size() - 1);
+  const double setup = total - sum_blocks + (block_s.empty() ? 0 : block_s[0] - per_block);
+  const double extrapolated = setup + per_block * double(full_layers);
+  const uint64_t peak_gpu = o.device == "cuda" ? gpu_prune_peak_bytes() : 0;
+  PruneTimings sum;
+  for (const auto& pp : res.projections) {
+    sum.inverse_s += pp.report.time.inverse_s;
+    sum.select_s += pp.report.time.select_s;
+    sum.obs_s += pp.report.time.obs_s;
+    sum.error_s += pp.report.time.error_s;
+    sum.total_s += pp.report.time.total_s;
+  }
+  const double other = total - res.calib_seconds - res.prune_seconds;
+  std::printf("%-6s %10s\n", "block", "seconds");
+  for (size_t i = 0; i < block_s.size(); ++i) std::printf("%-6zu %10.2f\n", i, block_s[i]);
+  std::printf("total %.1f s for %lld blocks (calibration %.1f s, prune_layer %.1f s); per block %.2f s; "
+              "extrapolated to %lld blocks: %.1f s (%.1f min)\n",
+              total, (long long)o.layers, res.calib_seconds, res.prune_seconds, per_block, (long long)full_layers,
+              extrapolated, extrapolated / 60);
+  std::printf("prune_layer: inverse %.1f s, tile selection %.1f s, OBS %.1f s, errors %.1f s, rest %.1f s; "
+              "outside calibration and prune_layer (embedding, packing, unpacking): %.1f s\n",
+              sum.inverse_s, sum.select_s, sum.obs_s, sum.error_s,
+              sum.total_s - sum.inverse_s - sum.select_s - sum.obs_s - sum.error_s, other);
+  std::printf("peak GPU memory in use %.2f GB, peak host RSS %.2f GB\n", double(peak_gpu) * 1e-9,
+              double(peak_rss_bytes()) * 1e-9);
+  if (!o.json.empty()) {
+    nlohmann::ordered_json j;
+    j["preset"] = o.preset;
+    j["device"] = o.device == "cuda" ? gpu_device_name() : "cpu";
+    j["method"] = prune_method_name(o.prune.method);
+    j["axis"] = spense_axis_name(o.prune.axis);
+    j["strategy"] = dense_strategy_name(o.prune.strategy);
+    j["dense_ratio"] = o.prune.dense_ratio;
+    j["obs_precision"] = o.prune.precision == ObsPrecision::F32 ? "f32" : "f64";
+    j["nsamples"] = o.nsamples;
+    j["seqlen"] = o.seqlen;
+    j["layers_run"] = o.layers;
+    j["layers_full"] = full_layers;
+    j["block_seconds"] = block_s;
+    j["calib_seconds"] = res.calib_seconds;
+    j["prune_seconds"] = res.prune_seconds;
+    j["total_seconds"] = total;
+    j["per_block_seconds"] = per_block;
+    j["extrapolated_seconds"] = extrapolated;
+    j["prune_layer_seconds"] = {{"inverse", sum.inverse_s}, {"select", sum.select_s}, {"obs", sum.obs_s},
+                                {"error", sum.error_s}, {"total", sum.total_s}};
+    j["other_seconds"] = other;
+    j["peak_gpu_bytes"] = peak_gpu;
+    j["peak_rss_bytes"] = peak_rss_bytes();
+    std::ofstream f(o.json, std::ios::app);
+    if (!f) throw Error(o.json + ": cannot open for appending");
+    f << j.dump() << "\n";
+  }
+}
+
+}  // namespace spense::cuda
