@@ -218,6 +218,7 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --skip '('", "--skip"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --seqlen 256", "max_position_embeddings"},
       {"prune --model " + quote((tmp() / "nope").string()) + " --calib " + c + " --out " + o, "not found"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --device tpu", "expected cpu or cuda"},
   };
   for (const auto& k : cases) {
     const Result r = run(k.args);
@@ -230,6 +231,21 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
   // No temporary directories left next to the output either.
   for (const auto& e : fs::directory_iterator(tmp()))
     EXPECT_EQ(e.path().filename().string().find("bad_out"), std::string::npos) << e.path();
+}
+
+// --device cuda: on a machine without a GPU (CI) or a build without CUDA, a clear input error
+// and nothing written; with a GPU, a complete output (its numbers: tests/cuda/test_cuda_prune.cpp).
+TEST_F(PruneCli, DeviceCudaRunsOrRefusesCleanly) {
+  const std::string out = (tmp() / "gpu_out").string();
+  const Result r = run(base(out) + " --method sparsegpt --device cuda --force");
+  if (r.code == 0) {
+    EXPECT_TRUE(fs::exists(fs::path(out) / "model.safetensors"));
+    EXPECT_NE(r.err.find("peak GPU memory"), std::string::npos) << r.err;
+  } else {
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find("CUDA"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+  }
 }
 
 TEST_F(PruneCli, RefusesExistingOutputUnlessForced) {

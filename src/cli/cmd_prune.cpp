@@ -189,6 +189,16 @@ void run_prune(const PruneArgs& a) {
     write_file_atomic(a.save_calib, text.data(), text.size());
   }
 
+  // The GPU (a missing one is an input error, found before anything is written or loaded).
+#ifdef SPENSE_HAVE_CUDA
+  std::unique_ptr<PruneCompute> gpu_compute;
+  std::unique_ptr<CalibrationRunner> gpu_runner;
+  if (a.device == "cuda") {
+    gpu_compute = cuda::make_gpu_prune_compute();
+    gpu_runner = cuda::make_gpu_calibration_runner();
+  }
+#endif
+
   // The output directory (removed again if anything below fails).
   AtomicDir out(a.out, a.force);
 
@@ -196,11 +206,7 @@ void run_prune(const PruneArgs& a) {
   Model model = Model::load(a.model);
   PipelineOptions opts;
 #ifdef SPENSE_HAVE_CUDA
-  std::unique_ptr<PruneCompute> gpu_compute;
-  std::unique_ptr<CalibrationRunner> gpu_runner;
-  if (a.device == "cuda") {
-    gpu_compute = cuda::make_gpu_prune_compute();
-    gpu_runner = cuda::make_gpu_calibration_runner();
+  if (gpu_compute) {
     po.compute = gpu_compute.get();
     opts.runner = gpu_runner.get();
   }

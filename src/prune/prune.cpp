@@ -237,19 +237,27 @@ struct SpenseRun {
     const detail::InverseFactor* f = f_plain;
     if (permute || !f) {
       std::vector<double> Hp(size_t(K) * size_t(K));
-      for (int64_t a = 0; a < K; ++a)
-        for (int64_t b = 0; b < K; ++b) Hp[size_t(a * K + b)] = hs.H[size_t(perm[size_t(a)] * K + perm[size_t(b)])];
+#pragma omp parallel for schedule(static) if (K * K >= kParallelElems)
+      for (int64_t a = 0; a < K; ++a) {
+        const double* h = hs.H.data() + perm[size_t(a)] * K;
+        double* hp = Hp.data() + a * K;
+        for (int64_t b = 0; b < K; ++b) hp[b] = h[perm[size_t(b)]];
+      }
       f_local = factor(Hp.data());
       f = &f_local;
     }
     // Wp in the processing order; dead columns zeroed only where they get pruned.
     Matrix Wp(N, K);
-    std::vector<uint8_t> prunable(static_cast<size_t>(K));
+    std::vector<uint8_t> prunable(static_cast<size_t>(K)), zero(static_cast<size_t>(K));
     for (int64_t a = 0; a < K; ++a) {
-      const int64_t j = perm[size_t(a)];
-      prunable[size_t(a)] = !dense_col[size_t(j)];
-      const bool zero = prunable[size_t(a)] && f->dead[size_t(a)];
-      for (int64_t r = 0; r < N; ++r) Wp(r, a) = zero ? 0.0 : W(r, j);
+      prunable[size_t(a)] = !dense_col[size_t(perm[size_t(a)])];
+      zero[size_t(a)] = prunable[size_t(a)] && f->dead[size_t(a)];
+    }
+#pragma omp parallel for schedule(static) if (N * K >= kParallelElems)
+    for (int64_t r = 0; r < N; ++r) {
+      const double* w = W.row(r);
+      double* wp = Wp.row(r);
+      for (int64_t a = 0; a < K; ++a) wp[a] = zero[size_t(a)] ? 0.0 : w[perm[size_t(a)]];
     }
     std::vector<int64_t> rows(static_cast<size_t>(N));
     std::iota(rows.begin(), rows.end(), 0);
@@ -259,10 +267,12 @@ struct SpenseRun {
     rep.time.obs_s += seconds_since(t0);
     rep.obs_flops += run.flops;
     std::vector<double> err_col(static_cast<size_t>(K));
-    for (int64_t a = 0; a < K; ++a) {
-      const int64_t j = perm[size_t(a)];
-      err_col[size_t(j)] = run.err_col[size_t(a)];
-      for (int64_t r = 0; r < N; ++r) out(r, j) = res(r, a);
+    for (int64_t a = 0; a < K; ++a) err_col[size_t(perm[size_t(a)])] = run.err_col[size_t(a)];
+#pragma omp parallel for schedule(static) if (N * K >= kParallelElems)
+    for (int64_t r = 0; r < N; ++r) {
+      const double* src = res.row(r);
+      double* dst = out.row(r);
+      for (int64_t a = 0; a < K; ++a) dst[perm[size_t(a)]] = src[a];
     }
     run.err_col = std::move(err_col);
     // Identity-based error (used if compute_error is off): in processing order.

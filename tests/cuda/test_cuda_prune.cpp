@@ -148,7 +148,8 @@ TEST(GpuPrune, PruneLayerMakesTheSameChoices) {
   }
 }
 
-// The CPU and GPU runners' Hessians of every layer of a tiny model (dense weights).
+// The CPU and GPU runners' Hessians of every layer of a tiny model (dense weights), with the
+// GPU activations kept on the device and in host memory.
 TEST(GpuPrune, CalibrationHessiansMatchCpu) {
   for (const char* name : {"qwen3_tiny", "qwen2_tiny", "llama_tiny"}) {
     const Model m = Model::load(std::string(SPENSE_FIXTURES) + "/hf/" + name);
@@ -162,12 +163,16 @@ TEST(GpuPrune, CalibrationHessiansMatchCpu) {
       m.embed(ids.data(), T, acts.data() + s * T * Hd);
     }
     auto cpu = make_cpu_calibration_runner();
-    auto g = cuda::make_gpu_calibration_runner();
+    auto g = cuda::make_gpu_calibration_runner(cuda::ActivationPlacement::DEVICE);
+    auto gh = cuda::make_gpu_calibration_runner(cuda::ActivationPlacement::HOST);
     cpu->reset(m, acts, S, T);
     g->reset(m, acts, S, T);
+    gh->reset(m, acts, S, T);
     for (int64_t l = 0; l < m.num_layers(); ++l) {
       const auto hc = cpu->hessians(m, l, {});
       const auto hg = g->hessians(m, l, {});
+      const auto hh = gh->hessians(m, l, {});
+      for (size_t r = 0; r < 4; ++r) EXPECT_EQ(hh[r].H, hg[r].H) << "activations in host memory: same arithmetic";
       ASSERT_EQ(hc.size(), 4u);
       ASSERT_EQ(hg.size(), 4u);
       for (size_t r = 0; r < 4; ++r) {
@@ -182,6 +187,7 @@ TEST(GpuPrune, CalibrationHessiansMatchCpu) {
       }
       cpu->advance(m, l, {});
       g->advance(m, l, {});
+      gh->advance(m, l, {});
     }
   }
 }

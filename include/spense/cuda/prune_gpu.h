@@ -21,7 +21,13 @@
 namespace spense::cuda {
 
 std::unique_ptr<PruneCompute> make_gpu_prune_compute();
-std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner();
+// Where the GPU runner keeps the calibration activations between blocks.
+enum class ActivationPlacement : uint8_t {
+  AUTO,    // on the GPU when they fit in 90% of its free memory beside the block's needs, else HOST
+  DEVICE,  // on the GPU (cudaMalloc fails with a clear error if they do not fit)
+  HOST,    // in host memory, one window copied to the GPU at a time
+};
+std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p = ActivationPlacement::AUTO);
 
 // Largest device memory in use (total - free, all processes) seen by the GPU pruning code
 // since the process started: sampled after each of its allocations.

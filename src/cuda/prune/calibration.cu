@@ -139,6 +139,7 @@ struct DeviceHessian {
 
 class GpuCalibrationRunner final : public CalibrationRunner {
  public:
+  explicit GpuCalibrationRunner(ActivationPlacement p) : placement_(p) {}
   const char* name() const override { return "cuda"; }
 
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
@@ -170,7 +171,8 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     // Room for the Hessians and one layer's weights besides the activations.
     const double need_other = 8.0 * double(H_ * H_ * 2 + QD_ * QD_ + I_ * I_) +
                               4.0 * double(3 * H_ * I_ + H_ * (QD_ + 2 * KVD_) + QD_ * H_);
-    on_device_ = 4.0 * double(elems) + need_other < 0.9 * double(free_b);
+    on_device_ = placement_ == ActivationPlacement::DEVICE ||
+                 (placement_ == ActivationPlacement::AUTO && 4.0 * double(elems) + need_other < 0.9 * double(free_b));
     if (on_device_) {
       acts_dev_ = device_alloc<float>(elems);
       SPENSE_CUDA_CHECK(cudaMemcpy(acts_dev_.get(), acts.data(), size_t(elems) * sizeof(float), cudaMemcpyHostToDevice));
@@ -356,6 +358,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     linear(g, Proj::DOWN, x, true);  // residual add
   }
 
+  ActivationPlacement placement_;
   BlasHandle blas_;
   int64_t S_ = 0, T_ = 0, H_ = 0, D_ = 0, NH_ = 0, NKV_ = 0, QD_ = 0, KVD_ = 0, I_ = 0;
   float eps_ = 1e-6f;
@@ -370,11 +373,11 @@ class GpuCalibrationRunner final : public CalibrationRunner {
 
 }  // namespace
 
-std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner() {
+std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
     throw Error("--device cuda: no CUDA device is available");
-  return std::make_unique<GpuCalibrationRunner>();
+  return std::make_unique<GpuCalibrationRunner>(p);
 }
 
 }  // namespace spense::cuda
