@@ -175,6 +175,23 @@ TEST(CliCommands, GenerateRefusesBadFlags) {
   EXPECT_NE(m.err.find("no_model"), std::string::npos) << m.err;
 }
 
+// bench-prune (CUDA builds; --device cpu runs anywhere): the per-block table, the default seed
+// accepted, bad flags refused with exit 2.
+TEST(CliCommands, BenchPruneRunsOnTheCpu) {
+  if (run("--help").out.find("bench-prune") == std::string::npos) GTEST_SKIP() << "built without CUDA";
+  const Result r = run("bench-prune --synthetic tiny --layers 2 --nsamples 2 --seqlen 16 --tile 16 --device cpu --seed 0");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("extrapolated to 2 blocks"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("prune_layer: inverse"), std::string::npos) << r.out;
+  for (const std::string bad : {"--layers 3", "--seed -1", "--device tpu", "--method foo", "--bogus 1"}) {
+    std::string args = "bench-prune --synthetic tiny --nsamples 2 --seqlen 16 --tile 16 --device cpu ";
+    args += bad;
+    const Result b = run(args);
+    EXPECT_EQ(b.code, 2) << bad << "\n" << b.err;
+    EXPECT_NE(b.err.find("bench-prune"), std::string::npos) << bad << "\n" << b.err;
+  }
+}
+
 TEST(CliCommands, SynthIsDeterministicAndLoadable) {
   const fs::path a = tmp_root() / "synth_a", b = tmp_root() / "synth_b", c = tmp_root() / "synth_c";
   const std::string flags = " --arch qwen2 --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 80 --vocab 200";

@@ -90,7 +90,8 @@ struct InverseFactor {
 
 // Where prune_layer's heavy arithmetic runs. Implementations: cpu_prune_compute() (OpenBLAS
 // and LAPACKE, fp64) and make_gpu_prune_compute() (spense/cuda/prune_gpu.h: cuSOLVER and
-// cuBLAS). All pointers are host memory; an implementation may move data to a device.
+// cuBLAS). All pointers are host memory; an implementation may move data to a device. The CPU
+// one is thread-safe; the GPU one is not (one per thread).
 class PruneCompute {
  public:
   virtual ~PruneCompute() = default;

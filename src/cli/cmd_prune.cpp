@@ -156,6 +156,16 @@ void run_prune(const PruneArgs& a) {
     throw Error(a.model + "/config.json: --seqlen " + std::to_string(a.seqlen) +
                 " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
 
+  // The GPU (a missing one is an input error, found before anything is written or loaded).
+#ifdef SPENSE_HAVE_CUDA
+  std::unique_ptr<PruneCompute> gpu_compute;
+  std::unique_ptr<CalibrationRunner> gpu_runner;
+  if (a.device == "cuda") {
+    gpu_compute = cuda::make_gpu_prune_compute();
+    gpu_runner = cuda::make_gpu_calibration_runner();
+  }
+#endif
+
   // Calibration tokens: each file tokenized on its own, ids concatenated.
   const std::string tok_path = a.model + "/tokenizer.json";
   if (!file_exists(tok_path))
@@ -188,16 +198,6 @@ void run_prune(const PruneArgs& a) {
     }
     write_file_atomic(a.save_calib, text.data(), text.size());
   }
-
-  // The GPU (a missing one is an input error, found before anything is written or loaded).
-#ifdef SPENSE_HAVE_CUDA
-  std::unique_ptr<PruneCompute> gpu_compute;
-  std::unique_ptr<CalibrationRunner> gpu_runner;
-  if (a.device == "cuda") {
-    gpu_compute = cuda::make_gpu_prune_compute();
-    gpu_runner = cuda::make_gpu_calibration_runner();
-  }
-#endif
 
   // The output directory (removed again if anything below fails).
   AtomicDir out(a.out, a.force);
@@ -366,7 +366,7 @@ void run_prune(const PruneArgs& a) {
                 res.total_seconds, human_bytes(peak_rss_bytes()).c_str());
   }
   std::fprintf(stderr, "peak RSS: %s\n", human_bytes(peak_rss_bytes()).c_str());
-  if (peak_gpu) std::fprintf(stderr, "peak GPU memory in use: %s\n", human_bytes(peak_gpu).c_str());
+  if (peak_gpu) std::fprintf(stderr, "peak GPU memory in use (all processes): %s\n", human_bytes(peak_gpu).c_str());
 }
 
 }  // namespace

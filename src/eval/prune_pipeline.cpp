@@ -34,6 +34,9 @@ class CpuCalibrationRunner final : public CalibrationRunner {
  public:
   const char* name() const override { return "cpu"; }
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
+    if (int64_t(acts.size()) != S * T * model.hidden_size())
+      throw Error("calibration runner: " + std::to_string(acts.size()) + " activations, expected " +
+                  std::to_string(S) + " x " + std::to_string(T) + " x " + std::to_string(model.hidden_size()), 1);
     acts_ = std::move(acts);
     S_ = S;
     T_ = T;

@@ -128,6 +128,7 @@ TEST(GpuPrune, PruneLayerMakesTheSameChoices) {
     const PruneResult c = prune_layer(o, W, H);
     o.compute = &gpu();
     const PruneResult g = prune_layer(o, W, H);
+    EXPECT_EQ(prune_layer(o, W, H).W.data, g.W.data) << lc.label << ": the GPU path is deterministic";
     EXPECT_EQ(g.layout.dense_tiles, c.layout.dense_tiles) << lc.label;
     int64_t mask_diff = 0;
     double wdiff = 0;

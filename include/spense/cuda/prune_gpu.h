@@ -5,8 +5,11 @@
 //  - make_gpu_calibration_runner(): the calibration forwards (CalibrationRunner,
 //    spense/pipeline.h) in fp32 with cuBLAS SGEMM (no TF32) and kernels that follow the CPU
 //    reference operation by operation, and the Hessians as fp64 SYRK on the GPU. The
-//    activations stay on the GPU when they fit in half of its free memory, else in host
-//    memory (one window on the GPU at a time).
+//    activations stay on the GPU when they fit in 90% of its free memory beside one block's
+//    needs, else in host memory (one window on the GPU at a time); see ActivationPlacement.
+// The OBS column block on the GPU is 128 whatever PruneOptions::blocksize says (lazy
+// batching is exact for any width; only the rounding differs). Both objects use one cuBLAS
+// / cuSOLVER handle and are not thread-safe: one per thread.
 // Every choice is still made by prune_layer / prune_model on the host, so the CPU and GPU
 // paths differ only by floating-point rounding (tests/cuda/test_cuda_prune.cpp).
 #pragma once
@@ -30,7 +33,8 @@ enum class ActivationPlacement : uint8_t {
 std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p = ActivationPlacement::AUTO);
 
 // Largest device memory in use (total - free, all processes) seen by the GPU pruning code
-// since the process started: sampled after each of its allocations.
+// since the process started: sampled after each of its own allocations (library workspaces
+// allocated later inside cuBLAS / cuSOLVER calls are not seen).
 uint64_t gpu_prune_peak_bytes();
 // The device's name, for reports.
 std::string gpu_device_name();

@@ -51,7 +51,11 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     else if (k == "--nsamples") o->nsamples = count(k, v);
     else if (k == "--seqlen") o->seqlen = count(k, v);
     else if (k == "--tile") o->prune.tile = count(k, v);
-    else if (k == "--seed") o->seed = uint64_t(count(k, v));
+    else if (k == "--seed") {
+      const double d = bench_number("bench-prune", k, v);
+      if (d < 0 || d != static_cast<int64_t>(d)) throw Error("bench-prune: --seed must be a non-negative integer");
+      o->seed = uint64_t(d);
+    }
     else if (k == "--json") o->json = v;
     else if (k == "--device") {
       if (v != "cuda" && v != "cpu") throw Error("bench-prune: --device must be cuda or cpu, got '" + v + "'");
@@ -149,7 +153,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
               "outside calibration and prune_layer (embedding, packing, unpacking): %.1f s\n",
               sum.inverse_s, sum.select_s, sum.obs_s, sum.error_s,
               sum.total_s - sum.inverse_s - sum.select_s - sum.obs_s - sum.error_s, other);
-  std::printf("peak GPU memory in use %.2f GB, peak host RSS %.2f GB\n", double(peak_gpu) * 1e-9,
+  std::printf("peak GPU memory in use (all processes) %.2f GB, peak host RSS %.2f GB\n", double(peak_gpu) * 1e-9,
               double(peak_rss_bytes()) * 1e-9);
   if (!o.json.empty()) {
     nlohmann::ordered_json j;

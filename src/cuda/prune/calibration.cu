@@ -2,7 +2,8 @@
 // fp32, one calibration window at a time, with the four linear inputs' Hessians accumulated
 // as fp64 SYRK. Each kernel follows the CPU reference in src/model/ops.cpp (same formulas,
 // same order of roundings where a formula has a choice, no FMA contraction in RoPE), so the
-// two paths differ only by the summation order of the matrix products.
+// two paths differ by rounding only: the summation order of the matrix products, expf against
+// glibc's, and the softmax normalised before the value product (the CPU scales after it).
 // Attention is computed with full T x T score matrices per head (cuBLAS strided batches over
 // the KV heads, one batch per query head of a group) and a causal softmax kernel.
 // The layer's weights are uploaded at every call (the pipeline changes them between calls).
@@ -144,6 +145,9 @@ class GpuCalibrationRunner final : public CalibrationRunner {
 
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
     const ModelConfig& c = model.config();
+    if (int64_t(acts.size()) != S * T * c.hidden_size)
+      throw Error("calibration runner: " + std::to_string(acts.size()) + " activations, expected " +
+                  std::to_string(S) + " x " + std::to_string(T) + " x " + std::to_string(c.hidden_size), 1);
     S_ = S, T_ = T, H_ = c.hidden_size, D_ = c.head_dim, NH_ = c.num_heads, NKV_ = c.num_kv_heads;
     QD_ = NH_ * D_, KVD_ = NKV_ * D_, I_ = c.intermediate_size;
     eps_ = float(c.rms_norm_eps);
@@ -168,9 +172,12 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     sin_ = device_upload(sn.data(), sn.size() * sizeof(float));
     size_t free_b = 0, total_b = 0;
     SPENSE_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    // Room for the Hessians and one layer's weights besides the activations.
+    // Room besides the activations for the Hessians, one layer's weights, and the pruning of the
+    // largest projection that follows (inverse factor: two K x K; OBS: W, U and the errors).
+    const int64_t Kmax = std::max({H_, QD_, I_}), NKmax = std::max(I_ * H_, QD_ * H_);
     const double need_other = 8.0 * double(H_ * H_ * 2 + QD_ * QD_ + I_ * I_) +
-                              4.0 * double(3 * H_ * I_ + H_ * (QD_ + 2 * KVD_) + QD_ * H_);
+                              4.0 * double(3 * H_ * I_ + H_ * (QD_ + 2 * KVD_) + QD_ * H_) +
+                              8.0 * double(2 * Kmax * Kmax + NKmax);
     on_device_ = placement_ == ActivationPlacement::DEVICE ||
                  (placement_ == ActivationPlacement::AUTO && 4.0 * double(elems) + need_other < 0.9 * double(free_b));
     if (on_device_) {

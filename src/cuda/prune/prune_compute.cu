@@ -62,7 +62,10 @@ std::string gpu_device_name() {
 
 BlasHandle::BlasHandle() {
   SPENSE_CUDA_CHECK(cublasCreate(&h_));
-  SPENSE_CUDA_CHECK(cublasSetMathMode(h_, CUBLAS_DEFAULT_MATH));
+  if (cublasSetMathMode(h_, CUBLAS_DEFAULT_MATH) != CUBLAS_STATUS_SUCCESS) {
+    cublasDestroy(h_);
+    throw Error("cuBLAS: cublasSetMathMode(CUBLAS_DEFAULT_MATH) failed", 1);
+  }
 }
 BlasHandle::~BlasHandle() {
   if (h_) cublasDestroy(h_);
@@ -105,16 +108,14 @@ __global__ void diag_kernel(const T* __restrict__ U, T* __restrict__ d, int64_t 
 // the block's columns l, l+32, l+64, l+96. Mirrors row_block_impl() in src/prune/obs.cpp:
 // at each group start the 2:4 mask is chosen from the updated weights by w^2 / U_jj^2;
 // err = (w - q) / U_jj goes to E (row-major N x bw) and to the later columns of the block.
+// Each row belongs to one warp, so err_row needs no atomics; err_col is summed from E after.
 template <class T>
 __global__ void __launch_bounds__(256) obs_block_kernel(T* __restrict__ W, int64_t N, int64_t K,
                                                         const T* __restrict__ U, const T* __restrict__ ud,
                                                         const uint8_t* __restrict__ prunable, int64_t i1, int bw,
                                                         T* __restrict__ E, double* __restrict__ err_row,
-                                                        double* __restrict__ err_col,
                                                         unsigned long long* __restrict__ updates) {
-  __shared__ double col_acc[kObsBlock];
   __shared__ unsigned long long upd_acc;
-  for (int c = threadIdx.x; c < kObsBlock; c += blockDim.x) col_acc[c] = 0.0;
   if (threadIdx.x == 0) upd_acc = 0;
   __syncthreads();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -170,7 +171,6 @@ __global__ void __launch_bounds__(256) obs_block_kernel(T* __restrict__ W, int64
           const double e2 = double(err) * double(err);
           es += e2;
           upd += (unsigned long long)(bw - i - 1);
-          if (lane == il) atomicAdd(&col_acc[i], e2);
         }
       }
     }
@@ -185,9 +185,27 @@ __global__ void __launch_bounds__(256) obs_block_kernel(T* __restrict__ W, int64
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < bw; c += blockDim.x)
-    if (col_acc[c] != 0.0) atomicAdd(&err_col[i1 + c], col_acc[c]);
   if (threadIdx.x == 0 && upd_acc) atomicAdd(updates, upd_acc);
+}
+
+// err_col[i1 + c] += sum_r E[r][c]^2 for the block's columns, one CTA per column, in a fixed
+// order (no floating-point atomics), so the axis-in error ranking is the same on every run.
+template <class T>
+__global__ void err_col_kernel(const T* __restrict__ E, int64_t N, int bw, int64_t i1, double* __restrict__ err_col) {
+  __shared__ double part[256];
+  const int c = blockIdx.x;
+  double s = 0;
+  for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
+    const double e = double(E[r * bw + c]);
+    s += e * e;
+  }
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) err_col[i1 + c] += part[0];
 }
 
 inline void gemm(cublasHandle_t h, int m, int n, int k, const double* A, int lda, const double* B, int ldb,
@@ -203,8 +221,15 @@ inline void gemm(cublasHandle_t h, int m, int n, int k, const float* A, int lda,
 
 class GpuPruneCompute final : public PruneCompute {
  public:
-  GpuPruneCompute() { SPENSE_CUDA_CHECK(cusolverDnCreate(&solver_)); }
+  GpuPruneCompute() {
+    SPENSE_CUDA_CHECK(cusolverDnCreate(&solver_));
+    if (cusolverDnCreateParams(&params_) != CUSOLVER_STATUS_SUCCESS) {
+      cusolverDnDestroy(solver_);
+      throw Error("cuSOLVER: cusolverDnCreateParams failed", 1);
+    }
+  }
   ~GpuPruneCompute() override {
+    if (params_) cusolverDnDestroyParams(params_);
     if (solver_) cusolverDnDestroy(solver_);
   }
   const char* name() const override { return "cuda"; }
@@ -218,20 +243,23 @@ class GpuPruneCompute final : public PruneCompute {
     DeviceBuffer ddead = device_alloc<uint8_t>(K), dinfo = device_alloc<int>(1);
     SPENSE_CUDA_CHECK(cudaMemcpy(dH.get(), H, size_t(n) * sizeof(double), cudaMemcpyHostToDevice));
     SPENSE_CUDA_CHECK(cudaMemcpy(ddead.get(), f.dead.data(), size_t(K), cudaMemcpyHostToDevice));
-    int lwork = 0;
-    SPENSE_CUDA_CHECK(cusolverDnDpotrf_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, int(K), dA.as<double>(),
-                                                  int(K), &lwork));
-    DeviceBuffer work = device_alloc<double>(std::max(lwork, 1));
+    // The 64-bit API: K^2 exceeds 2^31 from K = 46341 (Llama-3 405B's MLP has K = 53248).
+    size_t pot_dev = 0, pot_host = 0;
+    SPENSE_CUDA_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, CUDA_R_64F,
+                                                  dA.get(), K, CUDA_R_64F, &pot_dev, &pot_host));
+    DeviceBuffer work = device_alloc<uint8_t>(int64_t(pot_dev));
+    std::vector<uint8_t> pot_hwork(std::max<size_t>(pot_host, 1));
     for (int attempt = 0;; ++attempt) {
       reverse_damp_kernel<<<grid_for(n), 256>>>(dH.as<double>(), dA.as<double>(), K, f.lambda, ddead.as<uint8_t>());
       SPENSE_CUDA_CHECK_LAUNCH();
       // Row-major lower = column-major upper (as dpotrf on the CPU): A = R R^T, R row-major lower.
-      SPENSE_CUDA_CHECK(cusolverDnDpotrf(solver_, CUBLAS_FILL_MODE_UPPER, int(K), dA.as<double>(), int(K),
-                                         work.as<double>(), lwork, dinfo.as<int>()));
+      SPENSE_CUDA_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, CUDA_R_64F, dA.get(), K,
+                                         CUDA_R_64F, work.get(), pot_dev, pot_hwork.data(), pot_host,
+                                         dinfo.as<int>()));
       int info = 0;
       SPENSE_CUDA_CHECK(cudaMemcpy(&info, dinfo.get(), sizeof(int), cudaMemcpyDeviceToHost));
       if (info == 0) break;
-      if (info < 0) throw Error(tag(layer) + ": cusolverDnDpotrf argument error " + std::to_string(info), 1);
+      if (info < 0) throw Error(tag(layer) + ": cusolverDnXpotrf argument error " + std::to_string(info), 1);
       detail::inverse_factor_raise_damping(layer, f, attempt, percdamp, mean_diag);
     }
     work.reset();
@@ -312,8 +340,9 @@ class GpuPruneCompute final : public PruneCompute {
     for (int64_t i1 = 0; i1 < K; i1 += kObsBlock) {
       const int64_t i2 = std::min(i1 + kObsBlock, K), bw = i2 - i1;
       obs_block_kernel<T><<<ctas, threads>>>(dW.as<T>(), N, K, dU.as<T>(), dud.as<T>(), dp.as<uint8_t>(), i1,
-                                             int(bw), dE.as<T>(), drow.as<double>(), dcol.as<double>(),
-                                             dupd.as<unsigned long long>());
+                                             int(bw), dE.as<T>(), drow.as<double>(), dupd.as<unsigned long long>());
+      SPENSE_CUDA_CHECK_LAUNCH();
+      err_col_kernel<T><<<unsigned(bw), 256>>>(dE.as<T>(), N, int(bw), i1, dcol.as<double>());
       SPENSE_CUDA_CHECK_LAUNCH();
       if (i2 < K) {
         // Row-major W[:, i2:] -= E U[i1:i2, i2:]; column-major: W^T[i2:, :] -= U^T[i2:, i1:i2] E^T.
@@ -331,6 +360,7 @@ class GpuPruneCompute final : public PruneCompute {
   }
 
   cusolverDnHandle_t solver_ = nullptr;
+  cusolverDnParams_t params_ = nullptr;
   BlasHandle blas_;
 };
 
