@@ -80,10 +80,7 @@ struct PlanOptions {
 std::vector<LayerPlan> plan_model(const ModelConfig& cfg, const std::map<std::string, ProjFormat>& from_checkpoint,
                                   const PlanOptions& opts);
 
-// Shape of projection p: {out, in}.
-std::pair<int64_t, int64_t> proj_shape(const ModelConfig& cfg, Proj p);
-// HF module path of projection p in layer l ("model.layers.l.self_attn.q_proj").
-std::string proj_module(int64_t layer, Proj p);
+// proj_shape() and proj_module(): spense/model.h.
 
 // Dense tiles spread evenly for a dense ratio d (round(d * tiles) of them, deterministic).
 std::vector<int64_t> spread_dense_tiles(int64_t tiles, double d);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spense/config.h"
@@ -34,6 +35,10 @@ inline constexpr Proj kAllProjs[] = {Proj::Q, Proj::K, Proj::V, Proj::O,
                                      Proj::GATE, Proj::UP, Proj::DOWN};
 // HF module path inside a layer: "self_attn.q_proj", ..., "mlp.down_proj".
 const char* proj_name(Proj p);
+// HF module path of projection p in layer l ("model.layers.l.self_attn.q_proj").
+std::string proj_module(int64_t layer, Proj p);
+// Shape of projection p of a config: {out, in}.
+std::pair<int64_t, int64_t> proj_shape(const ModelConfig& cfg, Proj p);
 
 // The distinct inputs the projections read. Q, K and V share one input, as do GATE and UP,
 // so a hook sees four activations per layer, not seven.

@@ -101,6 +101,7 @@ struct PipelineResult {
   double calib_seconds = 0;   // forward passes (dense + pruned) and Hessian accumulation
   double prune_seconds = 0;   // prune_layer calls
   double total_seconds = 0;
+  std::vector<double> layer_seconds;  // per decoder layer: both passes and its prune_layer calls
 };
 
 // Prune model in place. windows: token ids, all of one length (at most the model's

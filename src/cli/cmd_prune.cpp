@@ -65,21 +65,6 @@ bool inside_or_same(const std::string& child, const std::string& parent) {
                              child[parent.size()] == '/');
 }
 
-// (out, in) of the seven projections from the config.
-std::pair<int64_t, int64_t> proj_shape(const ModelConfig& c, Proj p) {
-  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  switch (p) {
-    case Proj::Q: return {q, c.hidden_size};
-    case Proj::K:
-    case Proj::V: return {kv, c.hidden_size};
-    case Proj::O: return {c.hidden_size, q};
-    case Proj::GATE:
-    case Proj::UP: return {c.intermediate_size, c.hidden_size};
-    case Proj::DOWN: return {c.hidden_size, c.intermediate_size};
-  }
-  return {0, 0};
-}
-
 void run_prune(const PruneArgs& a) {
   // --- cheap checks first ---
   PruneOptions po;
@@ -134,7 +119,7 @@ void run_prune(const PruneArgs& a) {
   for (int64_t l = 0; l < cfg.num_layers; ++l)
     for (Proj p : kAllProjs) {
       const auto [N, K] = proj_shape(cfg, p);
-      const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+      const std::string name = proj_module(l, p);
       const TensorRef t = ckpt.get(name + ".weight", {N, K});
       const DType dt = t.info->dtype;
       if (dt != DType::F32 && dt != DType::BF16 && dt != DType::F16)

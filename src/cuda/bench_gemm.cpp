@@ -194,6 +194,13 @@ double bench_number(const std::string& who, const std::string& flag, const std::
   return d;
 }
 
+int64_t bench_count(const std::string& who, const std::string& flag, const std::string& v, int64_t min) {
+  const double d = bench_number(who, flag, v);
+  if (d < double(min) || d != static_cast<double>(static_cast<int64_t>(d)))
+    throw Error(who + ": " + flag + " must be a " + (min >= 1 ? "positive" : "non-negative") + " integer");
+  return static_cast<int64_t>(d);
+}
+
 float bench_median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.f : v[v.size() / 2];

@@ -94,7 +94,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, Calibra
     const LayerWeights& lw = model.layer(l);
     std::vector<Hessian> hs = runner.hessians(model, l, {});
     for (Proj p : kAllProjs) {
-      const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+      const std::string name = proj_module(l, p);
       if (skip && std::regex_search(name, *skip)) continue;
       const Linear& lin = lw.proj(p);
       const Hessian& H = hs[size_t(static_cast<int>(proj_input(p)))];
@@ -236,7 +236,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
       PrunedProjection pp;
       pp.layer = l;
       pp.proj = p;
-      pp.name = "model.layers." + std::to_string(l) + "." + proj_name(p);
+      pp.name = proj_module(l, p);
       Linear& lin = lw.proj(p);
       const DType dt = opts.dtypes.empty() ? DType::F32 : opts.dtypes[size_t(l * 7 + static_cast<int>(p))];
       if (use_skip && std::regex_search(pp.name, skip)) {
@@ -283,10 +283,11 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
     t0 = Clock::now();
     runner->advance(model, l, [&] { bar.update(++step); });
     res.calib_seconds += since(t0);
+    res.layer_seconds.push_back(since(t_layer));
     char buf[256];
     std::snprintf(buf, sizeof buf, "layer %lld/%lld: %d projections pruned, relative error %.4g, %.2f s",
                   static_cast<long long>(l + 1), static_cast<long long>(L), pruned,
-                  layer_energy > 0 ? layer_err / layer_energy : 0.0, since(t_layer));
+                  layer_energy > 0 ? layer_err / layer_energy : 0.0, res.layer_seconds.back());
     log(buf);
   }
   bar.finish();

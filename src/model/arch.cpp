@@ -174,6 +174,24 @@ const char* proj_name(Proj p) {
   return "";
 }
 
+std::pair<int64_t, int64_t> proj_shape(const ModelConfig& c, Proj p) {
+  const int64_t qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
+  switch (p) {
+    case Proj::Q: return {qd, c.hidden_size};
+    case Proj::K:
+    case Proj::V: return {kvd, c.hidden_size};
+    case Proj::O: return {c.hidden_size, qd};
+    case Proj::GATE:
+    case Proj::UP: return {c.intermediate_size, c.hidden_size};
+    case Proj::DOWN: return {c.hidden_size, c.intermediate_size};
+  }
+  return {0, 0};
+}
+
+std::string proj_module(int64_t layer, Proj p) {
+  return "model.layers." + std::to_string(layer) + "." + proj_name(p);
+}
+
 const char* linear_input_name(LinearInput r) {
   switch (r) {
     case LinearInput::QKV: return "qkv";

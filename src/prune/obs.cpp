@@ -108,7 +108,6 @@ void inverse_factor_raise_damping(const std::string& layer, InverseFactor& f, in
 InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t K, double percdamp) {
   InverseFactor f;
   const double mean_diag = inverse_factor_start(f, H, K, percdamp);
-  const double& lambda = f.lambda;
   std::vector<double> A(size_t(K) * size_t(K));
   for (int attempt = 0;; ++attempt) {
     // A = J (H_fix + lambda I) J, row-major.
@@ -116,7 +115,7 @@ InverseFactor inverse_factor(const std::string& layer, const double* H, int64_t 
       const double* h = H + (K - 1 - i) * K;
       double* a = A.data() + i * K;
       for (int64_t j = 0; j < K; ++j) a[j] = h[K - 1 - j];
-      a[i] += lambda + (f.dead[size_t(K - 1 - i)] ? 1.0 : 0.0);
+      a[i] += f.lambda + (f.dead[size_t(K - 1 - i)] ? 1.0 : 0.0);
     }
     // Row-major lower = column-major upper: this yields A = R R^T with R lower (row-major).
     const lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', lapack_int(K), A.data(), lapack_int(K));

@@ -63,6 +63,9 @@ void bench_next_flag(const std::vector<std::string>& args, size_t& i, bool takes
 std::vector<std::string> bench_split_list(const std::string& s);
 // The number in v; throws spense::Error "<who>: <flag> expects a number, got '<v>'" otherwise.
 double bench_number(const std::string& who, const std::string& flag, const std::string& v);
+// The integer >= min (0 or 1) in v; throws "<who>: <flag> must be a positive integer" (min 1) or
+// "... a non-negative integer" (min 0) otherwise.
+int64_t bench_count(const std::string& who, const std::string& flag, const std::string& v, int64_t min = 1);
 // Median of timings (the upper middle element for even counts; 0 for none).
 float bench_median(std::vector<float> v);
 

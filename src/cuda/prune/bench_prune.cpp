@@ -32,11 +32,7 @@ std::string bench_prune_usage() {
 }
 
 bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOptions* o) {
-  auto count = [](const std::string& flag, const std::string& v) {
-    const double d = bench_number("bench-prune", flag, v);
-    if (d < 1 || d != static_cast<int64_t>(d)) throw Error("bench-prune: " + flag + " must be a positive integer");
-    return static_cast<int64_t>(d);
-  };
+  auto count = [](const std::string& flag, const std::string& v) { return bench_count("bench-prune", flag, v); };
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
     if (args[i] == "--fp32-obs") {
@@ -51,11 +47,7 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     else if (k == "--nsamples") o->nsamples = count(k, v);
     else if (k == "--seqlen") o->seqlen = count(k, v);
     else if (k == "--tile") o->prune.tile = count(k, v);
-    else if (k == "--seed") {
-      const double d = bench_number("bench-prune", k, v);
-      if (d < 0 || d != static_cast<int64_t>(d)) throw Error("bench-prune: --seed must be a non-negative integer");
-      o->seed = uint64_t(d);
-    }
+    else if (k == "--seed") o->seed = uint64_t(bench_count("bench-prune", k, v, 0));
     else if (k == "--json") o->json = v;
     else if (k == "--device") {
       if (v != "cuda" && v != "cpu") throw Error("bench-prune: --device must be cuda or cpu, got '" + v + "'");
@@ -107,14 +99,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
     opts.prune.compute = compute.get();
     opts.runner = runner.get();
   }
-  std::vector<double> block_s;
-  auto t_block = Clock::now();
-  opts.log = [&](const std::string& line) {
-    const auto now = Clock::now();
-    block_s.push_back(std::chrono::duration<double>(now - t_block).count());
-    t_block = now;
-    std::fprintf(stderr, "%s\n", line.c_str());
-  };
+  opts.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   std::fprintf(stderr, "bench-prune: %s shapes (hidden %lld, intermediate %lld, %lld/%lld heads), %lld of %lld layers, "
                "%lld x %lld calibration tokens, %s on %s (random weights generated in %.1f s)\n",
                o.preset.c_str(), (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
@@ -122,13 +107,14 @@ void run_bench_prune(const BenchPruneOptions& o) {
                (long long)o.nsamples, (long long)o.seqlen, prune_method_name(o.prune.method),
                o.device == "cuda" ? gpu_device_name().c_str() : "cpu", gen_s);
   const auto t0 = Clock::now();
-  t_block = t0;
   const PipelineResult res = prune_model(model, windows, opts);
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
+  const std::vector<double>& block_s = res.layer_seconds;
   double sum_blocks = 0;
   for (double s : block_s) sum_blocks += s;
-  // Blocks after the first exclude one-time setup (activation upload, handles): the per-block
-  // figure for extrapolation is their mean when there are at least two.
+  // The first block also pays one-time costs (handles, first allocations); the per-block figure
+  // for extrapolation is the mean of the others when there are at least two. Setup: the run's
+  // time outside the blocks (embedding, activation upload) plus block 0's excess.
   double per_block = block_s.empty() ? 0 : sum_blocks / double(block_s.size());
   if (block_s.size() >= 2) per_block = (sum_blocks - block_s[0]) / double(block_s.size() - 1);
   const double setup = total - sum_blocks + (block_s.empty() ? 0 : block_s[0] - per_block);

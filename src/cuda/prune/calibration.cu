@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cuda/prune/gpu_common.h"
+#include "cuda/reduce.cuh"
 #include "model/ops.h"
 #include "spense/cuda/prune_gpu.h"
 #include "spense/error.h"
@@ -26,20 +27,11 @@ __global__ void rmsnorm_kernel(const float* x, int64_t dim, const float* __restr
   const int64_t r = blockIdx.x;
   const float* xr = x + r * dim;
   float* yr = y + r * dim;
-  __shared__ double part[32];
   double ss = 0;
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) ss += double(xr[j]) * double(xr[j]);
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_down_sync(0xffffffffu, ss, o);
-  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double t = 0;
-    for (int i = 0; i < int(blockDim.x + 31) / 32; ++i) t += part[i];
-    part[0] = t;
-  }
-  __syncthreads();
+  ss = block_sum(ss);
   // As ops::rmsnorm: variance rounded to fp32, + eps in fp32, 1/sqrt in fp64 rounded to fp32.
-  const float var = float(part[0] / double(dim));
+  const float var = float(ss / double(dim));
   const float inv = float(1.0 / sqrt(double(var + eps)));
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) yr[j] = __fmul_rn(w[j], __fmul_rn(xr[j], inv));
 }
@@ -75,36 +67,16 @@ __global__ void softmax_causal_kernel(float* __restrict__ S, int64_t T) {
   const int64_t row = blockIdx.x, t = row % T;
   float* p = S + row * T;
   const int64_t visible = t + 1;
-  __shared__ float red[32];
   float mx = -INFINITY;
   for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) mx = fmaxf(mx, p[j]);
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_down_sync(0xffffffffu, mx, o));
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float m = -INFINITY;
-    for (int i = 0; i < int(blockDim.x + 31) / 32; ++i) m = fmaxf(m, red[i]);
-    red[0] = m;
-  }
-  __syncthreads();
-  mx = red[0];
-  __syncthreads();
+  mx = block_max(mx);
   float sum = 0;
   for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) {
     const float e = expf(p[j] - mx);
     p[j] = e;
     sum += e;
   }
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_down_sync(0xffffffffu, sum, o);
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = sum;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float s = 0;
-    for (int i = 0; i < int(blockDim.x + 31) / 32; ++i) s += red[i];
-    red[0] = s;
-  }
-  __syncthreads();
-  const float inv = 1.0f / red[0];
+  const float inv = 1.0f / block_sum(sum);
   for (int64_t j = threadIdx.x; j < T; j += blockDim.x) p[j] = j < visible ? p[j] * inv : 0.0f;
 }
 
@@ -181,8 +153,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     on_device_ = placement_ == ActivationPlacement::DEVICE ||
                  (placement_ == ActivationPlacement::AUTO && 4.0 * double(elems) + need_other < 0.9 * double(free_b));
     if (on_device_) {
-      acts_dev_ = device_alloc<float>(elems);
-      SPENSE_CUDA_CHECK(cudaMemcpy(acts_dev_.get(), acts.data(), size_t(elems) * sizeof(float), cudaMemcpyHostToDevice));
+      acts_dev_ = device_copy_of(acts.data(), elems);
     } else {
       acts_host_ = std::move(acts);
     }
@@ -261,9 +232,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
 
   static DeviceBuffer upload(const std::vector<float>& v) {
     if (v.empty()) return {};
-    DeviceBuffer b = device_alloc<float>(int64_t(v.size()));
-    SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
-    return b;
+    return device_copy_of(v.data(), int64_t(v.size()));
   }
 
   void upload_layer(const Model& model, int64_t l) {

@@ -20,6 +20,15 @@ inline void check_status(cusolverStatus_t s, const char* stmt, const char* file,
 // Records total - free device memory into the high-water mark of gpu_prune_peak_bytes().
 void note_device_memory();
 
+// A device copy of n elements of T from host memory (device_upload, runtime.h), noted in the
+// high-water mark.
+template <class T>
+DeviceBuffer device_copy_of(const T* src, int64_t n) {
+  DeviceBuffer b = device_upload(src, size_t(n) * sizeof(T));
+  note_device_memory();
+  return b;
+}
+
 // A device buffer of n elements of T (uninitialised), noted in the high-water mark.
 template <class T>
 DeviceBuffer device_alloc(int64_t n) {

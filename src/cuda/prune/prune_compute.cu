@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda/prune/gpu_common.h"
+#include "cuda/reduce.cuh"
 #include "prune/keep24.h"
 #include "prune/obs.h"
 #include "spense/cuda/prune_gpu.h"
@@ -192,20 +193,14 @@ __global__ void __launch_bounds__(256) obs_block_kernel(T* __restrict__ W, int64
 // order (no floating-point atomics), so the axis-in error ranking is the same on every run.
 template <class T>
 __global__ void err_col_kernel(const T* __restrict__ E, int64_t N, int bw, int64_t i1, double* __restrict__ err_col) {
-  __shared__ double part[256];
   const int c = blockIdx.x;
   double s = 0;
   for (int64_t r = threadIdx.x; r < N; r += blockDim.x) {
     const double e = double(E[r * bw + c]);
     s += e * e;
   }
-  part[threadIdx.x] = s;
-  __syncthreads();
-  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
-    if (threadIdx.x < o) part[threadIdx.x] += part[threadIdx.x + o];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) err_col[i1 + c] += part[0];
+  s = block_sum(s);
+  if (threadIdx.x == 0) err_col[i1 + c] += s;
 }
 
 inline void gemm(cublasHandle_t h, int m, int n, int k, const double* A, int lda, const double* B, int ldb,
@@ -239,10 +234,8 @@ class GpuPruneCompute final : public PruneCompute {
     InverseFactor f;
     const double mean_diag = detail::inverse_factor_start(f, H, K, percdamp);
     const int64_t n = K * K;
-    DeviceBuffer dH = device_alloc<double>(n), dA = device_alloc<double>(n);
-    DeviceBuffer ddead = device_alloc<uint8_t>(K), dinfo = device_alloc<int>(1);
-    SPENSE_CUDA_CHECK(cudaMemcpy(dH.get(), H, size_t(n) * sizeof(double), cudaMemcpyHostToDevice));
-    SPENSE_CUDA_CHECK(cudaMemcpy(ddead.get(), f.dead.data(), size_t(K), cudaMemcpyHostToDevice));
+    DeviceBuffer dH = device_copy_of(H, n), dA = device_alloc<double>(n);
+    DeviceBuffer ddead = device_copy_of(f.dead.data(), K), dinfo = device_alloc<int>(1);
     // The 64-bit API: K^2 exceeds 2^31 from K = 46341 (Llama-3 405B's MLP has K = 53248).
     size_t pot_dev = 0, pot_host = 0;
     SPENSE_CUDA_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, CUDA_R_64F,
@@ -297,9 +290,8 @@ class GpuPruneCompute final : public PruneCompute {
   double quad_form_rows(const double* V, int64_t N, int64_t K, const double* H) const override {
     if (N == 0 || K == 0) return 0;
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(N, (int64_t(1) << 27) / K));
-    DeviceBuffer dH = device_alloc<double>(K * K), dV = device_alloc<double>(chunk * K),
+    DeviceBuffer dH = device_copy_of(H, K * K), dV = device_alloc<double>(chunk * K),
                  dC = device_alloc<double>(chunk * K);
-    SPENSE_CUDA_CHECK(cudaMemcpy(dH.get(), H, size_t(K * K) * sizeof(double), cudaMemcpyHostToDevice));
     double total = 0;
     const double one = 1, zero = 0;
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
@@ -322,15 +314,10 @@ class GpuPruneCompute final : public PruneCompute {
     if (N == 0) return 0;
     (void)B;  // the device block width is kObsBlock; lazy batching is exact for any width
     const int64_t bw_max = std::min<int64_t>(kObsBlock, K);
-    DeviceBuffer dW = device_alloc<T>(N * K), dU = device_alloc<T>(K * K), dud = device_alloc<T>(K),
-                 dp = device_alloc<uint8_t>(K), dE = device_alloc<T>(N * bw_max),
-                 drow = device_alloc<double>(N), dcol = device_alloc<double>(K),
+    DeviceBuffer dW = device_copy_of(W, N * K), dU = device_copy_of(U, K * K), dud = device_alloc<T>(K),
+                 dp = device_copy_of(prunable, K), dE = device_alloc<T>(N * bw_max),
+                 drow = device_copy_of(err_row, N), dcol = device_copy_of(err_col, K),
                  dupd = device_alloc<unsigned long long>(1);
-    SPENSE_CUDA_CHECK(cudaMemcpy(dW.get(), W, size_t(N * K) * sizeof(T), cudaMemcpyHostToDevice));
-    SPENSE_CUDA_CHECK(cudaMemcpy(dU.get(), U, size_t(K * K) * sizeof(T), cudaMemcpyHostToDevice));
-    SPENSE_CUDA_CHECK(cudaMemcpy(dp.get(), prunable, size_t(K), cudaMemcpyHostToDevice));
-    SPENSE_CUDA_CHECK(cudaMemcpy(drow.get(), err_row, size_t(N) * sizeof(double), cudaMemcpyHostToDevice));
-    SPENSE_CUDA_CHECK(cudaMemcpy(dcol.get(), err_col, size_t(K) * sizeof(double), cudaMemcpyHostToDevice));
     SPENSE_CUDA_CHECK(cudaMemset(dupd.get(), 0, sizeof(unsigned long long)));
     diag_kernel<T><<<grid_for(K), 256>>>(dU.as<T>(), dud.as<T>(), K);
     SPENSE_CUDA_CHECK_LAUNCH();

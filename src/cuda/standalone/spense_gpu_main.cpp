@@ -26,11 +26,7 @@ int generate_ids(const std::vector<std::string>& args) {
   using namespace spense;
   std::string model, ids, dtype = "bf16", format = "auto";
   int64_t n = 32, copies = 1;
-  auto count = [](const std::string& flag, const std::string& v) {
-    const double d = cuda::bench_number("generate", flag, v);
-    if (d < 1 || d != static_cast<int64_t>(d)) throw Error("generate: " + flag + " must be a positive integer");
-    return static_cast<int64_t>(d);
-  };
+  auto count = [](const std::string& flag, const std::string& v) { return cuda::bench_count("generate", flag, v); };
   for (size_t i = 0; i < args.size(); ++i) {
     std::string k, v;
     cuda::bench_next_flag(args, i, true, "generate", &k, &v);

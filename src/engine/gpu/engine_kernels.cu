@@ -7,6 +7,7 @@
 #include <cfloat>
 #include <string>
 
+#include "cuda/reduce.cuh"
 #include "engine/gpu/engine_kernels.h"
 #include "spense/cuda/check.h"
 #include "spense/error.h"
@@ -26,29 +27,6 @@ __device__ __forceinline__ void unpack8(uint4 u, float (&f)[8]) {
   const bf16* e = reinterpret_cast<const bf16*>(&u);
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = __bfloat162float(e[i]);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Sum over the block (blockDim.x a multiple of 32, at most 1024).
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // part may still be read from a previous call
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  float t = lane < nw ? part[lane] : 0.f;
-  return warp_sum(t);
 }
 
 int blocks_for(size_t n, int threads) {
