@@ -192,6 +192,27 @@ TEST(CliCommands, BenchPruneRunsOnTheCpu) {
   }
 }
 
+// bench-prune --model streams a checkpoint's layers from disk; --layers cuts the depth and
+// the extrapolation uses the checkpoint's own layer count.
+TEST(CliCommands, BenchPruneStreamsACheckpoint) {
+  if (run("--help").out.find("bench-prune") == std::string::npos) GTEST_SKIP() << "built without CUDA";
+  const std::string m = quote(kHf + "/qwen3_tiny");  // 2 layers
+  const Result r = run("bench-prune --model " + m + " --layers 1 --nsamples 2 --seqlen 16 --tile 16 --device cpu");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("for 1 blocks"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("extrapolated to 2 blocks"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("qwen3_tiny shapes"), std::string::npos) << r.err;
+  const Result both = run("bench-prune --model " + m + " --synthetic tiny --device cpu");
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
+  const Result missing = run("bench-prune --model /nonexistent/dir --device cpu");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.err.find("/nonexistent/dir"), std::string::npos) << missing.err;
+  const Result deep = run("bench-prune --model " + m + " --layers 3 --device cpu");
+  EXPECT_EQ(deep.code, 2);
+  EXPECT_NE(deep.err.find("exceeds"), std::string::npos) << deep.err;
+}
+
 TEST(CliCommands, SynthIsDeterministicAndLoadable) {
   const fs::path a = tmp_root() / "synth_a", b = tmp_root() / "synth_b", c = tmp_root() / "synth_c";
   const std::string flags = " --arch qwen2 --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 80 --vocab 200";

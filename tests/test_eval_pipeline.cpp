@@ -306,4 +306,51 @@ TEST(PrunePipeline, GlobalBudgetSpendsTheSameDenseElements) {
   }
 }
 
+TEST(PrunePipeline, StreamingModelPrunesLikeAResidentOne) {
+  // A streaming model (layers read one at a time from their source, the next one in the
+  // background) must give the resident model's result exactly, hold only the current layer
+  // at its callback (the next one is still in the reader's hands), and hand every pruned
+  // layer to the callback.
+  ModelConfig cfg = tiny_config();
+  cfg.num_layers = 4;
+  for (bool global : {false, true}) {
+    SCOPED_TRACE(global ? "global budget" : "uniform budget");
+    PipelineOptions o;
+    o.prune.method = PruneMethod::SPENSEGPT;
+    o.prune.dense_ratio = 0.25;
+    o.prune.tile = 16;
+    o.global_budget = global;
+    const auto windows = random_windows(3, 24, cfg.vocab_size, 31);
+    Model resident = Model::random(cfg, 30);
+    const auto ra = prune_model(resident, windows, o);
+
+    Model streamed = Model::random(cfg, 30, /*stream_layers=*/true);
+    std::vector<LayerWeights> seen;
+    const auto rb = prune_model(streamed, windows, o, [&](const Model& m, int64_t l, PrunedProjection* projs) {
+      for (int64_t j = 0; j < m.num_layers(); ++j) {
+        EXPECT_EQ(m.layer_resident(j), j == l) << "layer " << j << " at the callback of " << l;
+      }
+      EXPECT_EQ(projs[0].layer, l);
+      EXPECT_EQ(projs[6].proj, Proj::DOWN);
+      seen.push_back(m.layer(l));
+      projs[3].tensor = SpenseTensor{};  // the callback may take the packed tensors
+    });
+    ASSERT_EQ(seen.size(), size_t(cfg.num_layers));
+    for (int64_t l = 0; l < cfg.num_layers; ++l) {
+      EXPECT_FALSE(streamed.layer_resident(l));
+      for (Proj p : kAllProjs) {
+        EXPECT_EQ(seen[size_t(l)].proj(p).weight, resident.layer(l).proj(p).weight) << proj_module(l, p);
+      }
+    }
+    ASSERT_EQ(ra.projections.size(), rb.projections.size());
+    for (size_t i = 0; i < ra.projections.size(); ++i) {
+      EXPECT_EQ(ra.projections[i].report.dense_tiles, rb.projections[i].report.dense_tiles) << ra.projections[i].name;
+      EXPECT_EQ(ra.projections[i].report.error, rb.projections[i].report.error) << ra.projections[i].name;
+      if (ra.projections[i].proj != Proj::O) {
+        EXPECT_EQ(spense_unpack_f32(ra.projections[i].tensor), spense_unpack_f32(rb.projections[i].tensor));
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -646,6 +646,68 @@ TEST(io_AtomicDir, CommitAbandonForce) {
 // Corrupted files: every truncation and many random byte flips in the header either open
 // (when the damage happens to leave a valid file) or throw spense::Error; never anything
 // else (no crash, no other exception type). Run under ASan/UBSan for full value.
+// ---- writer: spooled to disk -----------------------------------------------------------------
+
+TEST(io_Writer, SpooledWriterWritesTheSameBytes) {
+  // The same tensors added to an in-memory writer and to one that spools (part before and
+  // part after spool_to) give byte-identical files, and the spool leaves no file behind.
+  TmpDir d;
+  const std::string spool = d / "spool";
+  fs::create_directories(spool);
+  std::mt19937 rng(3);
+  SafetensorsWriter mem, sp;
+  const DType kinds[] = {DType::BF16, DType::F32, DType::U8, DType::I64, DType::F16};
+  for (int i = 0; i < 20; ++i) {
+    const DType t = kinds[i % 5];
+    const std::vector<int64_t> shape = {1 + i % 7, 3 + (i * 5) % 11};
+    std::vector<uint8_t> bytes(size_t(shape[0] * shape[1]) * dtype_size(t));
+    for (auto& b : bytes) b = static_cast<uint8_t>(rng());
+    const std::string name = "t" + std::to_string(i);
+    mem.add(name, t, shape, bytes.data(), bytes.size());
+    if (i == 4) sp.spool_to(spool);
+    sp.add(name, t, shape, bytes.data(), bytes.size());
+  }
+  std::vector<float> big(300000);
+  for (auto& x : big) x = std::uniform_real_distribution<float>(-1, 1)(rng);
+  mem.add_from_f32("big", DType::BF16, {300, 1000}, big.data());
+  sp.add_from_f32("big", DType::BF16, {300, 1000}, big.data());
+  mem.set_metadata("format", "pt");
+  sp.set_metadata("format", "pt");
+  EXPECT_TRUE(sp.has("t7"));
+  EXPECT_FALSE(sp.has("t99"));
+  EXPECT_TRUE(fs::is_empty(spool));  // unlinked at creation
+  EXPECT_THROW(sp.add("t3", DType::U8, {1}, "x", 1), Error);  // a repeated name, spooled or not
+  mem.write(d / "mem.safetensors");
+  sp.write(d / "spool.safetensors");
+  const std::string a = slurp(d / "mem.safetensors"), b = slurp(d / "spool.safetensors");
+  EXPECT_GT(a.size(), 600000u);
+  EXPECT_TRUE(a == b) << "spooled output differs (" << a.size() << " vs " << b.size() << " bytes)";
+  // A moved writer keeps its spool.
+  SafetensorsWriter moved = std::move(sp);
+  moved.write(d / "moved.safetensors");
+  EXPECT_TRUE(slurp(d / "moved.safetensors") == a);
+  EXPECT_TRUE(fs::is_empty(spool));
+}
+
+TEST(io_Checkpoint, DroppedPagesReadBackTheSameData) {
+  TmpDir d;
+  std::vector<float> v(1 << 20);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(i % 977) * 0.5f;
+  SafetensorsWriter w;
+  w.add_f32("a", {int64_t(v.size())}, v.data());
+  w.add_f32("b", {3}, v.data());
+  w.write(d / "model.safetensors");
+  Checkpoint c = Checkpoint::open(d.str());
+  EXPECT_EQ(c.load_f32("a", {int64_t(v.size())}), v);
+  c.drop_pages("a");
+  c.drop_pages("b");
+  c.drop_pages("absent");  // not an error: nothing to drop
+  EXPECT_EQ(c.load_f32("a", {int64_t(v.size())}), v);
+  EXPECT_EQ(c.load_f32("b", {3}), std::vector<float>(v.begin(), v.begin() + 3));
+  EXPECT_NO_THROW(c.check_float("a", {int64_t(v.size())}));
+  EXPECT_THROW(c.check_float("a", {3}), Error);
+}
+
 TEST(io_Safetensors, CorruptionNeverCrashes) {
   TmpDir d;
   SafetensorsWriter w;

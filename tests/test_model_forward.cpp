@@ -302,12 +302,13 @@ TEST(ModelForward, FlopsAndParams) {
   EXPECT_GT(m.forward_flops(64), 2.0 * 64 * (m.num_params() - c.vocab_size * c.hidden_size));
 }
 
-TEST(Synth, WrittenModelLoadsWithTheRandomWeightsRoundedToBf16) {
+// A small Qwen3 shape for the random-weight tests.
+ModelConfig small_qwen3(int64_t layers) {
   ModelConfig c;
   c.arch = Arch::QWEN3;
   c.model_type = "qwen3";
   c.hidden_size = 32;
-  c.num_layers = 2;
+  c.num_layers = layers;
   c.num_heads = 4;
   c.num_kv_heads = 2;
   c.head_dim = 16;
@@ -317,6 +318,11 @@ TEST(Synth, WrittenModelLoadsWithTheRandomWeightsRoundedToBf16) {
   c.qk_norm = true;
   c.tie_word_embeddings = true;
   c.rope.theta = 1e6;
+  return c;
+}
+
+TEST(Synth, WrittenModelLoadsWithTheRandomWeightsRoundedToBf16) {
+  const ModelConfig c = small_qwen3(2);
   TempDir tmp("synth");
   synth_write(c, 7, tmp.path.string());
   const Model loaded = Model::load(tmp.path.string(), ModelLoadOptions{true});
@@ -344,6 +350,117 @@ TEST(Synth, WrittenModelLoadsWithTheRandomWeightsRoundedToBf16) {
   // different seeds differ, same seed repeats
   EXPECT_EQ(Model::random(c, 7).layer(1).down.weight, rnd.layer(1).down.weight);
   EXPECT_NE(Model::random(c, 8).layer(1).down.weight, rnd.layer(1).down.weight);
+}
+
+// Every weight of two layers equal (norms, projections, biases).
+void expect_same_layer(const LayerWeights& a, const LayerWeights& b, const std::string& what) {
+  EXPECT_EQ(a.input_norm, b.input_norm) << what;
+  EXPECT_EQ(a.post_norm, b.post_norm) << what;
+  EXPECT_EQ(a.q_norm, b.q_norm) << what;
+  EXPECT_EQ(a.k_norm, b.k_norm) << what;
+  for (Proj p : kAllProjs) {
+    EXPECT_EQ(a.proj(p).weight, b.proj(p).weight) << what << " " << proj_name(p);
+    EXPECT_EQ(a.proj(p).bias, b.proj(p).bias) << what << " " << proj_name(p);
+  }
+}
+
+TEST(ModelStreaming, LayersComeFromTheCheckpointOneAtATime) {
+  // Each fixture family: a streaming load holds no layer until set_layer(), reads exactly the
+  // weights a full load holds, and its forward pass (layers brought in one by one, dropped
+  // after use) gives the same logits bit for bit.
+  for (const char* fx : {"qwen2_tiny", "qwen3_tiny", "llama_tiny"}) {
+    const std::string dir = kHf + "/" + fx;
+    const Model full = Model::load(dir);
+    ModelLoadOptions lo;
+    lo.stream_layers = true;
+    Model s = Model::load(dir, lo);
+    ASSERT_TRUE(s.streams_layers()) << fx;
+    EXPECT_FALSE(full.streams_layers());
+    EXPECT_EQ(s.num_params(), full.num_params()) << fx;
+    EXPECT_EQ(s.forward_flops(16), full.forward_flops(16)) << fx;
+    for (int64_t l = 0; l < s.num_layers(); ++l) {
+      EXPECT_FALSE(s.layer_resident(l));
+      try {
+        (void)s.layer(l);
+        ADD_FAILURE() << fx << ": layer " << l << " of a streaming model was accessible before set_layer";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("not in memory"), std::string::npos) << e.what();
+      }
+    }
+    const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6};
+    const int64_t T = 8, H = s.hidden_size();
+    std::vector<float> a(size_t(T * H)), b(size_t(T * H));
+    full.embed(ids.data(), T, a.data());
+    s.embed(ids.data(), T, b.data());
+    for (int64_t l = 0; l < s.num_layers(); ++l) {
+      s.set_layer(l, s.read_layer(l));
+      expect_same_layer(s.layer(l), full.layer(l), std::string(fx) + " layer " + std::to_string(l));
+      full.block_forward(l, a.data(), T);
+      s.block_forward(l, b.data(), T);
+      s.drop_layer(l);
+      EXPECT_FALSE(s.layer_resident(l));
+    }
+    EXPECT_EQ(a, b) << fx;
+    // A resident model's read_layer is a copy of the layer.
+    expect_same_layer(full.read_layer(0), full.layer(0), std::string(fx) + " copy");
+    // Without the LM head (pruning never runs it) the head is refused, unless it is tied.
+    lo.lm_head = false;
+    lo.max_layers = 1;
+    const Model nohead = Model::load(dir, lo);
+    EXPECT_EQ(nohead.num_layers(), 1);
+    std::vector<float> logits(size_t(T * s.vocab_size()));
+    if (nohead.config().tie_word_embeddings) {
+      EXPECT_NO_THROW(nohead.final_norm_and_head(a.data(), T, logits.data())) << fx;
+    } else {
+      EXPECT_THROW(nohead.final_norm_and_head(a.data(), T, logits.data()), Error) << fx;
+    }
+  }
+}
+
+TEST(ModelStreaming, RandomModelStreamsTheSameWeights) {
+  const ModelConfig c = small_qwen3(3);
+  Model full = Model::random(c, 5);
+  Model s = Model::random(c, 5, /*stream_layers=*/true);
+  EXPECT_EQ(s.embedding(), full.embedding());
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    expect_same_layer(s.read_layer(l), full.layer(l), "random layer " + std::to_string(l));
+}
+
+TEST(ModelStreaming, BadTensorsAreFoundAtLoadNotAtTheirLayer) {
+  // A wrong shape or an integer dtype in the LAST layer must fail the streaming load itself.
+  const std::string src = kHf + "/qwen3_tiny";
+  const Model full = Model::load(src);
+  const int64_t last = full.num_layers() - 1;
+  const std::string bad = "model.layers." + std::to_string(last) + ".mlp.down_proj.weight";
+  for (int variant = 0; variant < 2; ++variant) {
+    TempDir tmp("stream_bad" + std::to_string(variant));
+    fs::copy_file(src + "/config.json", tmp.path / "config.json");
+    const Checkpoint ck = Checkpoint::open(src);
+    SafetensorsWriter w;
+    for (const auto& name : ck.names()) {
+      const TensorRef t = ck.get(name);
+      if (name != bad) {
+        w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+      } else if (variant == 0) {
+        std::vector<float> z(size_t(t.info->numel()), 0.0f);
+        w.add_f32(name, {t.info->shape[1], t.info->shape[0]}, z.data());  // transposed shape
+      } else {
+        std::vector<int32_t> z(size_t(t.info->numel()), 0);
+        w.add(name, DType::I32, t.info->shape, z.data(), z.size() * 4);
+      }
+    }
+    w.write((tmp.path / "model.safetensors").string());
+    ModelLoadOptions lo;
+    lo.stream_layers = true;
+    try {
+      Model::load(tmp.path.string(), lo);
+      ADD_FAILURE() << "streaming load accepted a bad " << bad;
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(bad), std::string::npos) << m;
+      EXPECT_NE(m.find(variant == 0 ? "shape" : "dtype"), std::string::npos) << m;
+    }
+  }
 }
 
 }  // namespace

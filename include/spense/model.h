@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -70,6 +71,17 @@ struct ModelLoadOptions {
   // Check every tensor of the checkpoint is used; unknown tensors are an error when true,
   // ignored when false (e.g. a checkpoint that also stores rotary inv_freq buffers).
   bool strict = false;
+  // Leave the decoder layers in the checkpoint: only the embedding, final norm and LM head
+  // are loaded, and read_layer()/set_layer()/drop_layer() bring one layer at a time into
+  // memory (whole-model pruning of checkpoints larger than host memory). Every tensor's
+  // presence, shape and dtype is still checked at load time.
+  bool stream_layers = false;
+  // Keep only the first max_layers decoder layers (0: all), as if the config said so; the
+  // checkpoint's later layers are neither read nor checked. For benchmarks of deep models.
+  int64_t max_layers = 0;
+  // Load the LM head (false: lm_head() stays empty and final_norm_and_head() throws; for
+  // whole-model pruning, which never runs it). A tied head is the embedding and always there.
+  bool lm_head = true;
 };
 
 class Model {
@@ -81,16 +93,29 @@ class Model {
   // A model of the given shape with seeded random weights, the same values synth_write()
   // stores (before its BF16 rounding): linear weights and embeddings ~ N(0, 0.02), biases
   // ~ N(0, 0.02), norm weights ~ 1 + N(0, 0.02). For benchmarks and tests.
-  static Model random(const ModelConfig& cfg, uint64_t seed);
+  static Model random(const ModelConfig& cfg, uint64_t seed, bool stream_layers = false);
 
   const ModelConfig& config() const { return cfg_; }
   int64_t num_layers() const { return cfg_.num_layers; }
   int64_t hidden_size() const { return cfg_.hidden_size; }
   int64_t vocab_size() const { return cfg_.vocab_size; }
 
-  // Mutable access so pruned weights can be swapped in (shapes must stay the same).
+  // Mutable access so pruned weights can be swapped in (shapes must stay the same). Throws
+  // when layer i of a streaming model is not resident.
   LayerWeights& layer(int64_t i);
   const LayerWeights& layer(int64_t i) const;
+
+  // Streaming models (ModelLoadOptions::stream_layers, or random(..., true)): layers start
+  // out absent. read_layer(i) reads layer i from the source (the checkpoint, converted to
+  // fp32, or the random generator) without touching the model, so one thread may read the
+  // next layer while another computes with the current one; set_layer(i) makes it resident
+  // and drop_layer(i) frees it again. A non-streaming model has every layer resident and
+  // read_layer() returns a copy of it.
+  bool streams_layers() const { return static_cast<bool>(source_); }
+  bool layer_resident(int64_t i) const;
+  LayerWeights read_layer(int64_t i) const;
+  void set_layer(int64_t i, LayerWeights w);
+  void drop_layer(int64_t i);  // streaming models only (a no-op otherwise)
   std::vector<float>& embedding() { return embed_; }      // [vocab, hidden]
   std::vector<float>& final_norm() { return final_norm_; }  // [hidden]
   // The LM head matrix [vocab, hidden]: the embedding itself when tie_word_embeddings.
@@ -113,7 +138,7 @@ class Model {
   // Multiply-adds of one forward pass over T tokens, times two (matrix products only, the
   // causal attention counted as T*(T+1)/2 score and value products per head).
   double forward_flops(int64_t T) const;
-  // Parameter count (the tied LM head counted once).
+  // Parameter count (the tied LM head counted once), resident or not.
   int64_t num_params() const;
 
  private:
@@ -123,6 +148,9 @@ class Model {
   std::vector<float> lm_head_;  // empty when tied
   std::vector<LayerWeights> layers_;
   std::vector<float> inv_freq_;  // [head_dim / 2], see rope_inv_freq()
+  std::vector<uint8_t> resident_;  // per layer
+  // Reads one layer (streaming models; null otherwise). Shared so Model stays copyable.
+  std::shared_ptr<const std::function<LayerWeights(int64_t)>> source_;
 
   friend struct ModelBuilder;  // src/model/model.cpp: fills the fields from a tensor source
 };

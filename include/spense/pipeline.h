@@ -12,6 +12,12 @@
 // the calibration activations plus one window of scratch, four Hessians, and the packed
 // tensors of the layers done so far.
 //
+// Streaming (a Model with streams_layers()): layer l+1 is read from its source on a
+// background thread while layer l is calibrated and pruned, and layer l is dropped again
+// once on_layer_done has seen it, so the model costs two layers of fp32 instead of all of
+// them. on_layer_done may also take the packed tensors out of the result (writing them to
+// disk), which bounds the memory of the whole run by two layers plus the activations.
+//
 // The forwards and Hessians run on a CalibrationRunner (the CPU one by default, the GPU one
 // from spense/cuda/prune_gpu.h) and prune_layer's arithmetic on PruneOptions::compute.
 //
@@ -84,6 +90,12 @@ struct PipelineOptions {
   CalibrationRunner* runner = nullptr;
 };
 
+struct PrunedProjection;
+// Called once per decoder layer after its pruned outputs were computed, with the layer's
+// weights still resident (pruned, dtype-rounded) and its seven entries of
+// PipelineResult::projections (kAllProjs order); it may move the packed tensors out.
+using LayerDoneFn = std::function<void(const Model& model, int64_t layer, PrunedProjection* projs)>;
+
 struct PrunedProjection {
   int64_t layer = 0;
   Proj proj = Proj::Q;
@@ -107,10 +119,20 @@ struct PipelineResult {
 // Prune model in place. windows: token ids, all of one length (at most the model's
 // max_position_embeddings). Throws spense::Error (naming the layer) on an invalid regex,
 // a layout that does not fit a projection's shape, or any prune_layer failure.
+// A streaming model's layers are dropped after on_layer_done, so that is where their
+// weights must be saved.
 PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
-                           const PipelineOptions& opts);
+                           const PipelineOptions& opts, const LayerDoneFn& on_layer_done = {});
 
 // Peak resident set size of this process in bytes (getrusage ru_maxrss).
 uint64_t peak_rss_bytes();
+
+// Process-wide (glibc mallopt): large blocks come from the heap and stay there when freed, so
+// the pipeline's per-projection buffers (hundreds of MB each, allocated and freed 7 times a
+// layer) reuse memory whose pages are already mapped. With glibc's default every such block
+// is a fresh mmap whose pages fault in on first write, at 1-4 GB/s in a VM: on the GPU machine
+// it made a Qwen3-8B block 17.7 s instead of 12.1 s (docs/perf.md). Costs: freed memory is
+// not handed back to the system (peak RSS stays the peak). Call before the pipeline.
+void keep_freed_memory_mapped();
 
 }  // namespace spense

@@ -42,6 +42,9 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;  // nullptr if absent
   const uint8_t* data(const TensorInfo& t) const { return data_ + t.begin; }
   uint64_t file_size() const { return size_; }
+  // Hands the mapped pages lying wholly inside t back to the kernel (madvise DONTNEED);
+  // the data stays readable (read again from the file on the next access).
+  void drop_pages(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;
@@ -76,6 +79,10 @@ class Checkpoint {
   TensorRef get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
   // Converted to fp32 (float dtypes only), with the shape check.
   std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // The checks of load_f32 (present, shape, float dtype) without reading the data.
+  void check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  // SafetensorsFile::drop_pages of the tensor (after a one-time read of a large tensor).
+  void drop_pages(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted
   const std::string& dir() const { return dir_; }
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
@@ -96,6 +103,14 @@ class Checkpoint {
 // "<path>.tmp-<pid>" then renamed over path, so a failure leaves no partial file.
 class SafetensorsWriter {
  public:
+  SafetensorsWriter();
+  ~SafetensorsWriter();
+  SafetensorsWriter(SafetensorsWriter&&) noexcept;
+  SafetensorsWriter& operator=(SafetensorsWriter&&) noexcept;
+  // Keep the bytes of the tensors added from now on in temporary files in dir (one per
+  // element size, unlinked at once, so nothing is left behind even on a crash) instead of
+  // memory; write() copies them into place. For outputs larger than memory.
+  void spool_to(const std::string& dir);
   // Copies the bytes. Throws if the name repeats or nbytes != numel(shape) * dtype_size.
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
            const void* data, size_t nbytes);
@@ -106,16 +121,24 @@ class SafetensorsWriter {
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::string& path) const;
   size_t size() const { return entries_.size(); }
+  bool has(const std::string& name) const { return names_.count(name) != 0; }
 
  private:
   struct Entry {
     std::string name;
     DType dtype;
     std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
+    uint64_t nbytes = 0;
+    std::vector<uint8_t> bytes;  // empty when spooled
+    bool spooled = false;
+    uint64_t spool_offset = 0;   // in the spool of its element size
   };
+  struct Spool;
   std::vector<Entry> entries_;
+  std::map<std::string, size_t> names_;
   std::map<std::string, std::string> metadata_;
+  std::string spool_dir_;
+  std::map<size_t, std::unique_ptr<Spool>> spools_;  // by element size
 };
 
 // Write a whole file atomically (temporary file in the same directory, fsync, rename).

@@ -11,6 +11,7 @@
 // Everything is written under a temporary directory and renamed into place at the end
 // (AtomicDir), so a failure leaves nothing under --out. Inputs are checked before the
 // weights are loaded.
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -188,7 +189,14 @@ void run_prune(const PruneArgs& a) {
   AtomicDir out(a.out, a.force);
 
   // --- the work ---
-  Model model = Model::load(a.model);
+  // The model streams: one decoder layer at a time is read from the checkpoint (the next
+  // one in the background), and each finished layer goes straight to the output files, whose
+  // bytes are spooled to disk, so memory holds about two layers plus the activations.
+  keep_freed_memory_mapped();
+  ModelLoadOptions lo;
+  lo.stream_layers = true;
+  lo.lm_head = false;  // pruning never runs the head
+  Model model = with_context(a.model, [&] { return Model::load(a.model, lo); });
   PipelineOptions opts;
 #ifdef SPENSE_HAVE_CUDA
   if (gpu_compute) {
@@ -202,28 +210,56 @@ void run_prune(const PruneArgs& a) {
   opts.dtypes = dtypes;
   opts.progress_force = a.progress;
   opts.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
-  const PipelineResult res = prune_model(model, windows, opts);
 
-  // --- outputs ---
-  std::map<std::string, const PrunedProjection*> by_weight;
-  for (const auto& pp : res.projections)
-    if (pp.packed) by_weight[pp.name + ".weight"] = &pp;
-
-  {
-    SafetensorsWriter w;
-    w.set_metadata("format", "pt");
-    for (const std::string& name : ckpt.names()) {
-      const TensorRef t = ckpt.get(name);
-      auto it = by_weight.find(name);
-      if (it != by_weight.end()) {
-        const Linear& lin = model.layer(it->second->layer).proj(it->second->proj);
-        w.add_from_f32(name, t.info->dtype, t.info->shape, lin.weight.data());
-      } else {
-        w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+  // Checkpoint tensors by decoder layer ("model.layers.<l>."); -1: everything else.
+  std::map<int64_t, std::vector<std::string>> names_by_layer;
+  for (const std::string& name : ckpt.names()) {
+    int64_t layer = -1;
+    const std::string pre = "model.layers.";
+    if (name.compare(0, pre.size(), pre) == 0) {
+      size_t end = pre.size();
+      while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+      if (end > pre.size() && end < name.size() && name[end] == '.') {
+        layer = std::stoll(name.substr(pre.size(), end - pre.size()));
+        if (layer >= cfg.num_layers) layer = -1;
       }
     }
-    w.write(out.path() + "/model.safetensors");
+    names_by_layer[layer].push_back(name);
   }
+  SafetensorsWriter model_w, spense_w;
+  model_w.set_metadata("format", "pt");
+  spense_w.set_metadata("format", "spense");
+  model_w.spool_to(out.path());
+  spense_w.spool_to(out.path());
+  std::map<std::string, std::string> layer_json;  // packed projections: spense_layer_json
+  const auto on_layer_done = [&](const Model& m, int64_t l, PrunedProjection* projs) {
+    std::map<std::string, const Linear*> pruned;  // "<proj>.weight" -> its pruned weights
+    for (int i = 0; i < 7; ++i) {
+      PrunedProjection& pp = projs[i];
+      if (!pp.packed) continue;
+      pruned[pp.name + ".weight"] = &m.layer(l).proj(pp.proj);
+      spense_write_tensors(spense_w, pp.tensor);
+      layer_json[pp.name] = spense_layer_json(pp.tensor);
+      pp.tensor = SpenseTensor{};  // on disk now
+    }
+    for (const std::string& name : names_by_layer[l]) {
+      const TensorRef t = ckpt.get(name);
+      auto it = pruned.find(name);
+      if (it != pruned.end())
+        model_w.add_from_f32(name, t.info->dtype, t.info->shape, it->second->weight.data());
+      else
+        model_w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+      ckpt.drop_pages(name);
+    }
+  };
+  const PipelineResult res = prune_model(model, windows, opts, on_layer_done);
+
+  // --- outputs ---
+  for (const std::string& name : names_by_layer[-1]) {
+    const TensorRef t = ckpt.get(name);
+    model_w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+  }
+  model_w.write(out.path() + "/model.safetensors");
 
   nlohmann::ordered_json options;
   options["method"] = a.method;
@@ -245,7 +281,6 @@ void run_prune(const PruneArgs& a) {
   calib["seed"] = a.seed;
 
   {
-    SafetensorsWriter w;
     nlohmann::ordered_json sj;
     sj["format"] = "spense";
     sj["version"] = 1;
@@ -255,8 +290,7 @@ void run_prune(const PruneArgs& a) {
     nlohmann::ordered_json layers = nlohmann::ordered_json::object();
     for (const auto& pp : res.projections) {
       if (pp.packed) {
-        spense_write_tensors(w, pp.tensor);
-        layers[pp.name] = nlohmann::ordered_json::parse(spense_layer_json(pp.tensor));
+        layers[pp.name] = nlohmann::ordered_json::parse(layer_json.at(pp.name));
       } else {
         nlohmann::ordered_json d;
         d["dense"] = true;
@@ -266,8 +300,7 @@ void run_prune(const PruneArgs& a) {
       }
     }
     sj["layers"] = layers;
-    w.set_metadata("format", "spense");
-    w.write(out.path() + "/spense.safetensors");
+    spense_w.write(out.path() + "/spense.safetensors");
     const std::string s = sj.dump(2) + "\n";
     write_file_atomic(out.path() + "/spense.json", s.data(), s.size());
   }

@@ -1,9 +1,11 @@
 // Whole-model sequential pruning (see spense/pipeline.h).
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <numeric>
 #include <random>
 #include <regex>
@@ -29,6 +31,44 @@ Matrix to_matrix(const Linear& lin) {
   for (int64_t i = 0; i < n; ++i) W.data[size_t(i)] = lin.weight[size_t(i)];
   return W;
 }
+
+// Brings the layers of a streaming model into memory in order, reading the next one on a
+// background thread while the current one is in use (no-op for a resident model).
+class LayerStream {
+ public:
+  explicit LayerStream(Model& m) : m_(m) {}
+  ~LayerStream() {
+    if (next_.valid()) next_.wait();  // never leave the reader running; its error is moot now
+  }
+  LayerStream(const LayerStream&) = delete;
+  LayerStream& operator=(const LayerStream&) = delete;
+  // Layer l resident, and l+1 being read.
+  void acquire(int64_t l) {
+    if (!m_.streams_layers()) return;
+    if (!m_.layer_resident(l)) {
+      if (next_l_ == l && next_.valid()) {
+        next_l_ = -1;
+        m_.set_layer(l, next_.get());  // rethrows the reader's error (naming the file)
+      } else {
+        m_.set_layer(l, m_.read_layer(l));
+      }
+    }
+    if (l + 1 < m_.num_layers() && next_l_ != l + 1 && !m_.layer_resident(l + 1)) {
+      if (next_.valid()) next_.wait();
+      next_l_ = l + 1;
+      const Model* m = &m_;
+      next_ = std::async(std::launch::async, [m, l] { return m->read_layer(l + 1); });
+    }
+  }
+  void release(int64_t l) {
+    if (m_.streams_layers()) m_.drop_layer(l);
+  }
+
+ private:
+  Model& m_;
+  std::future<LayerWeights> next_;
+  int64_t next_l_ = -1;
+};
 
 class CpuCalibrationRunner final : public CalibrationRunner {
  public:
@@ -75,7 +115,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
 };
 
 // Explicit dense tiles per projection [layer*7 + proj] for the global budget (pipeline.h).
-std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, CalibrationRunner& runner,
+std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRunner& runner,
                                                      const std::vector<float>& acts0, int64_t S, int64_t T,
                                                      const PipelineOptions& opts, const std::regex* skip) {
   const int64_t L = model.num_layers();
@@ -90,7 +130,9 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, Calibra
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(L * 7));
   double prunable = 0;
   ProgressBar bar("budget", L, "layer", opts.progress_force);
+  LayerStream stream(model);
   for (int64_t l = 0; l < L; ++l) {
+    stream.acquire(l);
     const LayerWeights& lw = model.layer(l);
     std::vector<Hessian> hs = runner.hessians(model, l, {});
     for (Proj p : kAllProjs) {
@@ -122,6 +164,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(const Model& model, Calibra
                          energy > 0 ? scores[size_t(t)] / energy / double(tile_elems) : 0.0, tile_elems});
     }
     runner.advance(model, l, {});
+    stream.release(l);
     bar.update(l + 1);
   }
   bar.finish();
@@ -164,6 +207,11 @@ std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<i
   return out;
 }
 
+void keep_freed_memory_mapped() {
+  mallopt(M_MMAP_MAX, 0);                // no block gets its own mapping (sbrk heap; mmap only as a fallback)
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);    // a free top of the heap is returned only above 1 GiB
+}
+
 uint64_t peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -171,7 +219,7 @@ uint64_t peak_rss_bytes() {
 }
 
 PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
-                           const PipelineOptions& opts) {
+                           const PipelineOptions& opts, const LayerDoneFn& on_layer_done) {
   const auto t_start = Clock::now();
   if (windows.empty()) throw Error("prune_model: no calibration windows", 1);
   const int64_t T = static_cast<int64_t>(windows[0].size());
@@ -220,9 +268,11 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
     opts.log(line);
   };
 
+  LayerStream stream(model);
   for (int64_t l = 0; l < L; ++l) {
     const auto t_layer = Clock::now();
     int64_t step = l * steps_per_layer;
+    stream.acquire(l);
     LayerWeights& lw = model.layer(l);
     // 1. Hessians from the dense block.
     auto t0 = Clock::now();
@@ -283,6 +333,8 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
     t0 = Clock::now();
     runner->advance(model, l, [&] { bar.update(++step); });
     res.calib_seconds += since(t0);
+    if (on_layer_done) on_layer_done(model, l, &res.projections[res.projections.size() - 7]);
+    stream.release(l);
     res.layer_seconds.push_back(since(t_layer));
     char buf[256];
     std::snprintf(buf, sizeof buf, "layer %lld/%lld: %d projections pruned, relative error %.4g, %.2f s",

@@ -341,12 +341,30 @@ TensorRef Checkpoint::get(const std::string& name, const std::vector<int64_t>& e
   return r;
 }
 
-std::vector<float> Checkpoint::load_f32(const std::string& name,
-                                        const std::vector<int64_t>& expected_shape) const {
+void Checkpoint::check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const {
   TensorRef r = get(name, expected_shape);
   if (!dtype_is_float(r.info->dtype))
     throw Error(*r.file + ": " + q(name) + " has dtype " + dtype_name(r.info->dtype) +
                 ", expected a floating-point dtype (F64, F32, F16, BF16, F8_E4M3)");
+}
+
+void Checkpoint::drop_pages(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it != where_.end()) files_[it->second.first]->drop_pages(*it->second.second);
+}
+
+void SafetensorsFile::drop_pages(const TensorInfo& t) const {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(data_ + t.begin), e = reinterpret_cast<uintptr_t>(data_ + t.end);
+  const uintptr_t b2 = (b + page - 1) / page * page, e2 = e / page * page;
+  // Advisory: a failure only means the pages stay resident.
+  if (e2 > b2) (void)madvise(reinterpret_cast<void*>(b2), e2 - b2, MADV_DONTNEED);
+}
+
+std::vector<float> Checkpoint::load_f32(const std::string& name,
+                                        const std::vector<int64_t>& expected_shape) const {
+  check_float(name, expected_shape);
+  TensorRef r = get(name, expected_shape);
   std::vector<float> out(static_cast<size_t>(r.info->numel()));
   convert_to_f32(r.info->dtype, r.data, out.data(), out.size());
   return out;
@@ -379,14 +397,28 @@ void check_utf8(const std::string& s, const std::string& what) {
 
 }  // namespace
 
+struct SafetensorsWriter::Spool {
+  int fd = -1;
+  uint64_t size = 0;
+  ~Spool() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+SafetensorsWriter::SafetensorsWriter() = default;
+SafetensorsWriter::~SafetensorsWriter() = default;
+SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&&) noexcept = default;
+SafetensorsWriter& SafetensorsWriter::operator=(SafetensorsWriter&&) noexcept = default;
+
+void SafetensorsWriter::spool_to(const std::string& dir) { spool_dir_ = dir; }
+
 void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                             const void* data, size_t nbytes) {
   const std::string where = "SafetensorsWriter: tensor " + q(name);
   if (name.empty()) throw Error("SafetensorsWriter: empty tensor name");
   if (name == "__metadata__") throw Error(where + ": reserved name");
   check_utf8(name, "tensor name " + q(name));
-  for (const Entry& e : entries_)
-    if (e.name == name) throw Error(where + ": added twice");
+  if (names_.count(name)) throw Error(where + ": added twice");
   int64_t numel = 0;
   uint64_t want = 0;
   if (!checked_numel(shape, &numel))
@@ -401,7 +433,33 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vec
   e.name = name;
   e.dtype = dtype;
   e.shape = shape;
-  e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
+  e.nbytes = nbytes;
+  if (spool_dir_.empty()) {
+    e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
+  } else {
+    std::unique_ptr<Spool>& sp = spools_[dtype_size(dtype)];
+    if (!sp) {
+      std::string tmpl = spool_dir_ + "/.spool-XXXXXX";
+      const int fd = ::mkstemp(tmpl.data());
+      if (fd < 0) throw Error(spool_dir_ + ": cannot create a temporary file: " + errno_str(errno));
+      ::unlink(tmpl.c_str());
+      sp = std::make_unique<Spool>();
+      sp->fd = fd;
+    }
+    const char* p = static_cast<const char*>(data);
+    uint64_t done = 0;
+    while (done < nbytes) {
+      const size_t chunk = std::min<uint64_t>(nbytes - done, uint64_t{1} << 30);
+      const ssize_t w = ::pwrite(sp->fd, p + done, chunk, static_cast<off_t>(sp->size + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw Error(spool_dir_ + ": writing a temporary file failed: " + errno_str(errno));
+      done += static_cast<uint64_t>(w);
+    }
+    e.spooled = true;
+    e.spool_offset = sp->size;
+    sp->size += nbytes;
+  }
+  names_[name] = entries_.size();
   entries_.push_back(std::move(e));
 }
 
@@ -453,8 +511,8 @@ void SafetensorsWriter::write(const std::string& path) const {
     h += dtype_name(e.dtype);
     h += "\",\"shape\":";
     h += shape_str(e.shape);
-    h += ",\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + e.bytes.size()) + "]}";
-    off += e.bytes.size();
+    h += ",\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + e.nbytes) + "]}";
+    off += e.nbytes;
   }
   if (!metadata_.empty()) {
     if (!first) h += ",";
@@ -480,7 +538,24 @@ void SafetensorsWriter::write(const std::string& path) const {
   AtomicFile out(path);
   out.write(len, 8);
   out.write(h.data(), h.size());
-  for (size_t i : order) out.write(entries_[i].bytes.data(), entries_[i].bytes.size());
+  std::vector<uint8_t> buf;
+  for (size_t i : order) {
+    const Entry& e = entries_[i];
+    if (!e.spooled) {
+      out.write(e.bytes.data(), e.bytes.size());
+      continue;
+    }
+    const int fd = spools_.at(dtype_size(e.dtype))->fd;
+    buf.resize(size_t(std::min<uint64_t>(e.nbytes, uint64_t{64} << 20)));
+    for (uint64_t done = 0; done < e.nbytes;) {
+      const size_t chunk = size_t(std::min<uint64_t>(e.nbytes - done, buf.size()));
+      const ssize_t r = ::pread(fd, buf.data(), chunk, static_cast<off_t>(e.spool_offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) throw Error(path + ": reading back a temporary file failed: " + errno_str(errno));
+      out.write(buf.data(), size_t(r));
+      done += uint64_t(r);
+    }
+  }
   out.commit();
 }
 

@@ -4,6 +4,7 @@
 // -> o -> residual -> RMSNorm -> SwiGLU MLP -> residual] x L -> RMSNorm -> LM head.
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <set>
 
 #include "model/arch.h"
@@ -51,13 +52,44 @@ float* grow(std::vector<float>& v, int64_t n) {
 struct ModelBuilder {
   using Fill = std::function<std::vector<float>(const arch::TensorSpec&)>;
 
-  static void build(Model& m, const ModelConfig& cfg, const Fill& fill) {
+  // Stores one tensor of a layer (data may be empty: only the shape is recorded).
+  static void set_tensor(LayerWeights& L, const arch::TensorSpec& spec, std::vector<float> data) {
+    auto set_w = [&](Linear& lin) {
+      lin.out = spec.shape[0];
+      lin.in = spec.shape[1];
+      lin.weight = std::move(data);
+    };
+    using R = arch::TensorRole;
+    switch (spec.role) {
+      case R::INPUT_NORM: L.input_norm = std::move(data); break;
+      case R::POST_NORM: L.post_norm = std::move(data); break;
+      case R::Q_NORM: L.q_norm = std::move(data); break;
+      case R::K_NORM: L.k_norm = std::move(data); break;
+      case R::Q: set_w(L.q); break;
+      case R::K: set_w(L.k); break;
+      case R::V: set_w(L.v); break;
+      case R::O: set_w(L.o); break;
+      case R::GATE: set_w(L.gate); break;
+      case R::UP: set_w(L.up); break;
+      case R::DOWN: set_w(L.down); break;
+      case R::Q_BIAS: L.q.bias = std::move(data); break;
+      case R::K_BIAS: L.k.bias = std::move(data); break;
+      case R::V_BIAS: L.v.bias = std::move(data); break;
+      case R::O_BIAS: L.o.bias = std::move(data); break;
+      default: break;
+    }
+  }
+
+  // stream: layer tensors are not filled (shapes only); the returned reader fills one layer.
+  static void build(Model& m, const ModelConfig& cfg, const Fill& fill, bool stream) {
     m.cfg_ = cfg;
     m.layers_.assign(static_cast<size_t>(cfg.num_layers), LayerWeights{});
-    for (const auto& spec : arch::model_tensors(cfg)) {
-      std::vector<float> data = fill(spec);
+    m.resident_.assign(static_cast<size_t>(cfg.num_layers), stream ? 0 : 1);
+    const auto specs = arch::model_tensors(cfg);
+    for (const auto& spec : specs) {
       using R = arch::TensorRole;
       if (spec.layer < 0) {
+        std::vector<float> data = fill(spec);
         switch (spec.role) {
           case R::EMBED: m.embed_ = std::move(data); break;
           case R::FINAL_NORM: m.final_norm_ = std::move(data); break;
@@ -66,61 +98,96 @@ struct ModelBuilder {
         }
         continue;
       }
-      LayerWeights& L = m.layers_[static_cast<size_t>(spec.layer)];
-      auto set_w = [&](Linear& lin) {
-        lin.out = spec.shape[0];
-        lin.in = spec.shape[1];
-        lin.weight = std::move(data);
-      };
-      switch (spec.role) {
-        case R::INPUT_NORM: L.input_norm = std::move(data); break;
-        case R::POST_NORM: L.post_norm = std::move(data); break;
-        case R::Q_NORM: L.q_norm = std::move(data); break;
-        case R::K_NORM: L.k_norm = std::move(data); break;
-        case R::Q: set_w(L.q); break;
-        case R::K: set_w(L.k); break;
-        case R::V: set_w(L.v); break;
-        case R::O: set_w(L.o); break;
-        case R::GATE: set_w(L.gate); break;
-        case R::UP: set_w(L.up); break;
-        case R::DOWN: set_w(L.down); break;
-        case R::Q_BIAS: L.q.bias = std::move(data); break;
-        case R::K_BIAS: L.k.bias = std::move(data); break;
-        case R::V_BIAS: L.v.bias = std::move(data); break;
-        case R::O_BIAS: L.o.bias = std::move(data); break;
-        default: break;
-      }
+      set_tensor(m.layers_[static_cast<size_t>(spec.layer)], spec, stream ? std::vector<float>{} : fill(spec));
     }
     m.inv_freq_ = rope_inv_freq(cfg);
+    if (stream) {
+      // Per layer, its specs (in checkpoint order).
+      auto per_layer = std::make_shared<std::vector<std::vector<arch::TensorSpec>>>(size_t(cfg.num_layers));
+      for (const auto& spec : specs)
+        if (spec.layer >= 0) (*per_layer)[size_t(spec.layer)].push_back(spec);
+      m.source_ = std::make_shared<const std::function<LayerWeights(int64_t)>>([per_layer, fill](int64_t l) {
+        LayerWeights L;
+        for (const auto& spec : (*per_layer)[size_t(l)]) set_tensor(L, spec, fill(spec));
+        return L;
+      });
+    }
   }
 };
 
 Model Model::load(const std::string& dir, const ModelLoadOptions& opts) {
   ModelConfig cfg = config_load(dir);
   arch::validate_config(cfg, dir + "/config.json");
-  Checkpoint ckpt = Checkpoint::open(dir);
-  const auto specs = arch::model_tensors(cfg);
+  auto ckpt = std::make_shared<const Checkpoint>(Checkpoint::open(dir));
   if (opts.strict) {
     std::set<std::string> known;
-    for (const auto& s : specs) known.insert(s.name);
+    for (const auto& s : arch::model_tensors(cfg)) known.insert(s.name);
     if (cfg.tie_word_embeddings) known.insert(arch::tensor_name(arch::TensorRole::LM_HEAD));
-    for (const auto& n : ckpt.names())
+    for (const auto& n : ckpt->names())
       if (!known.count(n)) throw Error(dir + ": unexpected tensor '" + n + "' for " + cfg.model_type);
   }
+  if (opts.max_layers < 0) throw Error("max_layers must be >= 0", 1);
+  if (opts.max_layers > 0 && opts.max_layers < cfg.num_layers) cfg.num_layers = opts.max_layers;
+  const auto specs = arch::model_tensors(cfg);
+  if (opts.stream_layers)
+    for (const auto& s : specs) ckpt->check_float(s.name, s.shape);  // fail now, not at layer 40
   Model m;
-  ModelBuilder::build(m, cfg, [&](const arch::TensorSpec& s) { return ckpt.load_f32(s.name, s.shape); });
+  ModelBuilder::build(
+      m, cfg,
+      [ckpt, stream = opts.stream_layers, head = opts.lm_head](const arch::TensorSpec& s) {
+        if (!head && s.role == arch::TensorRole::LM_HEAD) return std::vector<float>{};
+        std::vector<float> v = ckpt->load_f32(s.name, s.shape);
+        // Every tensor is read once (into fp32): give its mapped pages back so the checkpoint
+        // does not accumulate in the resident set while the layers stream.
+        if (stream) ckpt->drop_pages(s.name);
+        return v;
+      },
+      opts.stream_layers);
   return m;
 }
 
-Model Model::random(const ModelConfig& cfg, uint64_t seed) {
+Model Model::random(const ModelConfig& cfg, uint64_t seed, bool stream_layers) {
   arch::validate_config(cfg, "random model");
   Model m;
-  ModelBuilder::build(m, cfg, [&](const arch::TensorSpec& s) { return synth_tensor(s, seed); });
+  ModelBuilder::build(m, cfg, [seed](const arch::TensorSpec& s) { return synth_tensor(s, seed); }, stream_layers);
   return m;
+}
+
+bool Model::layer_resident(int64_t i) const {
+  if (i < 0 || i >= num_layers()) throw Error("layer " + std::to_string(i) + " out of range", 1);
+  return resident_[size_t(i)] != 0;
+}
+
+LayerWeights Model::read_layer(int64_t i) const {
+  if (i < 0 || i >= num_layers()) throw Error("layer " + std::to_string(i) + " out of range", 1);
+  if (!source_) return layers_[size_t(i)];
+  return (*source_)(i);
+}
+
+void Model::set_layer(int64_t i, LayerWeights w) {
+  if (i < 0 || i >= num_layers()) throw Error("layer " + std::to_string(i) + " out of range", 1);
+  LayerWeights& L = layers_[size_t(i)];
+  for (Proj p : kAllProjs)
+    if (w.proj(p).out != L.proj(p).out || w.proj(p).in != L.proj(p).in ||
+        w.proj(p).weight.size() != size_t(L.proj(p).out * L.proj(p).in))
+      throw Error("set_layer " + std::to_string(i) + ": " + proj_name(p) + " has the wrong shape", 1);
+  L = std::move(w);
+  resident_[size_t(i)] = 1;
+}
+
+void Model::drop_layer(int64_t i) {
+  if (!source_ || !layer_resident(i)) return;
+  LayerWeights& L = layers_[size_t(i)];
+  LayerWeights shapes;
+  for (Proj p : kAllProjs) shapes.proj(p).out = L.proj(p).out, shapes.proj(p).in = L.proj(p).in;
+  L = std::move(shapes);
+  resident_[size_t(i)] = 0;
 }
 
 LayerWeights& Model::layer(int64_t i) {
   if (i < 0 || i >= num_layers()) throw Error("layer " + std::to_string(i) + " out of range", 1);
+  if (!resident_[static_cast<size_t>(i)])
+    throw Error("layer " + std::to_string(i) + " is not in memory (streaming model: set_layer() it first)", 1);
   return layers_[static_cast<size_t>(i)];
 }
 const LayerWeights& Model::layer(int64_t i) const { return const_cast<Model*>(this)->layer(i); }
@@ -182,6 +249,7 @@ void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook
 
 void Model::final_norm_and_head(const float* hidden, int64_t T, float* logits) const {
   if (T <= 0) return;
+  if (lm_head().empty()) throw Error("the LM head was not loaded (ModelLoadOptions::lm_head = false)", 1);
   ops::BlasSingleThread blas_guard;
   const int64_t H = cfg_.hidden_size;
   ops::Buffer xn(static_cast<size_t>(T * H));
@@ -211,10 +279,11 @@ double Model::forward_flops(int64_t T) const {
 }
 
 int64_t Model::num_params() const {
-  int64_t n = static_cast<int64_t>(embed_.size() + final_norm_.size() + lm_head_.size());
-  for (const auto& L : layers_) {
-    n += static_cast<int64_t>(L.input_norm.size() + L.post_norm.size() + L.q_norm.size() + L.k_norm.size());
-    for (Proj p : kAllProjs) n += static_cast<int64_t>(L.proj(p).weight.size() + L.proj(p).bias.size());
+  int64_t n = 0;
+  for (const auto& spec : arch::model_tensors(cfg_)) {
+    int64_t e = 1;
+    for (int64_t d : spec.shape) e *= d;
+    n += e;
   }
   return n;
 }

@@ -43,6 +43,7 @@ std::string gpu_device_name();
 // weights of a preset's shapes, timed per block.
 struct BenchPruneOptions {
   std::string preset = "qwen3-8b", arch = "qwen3", device = "cuda", json;
+  std::string model_dir;  // --model: stream the layers of this checkpoint instead of random ones
   int64_t layers = 2, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   PruneOptions prune;  // method, axis, strategy, d, tile, precision

@@ -20,19 +20,23 @@
 namespace spense::cuda {
 
 std::string bench_prune_usage() {
-  return "usage: bench-prune [--synthetic qwen3-8b] [--arch qwen3] [--layers 2] [--nsamples 128] [--seqlen 2048]\n"
-         "                   [--method spensegpt] [--dense-ratio 0.25] [--axis out] [--strategy saliency]\n"
-         "                   [--tile 64] [--fp32-obs] [--device cuda|cpu] [--seed 0] [--json FILE]\n"
+  return "usage: bench-prune [--synthetic qwen3-8b | --model DIR] [--arch qwen3] [--layers 2] [--nsamples 128]\n"
+         "                   [--seqlen 2048] [--method spensegpt] [--dense-ratio 0.25] [--axis out]\n"
+         "                   [--strategy saliency] [--tile 64] [--fp32-obs] [--device cuda|cpu] [--seed 0]\n"
+         "                   [--json FILE]\n"
          "Prunes the first --layers decoder blocks of a random-weight model with the shapes of --synthetic\n"
-         "(tiny, qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b) from --nsamples random windows of --seqlen\n"
-         "tokens, and prints the seconds of each block, the total extrapolated to the preset's full depth\n"
-         "(every block has the same shapes), and peak GPU and host memory. The vocabulary is cut to 4096:\n"
-         "embeddings and the LM head are neither pruned nor run during calibration.\n"
-         "--json FILE appends one JSON line with the numbers.\n";
+         "(tiny, qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b), or of the checkpoint in --model DIR (its\n"
+         "layers streamed from disk as in `spense prune`), from --nsamples random windows of --seqlen\n"
+         "tokens, and prints the seconds of each block, the total extrapolated to the full depth (every\n"
+         "block has the same shapes), and peak GPU and host memory. Layers are produced one at a time\n"
+         "(the next one generated or read in the background) and dropped once pruned. With --synthetic\n"
+         "the vocabulary is cut to 4096: embeddings and the LM head are neither pruned nor run during\n"
+         "calibration. --json FILE appends one JSON line with the numbers.\n";
 }
 
 bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOptions* o) {
   auto count = [](const std::string& flag, const std::string& v) { return bench_count("bench-prune", flag, v); };
+  bool synthetic = false;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
     if (args[i] == "--fp32-obs") {
@@ -41,7 +45,8 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     }
     std::string k, v;
     bench_next_flag(args, i, true, "bench-prune", &k, &v);
-    if (k == "--synthetic") o->preset = v;
+    if (k == "--synthetic") o->preset = v, synthetic = true;
+    else if (k == "--model") o->model_dir = v;
     else if (k == "--arch") o->arch = v;
     else if (k == "--layers") o->layers = count(k, v);
     else if (k == "--nsamples") o->nsamples = count(k, v);
@@ -66,22 +71,39 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
       throw Error("bench-prune: unknown flag '" + k + "' (see --help)");
     }
   }
+  if (synthetic && !o->model_dir.empty()) throw Error("bench-prune: give --synthetic or --model, not both");
   return true;
 }
 
 void run_bench_prune(const BenchPruneOptions& o) {
   using Clock = std::chrono::steady_clock;
-  ModelConfig cfg = model_preset(o.arch, o.preset);
+  keep_freed_memory_mapped();
+  const bool from_disk = !o.model_dir.empty();
+  const std::string source = from_disk ? o.model_dir : o.preset;
+  ModelConfig cfg = from_disk ? config_load(o.model_dir) : model_preset(o.arch, o.preset);
   const int64_t full_layers = cfg.num_layers;
   if (o.layers > full_layers)
-    throw Error("bench-prune: --layers " + std::to_string(o.layers) + " exceeds " + o.preset + "'s " +
+    throw Error("bench-prune: --layers " + std::to_string(o.layers) + " exceeds " + source + "'s " +
                 std::to_string(full_layers) + " layers");
-  cfg.num_layers = o.layers;
-  cfg.vocab_size = 4096;
-  cfg.tie_word_embeddings = true;
-  if (cfg.max_position_embeddings < o.seqlen) cfg.max_position_embeddings = o.seqlen;
   const auto t_gen = Clock::now();
-  Model model = Model::random(cfg, o.seed);
+  Model model;
+  if (from_disk) {
+    ModelLoadOptions lo;
+    lo.stream_layers = true;
+    lo.max_layers = o.layers;
+    lo.lm_head = false;
+    model = Model::load(o.model_dir, lo);
+    cfg = model.config();
+    if (cfg.max_position_embeddings > 0 && cfg.max_position_embeddings < o.seqlen)
+      throw Error("bench-prune: --seqlen " + std::to_string(o.seqlen) + " exceeds " + o.model_dir +
+                  "'s max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
+  } else {
+    cfg.num_layers = o.layers;
+    cfg.vocab_size = 4096;
+    cfg.tie_word_embeddings = true;
+    if (cfg.max_position_embeddings < o.seqlen) cfg.max_position_embeddings = o.seqlen;
+    model = Model::random(cfg, o.seed, /*stream_layers=*/true);
+  }
   const double gen_s = std::chrono::duration<double>(Clock::now() - t_gen).count();
   std::mt19937_64 rng(o.seed + 1);
   std::uniform_int_distribution<int32_t> tok(0, int32_t(cfg.vocab_size - 1));
@@ -101,13 +123,16 @@ void run_bench_prune(const BenchPruneOptions& o) {
   }
   opts.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   std::fprintf(stderr, "bench-prune: %s shapes (hidden %lld, intermediate %lld, %lld/%lld heads), %lld of %lld layers, "
-               "%lld x %lld calibration tokens, %s on %s (random weights generated in %.1f s)\n",
-               o.preset.c_str(), (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
+               "%lld x %lld calibration tokens, %s on %s (embedding and head %s in %.1f s; layers streamed)\n",
+               source.c_str(), (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
                (long long)cfg.num_heads, (long long)cfg.num_kv_heads, (long long)o.layers, (long long)full_layers,
                (long long)o.nsamples, (long long)o.seqlen, prune_method_name(o.prune.method),
-               o.device == "cuda" ? gpu_device_name().c_str() : "cpu", gen_s);
+               o.device == "cuda" ? gpu_device_name().c_str() : "cpu", from_disk ? "loaded" : "generated", gen_s);
   const auto t0 = Clock::now();
-  const PipelineResult res = prune_model(model, windows, opts);
+  // Like `spense prune`, which writes each finished layer out: nothing packed is kept.
+  const PipelineResult res = prune_model(model, windows, opts, [](const Model&, int64_t, PrunedProjection* projs) {
+    for (int i = 0; i < 7; ++i) projs[i].tensor = SpenseTensor{};
+  });
   const double total = std::chrono::duration<double>(Clock::now() - t0).count();
   const std::vector<double>& block_s = res.layer_seconds;
   double sum_blocks = 0;
@@ -143,7 +168,8 @@ void run_bench_prune(const BenchPruneOptions& o) {
               double(peak_rss_bytes()) * 1e-9);
   if (!o.json.empty()) {
     nlohmann::ordered_json j;
-    j["preset"] = o.preset;
+    j["preset"] = from_disk ? cfg.model_type : o.preset;
+    j["source"] = from_disk ? "checkpoint " + o.model_dir : "random";
     j["device"] = o.device == "cuda" ? gpu_device_name() : "cpu";
     j["method"] = prune_method_name(o.prune.method);
     j["axis"] = spense_axis_name(o.prune.axis);
