@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "spense/model.h"
+#include "model/ops.h"
 
 using namespace spense;
 using Clock = std::chrono::steady_clock;
@@ -59,6 +60,7 @@ int64_t arg_int(int argc, char** argv, const char* name, int64_t def) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  spense::ops::use_fast_blas_kernels(argv);  // may restart the process (see ops.h)
   for (int i = 1; i < argc; ++i)
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
       std::printf(
@@ -72,7 +74,8 @@ int main(int argc, char** argv) {
   const int peak_n = static_cast<int>(arg_int(argc, argv, "--peak-n", 2048));
   const int reps = static_cast<int>(std::max<int64_t>(1, arg_int(argc, argv, "--reps", 1)));
 
-  std::printf("threads: OpenMP %d, OpenBLAS %d\n", omp_get_max_threads(), openblas_get_num_threads());
+  std::printf("threads: OpenMP %d, OpenBLAS %d (kernels: %s)\n", omp_get_max_threads(), openblas_get_num_threads(),
+              openblas_get_corename());
   const double peak = sgemm_peak_gflops(peak_n, 3);
   std::printf("sgemm peak (OpenBLAS, %dx%dx%d, best of 3): %.1f GFLOP/s\n", peak_n, peak_n, peak_n, peak);
 

@@ -23,6 +23,7 @@
 #include "../src/prune/synth.h"
 #include "spense/format.h"
 #include "spense/prune.h"
+#include "model/ops.h"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" char* openblas_get_config(void);
@@ -102,6 +103,7 @@ void run_shape(int64_t N, int64_t K, const Hessian& H, double hess_s, bool fp32,
 }  // namespace
 
 int main(int argc, char** argv) {
+  spense::ops::use_fast_blas_kernels(argv);  // may restart the process (see ops.h)
   bool small = false, fp32 = true, error = false;
   int64_t tokens = 0;
   int threads = 0;

@@ -3,9 +3,11 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "model/ops.h"
 #include "spense/error.h"
 
 int main(int argc, char** argv) {
+  spense::ops::use_fast_blas_kernels(argv);  // may restart the process (see ops.h)
   CLI::App app{"spense: one-shot 2:4 + dense hybrid pruning of LLMs, and fast GPU inference"};
   app.require_subcommand(1);
   spense::cli::register_inspect(app);

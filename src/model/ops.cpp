@@ -4,14 +4,34 @@
 #include <cblas.h>
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <vector>
 
 namespace spense::ops {
+
+void use_fast_blas_kernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+  const char* core = openblas_get_corename();
+  const std::string c = core ? core : "";
+  if (c != "Prescott" && c != "Core2" && c != "Nehalem") return;
+  const char* target = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    target = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    target = "Haswell";
+  if (!target) return;
+  setenv("OPENBLAS_CORETYPE", target, 1);
+  execv("/proc/self/exe", argv);
+  // exec failed: carry on with the generic kernels (slower, same results).
+}
 
 BlasSingleThread::BlasSingleThread() : prev_(openblas_get_num_threads()) {
   if (prev_ != 1) openblas_set_num_threads(1);

@@ -29,6 +29,16 @@ class BlasSingleThread {
   int prev_;
 };
 
+// OpenBLAS's DYNAMIC_ARCH build picks its kernels from the CPU model when the library loads.
+// A CPU newer than the build (Debian 12's 0.3.21 on a 5th-generation Xeon, model 207) gets the
+// generic "Prescott" SSE3 kernels: sgemm 30 instead of 196 GFLOP/s on this project's 2-core
+// development machine (docs/perf.md), and every CPU command 3-6x slower. Call first thing in
+// main(): when the kernels are generic but the CPU has AVX-512 (or AVX2 + FMA), it sets
+// OPENBLAS_CORETYPE to SkylakeX (Haswell) and re-executes the program (/proc/self/exe, same
+// argv), since the choice cannot be changed after load. Does nothing when OPENBLAS_CORETYPE is
+// already set (the user's choice, or the second start) or when the exec fails.
+void use_fast_blas_kernels(char** argv);
+
 // y[T, N] = x[T, K] W^T (+ beta * y) with W row-major [N, K] (the PyTorch linear layout).
 // Split over N across OpenMP threads, one single-threaded sgemm per slice (call it inside a
 // BlasSingleThread scope).
