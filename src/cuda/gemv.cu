@@ -215,6 +215,177 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
+// ---- Tensor-core path (BF16 weights, M >= kTcMinM) ---------------------------------------
+// The same stored layout as above, read by mma.sp (2:4 rows) and mma (dense rows) with the
+// tokens as the N = 8 side of each MMA: a block of 8 warps owns one 16-row tile (all 2:4 or
+// all dense, since ns and nd are multiples of 16) and its warps take the 32-column k-steps in
+// turn (warp w: steps w, w + 8, ...), so a warp's step parity is fixed and the mma.sp
+// sparsity selector (which thread pair of each quad supplies the metadata) is a constant per
+// warp. Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32 for 16-bit types), with
+// g = lane / 4, t = lane % 4:
+//   A (16 x 32 uncompressed; 16 x 16 kept values): registers {row g, cols 2t..2t+1},
+//     {row g+8, cols 2t..}, {row g, cols 2t+8..}, {row g+8, cols 2t+8..} of the kept values:
+//     4-byte loads straight from the row-major compressed rows (the 4 lanes of a quad read
+//     16 contiguous bytes of a row; the +8 half is the next 16 bytes, an L1 hit).
+//   metadata: thread t of the supplying pair (t & 1 = p) holds, per row, the nibbles of
+//     groups 4p..4p+3 (one u16 of the v1 meta layout): row g in bits 0-15, row g+8 in 16-31.
+//   B (32 x 8, K x tokens): token g, k = 2t + {0,1} + 8i for register i.
+//   C (16 x 8): {row g, tokens 2t, 2t+1}, {row g+8, tokens 2t, 2t+1}.
+// Partial sums of the 8 warps meet in shared memory, as in gemv_k.
+constexpr int kTcWarps = 8;
+
+__device__ __forceinline__ uint32_t ldg32(const void* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+
+template <int SEL>
+__device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e) {
+  asm volatile(
+      "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
+        "n"(SEL));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The four B registers of one 32-column k-step for token row tok (zeros past the last token).
+__device__ __forceinline__ void load_b(const uint16_t* x, int64_t ldx, int64_t tok, int64_t m_total, int64_t col,
+                                       int t, uint32_t (&b)[4]) {
+  if (tok < m_total) {
+    const uint16_t* xr = x + tok * ldx + col + 2 * t;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) b[i] = ldg32(xr + 8 * i);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) b[i] = 0u;
+  }
+}
+
+// 2:4 tile: steps s = first, first + 8, ... of the rows at vals (row-major kept values,
+// k bytes per row) and meta (k/16 u16 per row).
+template <int NT, int SEL>
+__device__ __forceinline__ void tc_sparse(const uint8_t* vals, const uint16_t* meta, int64_t k, const uint16_t* x,
+                                          int64_t ldx, int64_t m0, int64_t m_total, int first, int g, int t,
+                                          float (&acc)[NT][4]) {
+  constexpr int U = 2;  // steps whose A loads are in flight together
+  const int64_t steps = k / 32, mrow = k / 16;
+  const uint8_t* r0 = vals + size_t(g) * size_t(k);
+  const uint8_t* r8 = vals + size_t(g + 8) * size_t(k);
+  const uint16_t* e0 = meta + size_t(g) * size_t(mrow);
+  const uint16_t* e8 = meta + size_t(g + 8) * size_t(mrow);
+  const int p = t & 1;
+  for (int64_t s0 = first; s0 < steps; s0 += kTcWarps * U) {
+    uint32_t a[U][4], e[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t s = s0 + kTcWarps * u;
+      if (s < steps) {
+        const size_t off = size_t(s) * 32 + size_t(4 * t);  // bytes: 16 kept bf16 = 32 bytes per step
+        a[u][0] = ldg32(r0 + off);
+        a[u][1] = ldg32(r8 + off);
+        a[u][2] = ldg32(r0 + off + 16);
+        a[u][3] = ldg32(r8 + off + 16);
+        e[u] = uint32_t(__ldg(e0 + 2 * s + p)) | (uint32_t(__ldg(e8 + 2 * s + p)) << 16);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t s = s0 + kTcWarps * u;
+      if (s >= steps) break;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        uint32_t b[4];
+        load_b(x, ldx, m0 + 8 * j + g, m_total, s * 32, t, b);
+        mma_sp_bf16<SEL>(acc[j], a[u], b, e[u]);
+      }
+    }
+  }
+}
+
+// Dense tile (rows at w, ld elements apart): each 32-column step is two m16n8k16 MMAs.
+template <int NT>
+__device__ __forceinline__ void tc_dense(const uint16_t* w, int64_t ld, int64_t k, const uint16_t* x, int64_t ldx,
+                                         int64_t m0, int64_t m_total, int first, int g, int t, float (&acc)[NT][4]) {
+  const int64_t steps = k / 32;
+  const uint16_t* r0 = w + size_t(g) * size_t(ld) + 2 * t;
+  const uint16_t* r8 = w + size_t(g + 8) * size_t(ld) + 2 * t;
+  for (int64_t s = first; s < steps; s += kTcWarps) {
+    uint32_t a[2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t c = s * 32 + 16 * h;
+      a[h][0] = ldg32(r0 + c);
+      a[h][1] = ldg32(r8 + c);
+      a[h][2] = ldg32(r0 + c + 8);
+      a[h][3] = ldg32(r8 + c + 8);
+    }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      uint32_t b[4];
+      load_b(x, ldx, m0 + 8 * j + g, m_total, s * 32, t, b);
+      // B registers 0, 1 are k = 2t.. and 2t+8.. of the first 16 columns; 2, 3 of the second.
+      mma_bf16(acc[j], a[0][0], a[0][1], a[0][2], a[0][3], b[0], b[1]);
+      mma_bf16(acc[j], a[1][0], a[1][1], a[1][2], a[1][3], b[2], b[3]);
+    }
+  }
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kTcWarps * 32) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
+                                                          uint16_t* y, int64_t ldy) {
+  constexpr int TOK = 8 * NT;
+  __shared__ float red[kTcWarps][16][TOK];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t s0 = int64_t(blockIdx.x) * 16, n = w.ns + w.nd;
+  const int64_t m0 = int64_t(blockIdx.y) * TOK;
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  if (s0 < w.ns) {
+    const uint8_t* vals = static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * size_t(w.k);
+    const uint16_t* meta = w.sparse_meta + size_t(s0) * size_t(w.k / 16);
+    if (warp & 1) tc_sparse<NT, 1>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
+    else tc_sparse<NT, 0>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
+  } else {
+    tc_dense<NT>(static_cast<const uint16_t*>(w.dense) + size_t(s0 - w.ns) * size_t(w.dense_ld), w.dense_ld, w.k, x,
+                 ldx, m0, m_total, warp, g, t, acc);
+  }
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    red[warp][g][8 * j + 2 * t] = acc[j][0];
+    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
+    red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
+    red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 16 * TOK; i += blockDim.x) {
+    const int r = i / TOK, c = i % TOK;
+    const int64_t srow = s0 + r, tok = m0 + c;
+    if (srow >= n || tok >= m_total) continue;
+    float v = 0.f;
+#pragma unroll
+    for (int p = 0; p < kTcWarps; ++p) v += red[p][r][c];
+    const int64_t col = w.row_map ? w.row_map[srow] : srow;
+    const __nv_bfloat16 b = __float2bfloat16(v);
+    y[tok * ldy + col] = *reinterpret_cast<const uint16_t*>(&b);
+  }
+}
+
+template <int NT>
+void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>((w.ns + w.nd + 15) / 16), static_cast<unsigned>((m + 8 * NT - 1) / (8 * NT)));
+  gemv_tc_k<NT><<<grid, kTcWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m, static_cast<uint16_t*>(y),
+                                                ldy);
+  SPENSE_CUDA_CHECK_LAUNCH();
+}
+
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
                              uint8_t* values, uint16_t* meta, unsigned long long* bad) {
   const int64_t chunks = k / 16;
@@ -263,8 +434,19 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 
 }  // namespace
 
+bool tc_eligible(const Weights& w) {
+  return w.tensor_cores && !w.fp8 && w.k % 32 == 0 && w.ns % 16 == 0 && w.nd % 16 == 0 && (w.nd == 0 || w.dense_ld % 2 == 0);
+}
+
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
+  if (m >= kTcMinM && tc_eligible(w)) {
+    if (m <= 8) launch_tc<1>(w, x, ldx, m, y, ldy, s);
+    else if (m <= 16) launch_tc<2>(w, x, ldx, m, y, ldy, s);
+    else if (m <= 32) launch_tc<4>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<8>(w, x, ldx, m, y, ldy, s);
+    return;
+  }
   switch (m < kMaxM ? m : kMaxM) {
     case 1: launch_m<1>(w, x, ldx, m, y, ldy, s); break;
     case 2: launch_m<2>(w, x, ldx, m, y, ldy, s); break;

@@ -558,6 +558,7 @@ class GemvLinearImpl final : public Linear {
       w.nd = nd_;
     }
     w.dense_ld = k_;
+    w.tensor_cores = opts_.small_m_tensor_cores;
     return w;
   }
 

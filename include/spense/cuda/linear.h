@@ -69,6 +69,10 @@ struct LinearOptions {
   // Dense BF16/FP16 only: write y as fp32 (the engine's LM head, so logits are not rounded
   // to 16 bits before argmax or sampling). y then holds M x N floats.
   bool f32_output = false;
+  // Our small-M kernel (make_gemv_linear), BF16: run M >= 3 on tensor cores (mma.sp / mma)
+  // instead of CUDA cores. Off by default: that path is written but has not yet been run on a
+  // GPU (no device was available when it was written); test_cuda_linear turns it on to check it.
+  bool small_m_tensor_cores = false;
 };
 
 // Weights of one layer as stored: N x K row-major, host or device memory (copied at load).

@@ -58,6 +58,8 @@ std::string bench_decode_usage() {
          "  --warmup N           untimed steps first (default 8)\n"
          "  --no-graph           launch steps without CUDA graphs\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
+         "  --tensor-cores       our small-M kernel runs batches >= 3 on tensor cores (mma.sp; not yet\n"
+         "                       run on a GPU, so off by default)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
          "  --seed S             random seed (default 0)\n";
 }
@@ -65,7 +67,8 @@ std::string bench_decode_usage() {
 bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
-    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";
+    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
+                      args[i] == "--tensor-cores";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed"};
@@ -80,6 +83,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--dtype" || a == "--dtypes") o->dtypes = bench_split_list(val);
     else if (a == "--format" || a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
+    else if (a == "--tensor-cores") o->tensor_cores = true;
     else if (a == "--backend" || a == "--backends") o->backends = bench_split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
@@ -157,6 +161,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
+      eo.small_m_tensor_cores = o.tensor_cores;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.
