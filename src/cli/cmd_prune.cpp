@@ -10,7 +10,10 @@
 //   special_tokens_map.json (copied when present)
 // Everything is written under a temporary directory and renamed into place at the end
 // (AtomicDir), so a failure leaves nothing under --out. Inputs are checked before the
-// weights are loaded.
+// weights are loaded. The layers stream (spense/pipeline.h): each finished layer's tensors go
+// to the two safetensors writers, which spool them to disk until the files are assembled, so
+// neither the model nor the output is ever whole in memory (disk: the output about twice
+// over while the files are assembled).
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -260,6 +263,7 @@ void run_prune(const PruneArgs& a) {
     model_w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
   }
   model_w.write(out.path() + "/model.safetensors");
+  model_w = SafetensorsWriter();  // frees its spool's disk space before the next file is written
 
   nlohmann::ordered_json options;
   options["method"] = a.method;
