@@ -95,6 +95,20 @@ TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
         EXPECT_EQ(0, std::memcmp(a.data, b.data, a.info->nbytes())) << name;
       }
     }
+    {
+      // The layers were written as they finished, yet the file is the one a writer fed the
+      // tensors in sorted-name order produces (what prune wrote before it streamed), byte for byte.
+      SafetensorsWriter w;
+      w.set_metadata("format", "pt");
+      for (const auto& name : ck.names()) {
+        const TensorRef t = ck.get(name);
+        w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
+      }
+      const fs::path rebuilt = tmp() / (std::string("rebuilt_") + axis + ".safetensors");
+      w.write(rebuilt.string());
+      EXPECT_TRUE(slurp(rebuilt) == slurp(fs::path(out) / "model.safetensors"));
+      EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 6) << "stray files in " << out;
+    }
     const auto sf = SafetensorsFile::open(out + "/spense.safetensors");
     const auto layers = spense_list_layers(*sf);
     ASSERT_EQ(layers.size(), 14u);

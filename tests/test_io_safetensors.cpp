@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -687,6 +688,30 @@ TEST(io_Writer, SpooledWriterWritesTheSameBytes) {
   moved.write(d / "moved.safetensors");
   EXPECT_TRUE(slurp(d / "moved.safetensors") == a);
   EXPECT_TRUE(fs::is_empty(spool));
+}
+
+TEST(io_Writer, SortByNameIgnoresInsertionOrder) {
+  TmpDir d;
+  const std::vector<std::string> names = {"b", "model.layers.10.x", "a", "model.layers.2.x", "c"};
+  SafetensorsWriter shuffled, sorted_in;
+  shuffled.sort_by_name();
+  std::vector<std::string> order = names;
+  std::sort(order.begin(), order.end());
+  for (const auto& n : names) {
+    const uint16_t v[2] = {uint16_t(n.size()), uint16_t(n[0])};
+    shuffled.add(n, n == "c" ? DType::F16 : DType::BF16, {2}, v, 4);
+  }
+  for (const auto& n : order) {
+    const uint16_t v[2] = {uint16_t(n.size()), uint16_t(n[0])};
+    sorted_in.add(n, n == "c" ? DType::F16 : DType::BF16, {2}, v, 4);
+  }
+  shuffled.write(d / "a.safetensors");
+  sorted_in.write(d / "b.safetensors");
+  EXPECT_TRUE(slurp(d / "a.safetensors") == slurp(d / "b.safetensors"));
+  auto f = SafetensorsFile::open(d / "a.safetensors");
+  std::vector<std::string> got;
+  for (const auto& t : f->tensors()) got.push_back(t.name);
+  EXPECT_EQ(got, order);
 }
 
 TEST(io_Checkpoint, DroppedPagesReadBackTheSameData) {

@@ -109,8 +109,10 @@ class Model {
   // out absent. read_layer(i) reads layer i from the source (the checkpoint, converted to
   // fp32, or the random generator) without touching the model, so one thread may read the
   // next layer while another computes with the current one; set_layer(i) makes it resident
-  // and drop_layer(i) frees it again. A non-streaming model has every layer resident and
-  // read_layer() returns a copy of it.
+  // and drop_layer(i) frees it again (read_layer() then reads the source again: the original
+  // weights, not changes made while the layer was resident). A non-streaming model has every
+  // layer resident and read_layer() returns a copy of it (not safe while another thread
+  // changes that layer).
   bool streams_layers() const { return static_cast<bool>(source_); }
   bool layer_resident(int64_t i) const;
   LayerWeights read_layer(int64_t i) const;

@@ -127,7 +127,8 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
 // Peak resident set size of this process in bytes (getrusage ru_maxrss).
 uint64_t peak_rss_bytes();
 
-// Process-wide (glibc mallopt): large blocks come from the heap and stay there when freed, so
+// Process-wide (glibc mallopt): large blocks allocated by the main thread come from the heap
+// and stay there when freed (other threads' arenas still map blocks above 64 MB), so
 // the pipeline's per-projection buffers (hundreds of MB each, allocated and freed 7 times a
 // layer) reuse memory whose pages are already mapped. With glibc's default every such block
 // is a fresh mmap whose pages fault in on first write, at 1-4 GB/s in a VM: on the GPU machine

@@ -111,6 +111,9 @@ class SafetensorsWriter {
   // element size, unlinked at once, so nothing is left behind even on a crash) instead of
   // memory; write() copies them into place. For outputs larger than memory.
   void spool_to(const std::string& dir);
+  // Order the data (and so the header) by name within each element size instead of by
+  // insertion, so a file assembled in any order matches one written from a sorted list.
+  void sort_by_name() { sort_by_name_ = true; }
   // Copies the bytes. Throws if the name repeats or nbytes != numel(shape) * dtype_size.
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
            const void* data, size_t nbytes);
@@ -138,6 +141,7 @@ class SafetensorsWriter {
   std::map<std::string, size_t> names_;
   std::map<std::string, std::string> metadata_;
   std::string spool_dir_;
+  bool sort_by_name_ = false;
   std::map<size_t, std::unique_ptr<Spool>> spools_;  // by element size
 };
 

@@ -222,7 +222,7 @@ void run_prune(const PruneArgs& a) {
     if (name.compare(0, pre.size(), pre) == 0) {
       size_t end = pre.size();
       while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
-      if (end > pre.size() && end < name.size() && name[end] == '.') {
+      if (end > pre.size() && end - pre.size() <= 9 && end < name.size() && name[end] == '.') {
         layer = std::stoll(name.substr(pre.size(), end - pre.size()));
         if (layer >= cfg.num_layers) layer = -1;
       }
@@ -230,6 +230,7 @@ void run_prune(const PruneArgs& a) {
     names_by_layer[layer].push_back(name);
   }
   SafetensorsWriter model_w, spense_w;
+  model_w.sort_by_name();  // the tensor order of a file written from ckpt.names() (sorted)
   model_w.set_metadata("format", "pt");
   spense_w.set_metadata("format", "spense");
   model_w.spool_to(out.path());
@@ -262,6 +263,9 @@ void run_prune(const PruneArgs& a) {
     const TensorRef t = ckpt.get(name);
     model_w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
   }
+  if (model_w.size() != ckpt.names().size())
+    throw Error("prune: " + std::to_string(model_w.size()) + " of the checkpoint's " +
+                std::to_string(ckpt.names().size()) + " tensors reached the output", 1);
   model_w.write(out.path() + "/model.safetensors");
   model_w = SafetensorsWriter();  // frees its spool's disk space before the next file is written
 
@@ -305,6 +309,7 @@ void run_prune(const PruneArgs& a) {
     }
     sj["layers"] = layers;
     spense_w.write(out.path() + "/spense.safetensors");
+    spense_w = SafetensorsWriter();  // its spool closed before the directory is committed
     const std::string s = sj.dump(2) + "\n";
     write_file_atomic(out.path() + "/spense.json", s.data(), s.size());
   }

@@ -440,7 +440,7 @@ bool tc_eligible(const Weights& w) {
 
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
-  if (m >= kTcMinM && tc_eligible(w)) {
+  if (m >= kTcMinM && tc_eligible(w) && ldx % 2 == 0) {  // x read as bf16 pairs
     if (m <= 8) launch_tc<1>(w, x, ldx, m, y, ldy, s);
     else if (m <= 16) launch_tc<2>(w, x, ldx, m, y, ldy, s);
     else if (m <= 32) launch_tc<4>(w, x, ldx, m, y, ldy, s);

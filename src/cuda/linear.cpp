@@ -536,6 +536,8 @@ class GemvLinearImpl final : public Linear {
       if (it == choice_.end()) return "dense: not prepared for M=" + std::to_string(m);
       return it->second ? "spense small-M kernel (faster than cuBLASLt here)" : "cuBLASLt: " + inner_->plan_info(m);
     }
+    if (m >= gemv::kTcMinM && gemv::tc_eligible(weights()))
+      return "spense small-M kernel, tensor cores (" + std::to_string((m + 63) / 64) + " pass)";
     return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
   }
 

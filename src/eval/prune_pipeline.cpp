@@ -1,5 +1,6 @@
 // Whole-model sequential pruning (see spense/pipeline.h).
 #include <malloc.h>
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -57,7 +58,10 @@ class LayerStream {
       if (next_.valid()) next_.wait();
       next_l_ = l + 1;
       const Model* m = &m_;
-      next_ = std::async(std::launch::async, [m, l] { return m->read_layer(l + 1); });
+      next_ = std::async(std::launch::async, [m, l] {
+        omp_set_num_threads(1);  // the generator's OpenMP loops must not compete with the main thread's
+        return m->read_layer(l + 1);
+      });
     }
   }
   void release(int64_t l) {
@@ -208,7 +212,7 @@ std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<i
 }
 
 void keep_freed_memory_mapped() {
-  mallopt(M_MMAP_MAX, 0);                // no block gets its own mapping (sbrk heap; mmap only as a fallback)
+  mallopt(M_MMAP_MAX, 0);                // main-thread blocks come from the sbrk heap (mmap only as a fallback)
   mallopt(M_TRIM_THRESHOLD, 1 << 30);    // a free top of the heap is returned only above 1 GiB
 }
 

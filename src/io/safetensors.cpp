@@ -452,7 +452,8 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vec
       const size_t chunk = std::min<uint64_t>(nbytes - done, uint64_t{1} << 30);
       const ssize_t w = ::pwrite(sp->fd, p + done, chunk, static_cast<off_t>(sp->size + done));
       if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) throw Error(spool_dir_ + ": writing a temporary file failed: " + errno_str(errno));
+      if (w <= 0)
+        throw Error(spool_dir_ + ": writing a temporary file failed: " + (w < 0 ? errno_str(errno) : "short write"));
       done += static_cast<uint64_t>(w);
     }
     e.spooled = true;
@@ -496,7 +497,9 @@ void SafetensorsWriter::write(const std::string& path) const {
   std::vector<size_t> order(entries_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [this](size_t a, size_t b) {
-    return dtype_size(entries_[a].dtype) > dtype_size(entries_[b].dtype);
+    const size_t sa = dtype_size(entries_[a].dtype), sb = dtype_size(entries_[b].dtype);
+    if (sa != sb) return sa > sb;
+    return sort_by_name_ && entries_[a].name < entries_[b].name;
   });
 
   std::string h = "{";
@@ -551,7 +554,8 @@ void SafetensorsWriter::write(const std::string& path) const {
       const size_t chunk = size_t(std::min<uint64_t>(e.nbytes - done, buf.size()));
       const ssize_t r = ::pread(fd, buf.data(), chunk, static_cast<off_t>(e.spool_offset + done));
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw Error(path + ": reading back a temporary file failed: " + errno_str(errno));
+      if (r <= 0)
+        throw Error(path + ": reading back a temporary file failed: " + (r < 0 ? errno_str(errno) : "unexpected end"));
       out.write(buf.data(), size_t(r));
       done += uint64_t(r);
     }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <cmath>
 #include <limits>
@@ -28,9 +29,18 @@ void use_fast_blas_kernels(char** argv) {
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     target = "Haswell";
   if (!target) return;
+  // Started through the dynamic loader (ld-linux... ./spense): /proc/self/exe is the loader,
+  // and re-running it with our argv would not run this program.
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return;
+  exe[n] = '\0';
+  const char* base = std::strrchr(exe, '/');
+  if (std::strncmp(base ? base + 1 : exe, "ld-", 3) == 0) return;
   setenv("OPENBLAS_CORETYPE", target, 1);
   execv("/proc/self/exe", argv);
-  // exec failed: carry on with the generic kernels (slower, same results).
+  // exec failed: carry on with the generic kernels (slower, same results up to rounding).
+  unsetenv("OPENBLAS_CORETYPE");
 }
 
 BlasSingleThread::BlasSingleThread() : prev_(openblas_get_num_threads()) {

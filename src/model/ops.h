@@ -36,7 +36,9 @@ class BlasSingleThread {
 // main(): when the kernels are generic but the CPU has AVX-512 (or AVX2 + FMA), it sets
 // OPENBLAS_CORETYPE to SkylakeX (Haswell) and re-executes the program (/proc/self/exe, same
 // argv), since the choice cannot be changed after load. Does nothing when OPENBLAS_CORETYPE is
-// already set (the user's choice, or the second start) or when the exec fails.
+// already set (the user's choice, or the second start), when the program was started through
+// the dynamic loader, or when the exec fails. Other kernels sum in another order, so CPU results
+// are the same up to rounding.
 void use_fast_blas_kernels(char** argv);
 
 // y[T, N] = x[T, K] W^T (+ beta * y) with W row-major [N, K] (the PyTorch linear layout).
