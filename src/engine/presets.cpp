@@ -13,9 +13,11 @@ struct Preset {
   int64_t hidden, layers, heads, kv_heads, head_dim, intermediate, vocab, max_pos;
   bool tied;
 };
-// Qwen3 dense models (Qwen/Qwen3-*: head_dim 128, vocab 151936).
+// Qwen3 dense models (Qwen/Qwen3-*: head_dim 128, vocab 151936), and Qwen2.5-0.5B's shapes
+// (Qwen/Qwen2.5-0.5B config.json; use it with --arch qwen2, which adds the q/k/v biases).
 constexpr Preset kPresets[] = {
     {"tiny", 64, 2, 4, 2, 16, 192, 512, 4096, true},
+    {"qwen2.5-0.5b", 896, 24, 14, 2, 64, 4864, 151936, 32768, true},
     {"qwen3-0.6b", 1024, 28, 16, 8, 128, 3072, 151936, 40960, true},
     {"qwen3-8b", 4096, 36, 32, 8, 128, 12288, 151936, 40960, false},
     {"qwen3-14b", 5120, 40, 40, 8, 128, 17408, 151936, 40960, false},

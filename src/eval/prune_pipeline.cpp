@@ -12,6 +12,7 @@
 #include <regex>
 #include <string>
 
+#include "model/ops.h"
 #include "spense/error.h"
 #include "spense/pipeline.h"
 #include "spense/progress.h"
@@ -95,6 +96,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
       acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
                        in_dims[r]);
     const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
+      ops::BlasAllThreads all;  // block_forward runs BLAS single-threaded; dsyrk wants every core
       acc[size_t(input_index(role))].add(x, rows);
     };
     for (int64_t s = 0; s < S_; ++s) {

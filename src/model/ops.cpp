@@ -50,6 +50,14 @@ BlasSingleThread::~BlasSingleThread() {
   if (prev_ != 1) openblas_set_num_threads(prev_);
 }
 
+BlasAllThreads::BlasAllThreads() : prev_(openblas_get_num_threads()) {
+  const int all = omp_get_max_threads();
+  if (all != prev_) openblas_set_num_threads(all);
+}
+BlasAllThreads::~BlasAllThreads() {
+  if (openblas_get_num_threads() != prev_) openblas_set_num_threads(prev_);
+}
+
 namespace {
 
 // Y[:, n0:n1] = X W[n0:n1]^T: one single-threaded sgemm on a column slice.

@@ -41,6 +41,20 @@ class BlasSingleThread {
 // are the same up to rounding.
 void use_fast_blas_kernels(char** argv);
 
+// The opposite, for one BLAS-heavy call made from inside a BlasSingleThread scope (a
+// LinearHook accumulating a Hessian with dsyrk): OpenBLAS gets all OpenMP threads until the
+// scope ends. Same rules: the calling thread, outside OpenMP regions.
+class BlasAllThreads {
+ public:
+  BlasAllThreads();
+  ~BlasAllThreads();
+  BlasAllThreads(const BlasAllThreads&) = delete;
+  BlasAllThreads& operator=(const BlasAllThreads&) = delete;
+
+ private:
+  int prev_;
+};
+
 // y[T, N] = x[T, K] W^T (+ beta * y) with W row-major [N, K] (the PyTorch linear layout).
 // Split over N across OpenMP threads, one single-threaded sgemm per slice (call it inside a
 // BlasSingleThread scope).
