@@ -247,6 +247,38 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
     EXPECT_EQ(e.path().filename().string().find("bad_out"), std::string::npos) << e.path();
 }
 
+// A failure in the last layer, after the first layer's tensors were already spooled to the
+// output: the error names the tensor, and neither the output nor any temporary file is left.
+TEST_F(PruneCli, FailureMidRunLeavesNothing) {
+  const fs::path bad = tmp() / "nan_model";
+  fs::create_directories(bad);
+  for (const char* f : {"config.json", "tokenizer.json"})
+    fs::copy_file(fs::path(model_) / f, bad / f, fs::copy_options::overwrite_existing);
+  const Checkpoint ck = Checkpoint::open(model_);
+  const std::string target = "model.layers.1.mlp.down_proj.weight";  // the tiny preset's last layer
+  SafetensorsWriter w;
+  for (const auto& name : ck.names()) {
+    const TensorRef t = ck.get(name);
+    std::vector<uint8_t> bytes(t.data, t.data + t.info->nbytes());
+    if (name == target) {
+      ASSERT_EQ(t.info->dtype, DType::BF16);
+      bytes[2 * 5 + 0] = 0xC0, bytes[2 * 5 + 1] = 0x7F;  // element 5: BF16 NaN (0x7FC0)
+    }
+    w.add(name, t.info->dtype, t.info->shape, bytes.data(), bytes.size());
+  }
+  w.write((bad / "model.safetensors").string());
+  const fs::path out = tmp() / "nan_out";
+  const Result r = run("prune --model " + quote(bad.string()) + " --calib " + quote(text_) + " --out " +
+                       quote(out.string()) + " --nsamples 4 --seqlen 32 --tile 16");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("model.layers.1.mlp.down_proj"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("NaN"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("layer 1/2"), std::string::npos) << "layer 0 should have finished first:\n" << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  for (const auto& e : fs::directory_iterator(tmp()))
+    EXPECT_EQ(e.path().filename().string().find("nan_out"), std::string::npos) << e.path();
+}
+
 // --device cuda: on a machine without a GPU (CI) or a build without CUDA, a clear input error
 // and nothing written; with a GPU, a complete output (its numbers: tests/cuda/test_cuda_prune.cpp).
 TEST_F(PruneCli, DeviceCudaRunsOrRefusesCleanly) {
