@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -688,6 +689,57 @@ TEST(io_Writer, SpooledWriterWritesTheSameBytes) {
   moved.write(d / "moved.safetensors");
   EXPECT_TRUE(slurp(d / "moved.safetensors") == a);
   EXPECT_TRUE(fs::is_empty(spool));
+}
+
+TEST(io_Writer, PlannedInPlaceWritingGivesTheSameFile) {
+  // plan() + begin() + add() in any order writes the file an in-memory writer would, and
+  // refuses what does not fit the plan.
+  TmpDir d;
+  struct T {
+    std::string name;
+    DType dt;
+    std::vector<int64_t> shape;
+  };
+  const std::vector<T> ts = {{"w.b", DType::BF16, {3, 5}}, {"w.a", DType::F32, {7}}, {"x", DType::U8, {9}},
+                             {"y", DType::I64, {2}}, {"empty", DType::F16, {0}}};
+  std::mt19937 rng(5);
+  std::map<std::string, std::vector<uint8_t>> data;
+  for (const auto& t : ts) {
+    std::vector<uint8_t> b(size_t(std::max<int64_t>(t.shape[0] * (t.shape.size() > 1 ? t.shape[1] : 1), 0)) *
+                           dtype_size(t.dt));
+    for (auto& x : b) x = uint8_t(rng());
+    data[t.name] = b;
+  }
+  SafetensorsWriter mem, inplace;
+  mem.sort_by_name();
+  inplace.sort_by_name();
+  mem.set_metadata("format", "pt");
+  inplace.set_metadata("format", "pt");
+  for (const auto& t : ts) mem.add(t.name, t.dt, t.shape, data[t.name].data(), data[t.name].size());
+  for (const auto& t : ts) inplace.plan(t.name, t.dt, t.shape);
+  EXPECT_THROW(inplace.add("w.a", DType::F32, {7}, data["w.a"].data(), 28), Error);  // before begin()
+  inplace.begin(d / "inplace.safetensors");
+  EXPECT_THROW(inplace.plan("late", DType::U8, {1}), Error);
+  EXPECT_THROW(inplace.add("unplanned", DType::U8, {1}, "z", 1), Error);
+  EXPECT_THROW(inplace.add("w.a", DType::F16, {7}, data["w.a"].data(), 14), Error);  // wrong dtype
+  EXPECT_THROW(inplace.set_metadata("k", "v"), Error);
+  EXPECT_THROW(inplace.write(d / "inplace.safetensors"), Error);  // nothing added yet
+  for (auto it = ts.rbegin(); it != ts.rend(); ++it)
+    inplace.add(it->name, it->dt, it->shape, data[it->name].data(), data[it->name].size());
+  EXPECT_THROW(inplace.add("x", DType::U8, {9}, data["x"].data(), 9), Error);  // twice
+  EXPECT_THROW(inplace.write(d / "other.safetensors"), Error);                  // not the begun path
+  inplace.write(d / "inplace.safetensors");
+  mem.write(d / "mem.safetensors");
+  EXPECT_TRUE(slurp(d / "inplace.safetensors") == slurp(d / "mem.safetensors"));
+  EXPECT_TRUE(leftovers(d.str()).empty());
+  // Abandoned after begin(): no file, no temporary.
+  {
+    SafetensorsWriter w;
+    w.plan("a", DType::U8, {4});
+    w.begin(d / "abandoned.safetensors");
+  }
+  EXPECT_FALSE(fs::exists(d / "abandoned.safetensors"));
+  EXPECT_TRUE(leftovers(d.str()).empty());
 }
 
 TEST(io_Writer, SortByNameIgnoresInsertionOrder) {

@@ -19,6 +19,8 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   void write(const void* data, size_t nbytes);
+  // Writes at an absolute offset (the file grows as needed; the append position is unchanged).
+  void pwrite(uint64_t offset, const void* data, size_t nbytes);
   void commit();
   const std::string& path() const { return path_; }
   const std::string& temp_path() const { return tmp_; }

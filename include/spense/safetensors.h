@@ -12,6 +12,8 @@
 
 namespace spense {
 
+class AtomicFile;  // spense/fs.h
+
 struct TensorInfo {
   std::string name;
   DType dtype;
@@ -122,6 +124,13 @@ class SafetensorsWriter {
   void add_from_f32(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                     const float* data);
   void set_metadata(const std::string& key, const std::string& value);
+  // Writing in place, for a file whose tensors are all known up front: plan() every tensor
+  // (name, dtype, shape; metadata set before begin()), begin(path) writes the header to
+  // "<path>.tmp-<pid>", and each add() of a planned tensor then writes its bytes at their final
+  // offset (any order); write(path) checks every planned tensor arrived and renames the file
+  // into place. Nothing is held in memory or spooled; the order is the one write() would use.
+  void plan(const std::string& name, DType dtype, const std::vector<int64_t>& shape);
+  void begin(const std::string& path);
   void write(const std::string& path) const;
   size_t size() const { return entries_.size(); }
   bool has(const std::string& name) const { return names_.count(name) != 0; }
@@ -135,14 +144,24 @@ class SafetensorsWriter {
     std::vector<uint8_t> bytes;  // empty when spooled
     bool spooled = false;
     uint64_t spool_offset = 0;   // in the spool of its element size
+    bool planned = false;        // plan(): bytes go to the begun file
+    bool written = false;        // planned and added
   };
   struct Spool;
+  Entry make_entry(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+                   size_t nbytes, bool planned) const;
+  // The 8-byte length and the header; order: entries in data order; offsets: per entry,
+  // from the start of the data section.
+  std::string layout(const std::string& path, std::vector<size_t>* order, std::vector<uint64_t>* offsets) const;
   std::vector<Entry> entries_;
   std::map<std::string, size_t> names_;
   std::map<std::string, std::string> metadata_;
   std::string spool_dir_;
   bool sort_by_name_ = false;
   std::map<size_t, std::unique_ptr<Spool>> spools_;  // by element size
+  std::unique_ptr<AtomicFile> direct_;               // begin(): the file being written in place
+  std::string direct_path_;
+  std::vector<uint64_t> direct_offsets_;             // per entry, from the start of the file
 };
 
 // Write a whole file atomically (temporary file in the same directory, fsync, rename).

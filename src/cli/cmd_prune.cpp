@@ -11,9 +11,9 @@
 // Everything is written under a temporary directory and renamed into place at the end
 // (AtomicDir), so a failure leaves nothing under --out. Inputs are checked before the
 // weights are loaded. The layers stream (spense/pipeline.h): each finished layer's tensors go
-// to the two safetensors writers, which spool them to disk until the files are assembled, so
-// neither the model nor the output is ever whole in memory (disk: the output about twice
-// over while the files are assembled).
+// straight to model.safetensors (written in place) and to spense.safetensors' spool, so
+// neither the model nor the output is ever whole in memory (disk: the packed tensors twice
+// while spense.safetensors is assembled).
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -229,11 +229,18 @@ void run_prune(const PruneArgs& a) {
     }
     names_by_layer[layer].push_back(name);
   }
+  // model.safetensors has the input's tensors, names, dtypes and shapes: planned up front and
+  // written in place as layers finish (sorted by name: the order of a file written from the
+  // sorted ckpt.names()). The packed tensors' shapes are only known once pruned: spooled.
   SafetensorsWriter model_w, spense_w;
-  model_w.sort_by_name();  // the tensor order of a file written from ckpt.names() (sorted)
+  model_w.sort_by_name();
   model_w.set_metadata("format", "pt");
+  for (const std::string& name : ckpt.names()) {
+    const TensorRef t = ckpt.get(name);
+    model_w.plan(name, t.info->dtype, t.info->shape);
+  }
+  model_w.begin(out.path() + "/model.safetensors");
   spense_w.set_metadata("format", "spense");
-  model_w.spool_to(out.path());
   spense_w.spool_to(out.path());
   std::map<std::string, std::string> layer_json;  // packed projections: spense_layer_json
   const auto on_layer_done = [&](const Model& m, int64_t l, PrunedProjection* projs) {
@@ -263,11 +270,7 @@ void run_prune(const PruneArgs& a) {
     const TensorRef t = ckpt.get(name);
     model_w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
   }
-  if (model_w.size() != ckpt.names().size())
-    throw Error("prune: " + std::to_string(model_w.size()) + " of the checkpoint's " +
-                std::to_string(ckpt.names().size()) + " tensors reached the output", 1);
-  model_w.write(out.path() + "/model.safetensors");
-  model_w = SafetensorsWriter();  // frees its spool's disk space before the next file is written
+  model_w.write(out.path() + "/model.safetensors");  // throws if a planned tensor never arrived
 
   nlohmann::ordered_json options;
   options["method"] = a.method;

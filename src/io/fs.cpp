@@ -86,6 +86,24 @@ void AtomicFile::write(const void* data, size_t nbytes) {
   }
 }
 
+void AtomicFile::pwrite(uint64_t offset, const void* data, size_t nbytes) {
+  if (fd_ < 0) throw Error(path_ + ": write after commit or failure", 1);
+  const char* p = static_cast<const char*>(data);
+  while (nbytes > 0) {
+    const size_t chunk = nbytes < (size_t{1} << 30) ? nbytes : (size_t{1} << 30);
+    const ssize_t w = ::pwrite(fd_, p, chunk, static_cast<off_t>(offset));
+    if (w <= 0) {
+      if (w < 0 && errno == EINTR) continue;
+      const int e = w < 0 ? errno : EIO;
+      abandon();
+      throw Error(path_ + ": write failed: " + errno_str(e), 1);
+    }
+    p += w;
+    offset += static_cast<uint64_t>(w);
+    nbytes -= static_cast<size_t>(w);
+  }
+}
+
 void AtomicFile::commit() {
   if (committed_) return;
   if (fd_ < 0) throw Error(path_ + ": commit after a failed write", 1);

@@ -412,8 +412,9 @@ SafetensorsWriter& SafetensorsWriter::operator=(SafetensorsWriter&&) noexcept = 
 
 void SafetensorsWriter::spool_to(const std::string& dir) { spool_dir_ = dir; }
 
-void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                            const void* data, size_t nbytes) {
+SafetensorsWriter::Entry SafetensorsWriter::make_entry(const std::string& name, DType dtype,
+                                                       const std::vector<int64_t>& shape, const void* data,
+                                                       size_t nbytes, bool planned) const {
   const std::string where = "SafetensorsWriter: tensor " + q(name);
   if (name.empty()) throw Error("SafetensorsWriter: empty tensor name");
   if (name == "__metadata__") throw Error(where + ": reserved name");
@@ -425,15 +426,40 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vec
     throw Error(where + ": invalid shape " + shape_str(shape) + " (negative or too large)");
   if (__builtin_mul_overflow(static_cast<uint64_t>(numel), dtype_size(dtype), &want))
     throw Error(where + ": shape " + shape_str(shape) + " is too large");
-  if (want != nbytes)
+  if (!planned && want != nbytes)
     throw Error(where + ": " + std::to_string(nbytes) + " bytes given, expected " +
                 std::to_string(want) + " for " + dtype_name(dtype) + " " + shape_str(shape));
-  if (nbytes && !data) throw Error(where + ": null data");
+  if (!planned && nbytes && !data) throw Error(where + ": null data");
   Entry e;
   e.name = name;
   e.dtype = dtype;
   e.shape = shape;
-  e.nbytes = nbytes;
+  e.nbytes = want;
+  e.planned = planned;
+  return e;
+}
+
+void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                            const void* data, size_t nbytes) {
+  const auto it = names_.find(name);
+  if (it != names_.end() && entries_[it->second].planned) {
+    // A planned tensor: written in place into the begun file.
+    Entry& e = entries_[it->second];
+    const std::string where = "SafetensorsWriter: tensor " + q(name);
+    if (!direct_) throw Error(where + ": planned, but added before begin()", 1);
+    if (e.written) throw Error(where + ": added twice");
+    if (e.dtype != dtype || e.shape != shape)
+      throw Error(where + ": added as " + dtype_name(dtype) + " " + shape_str(shape) + ", planned as " +
+                  dtype_name(e.dtype) + " " + shape_str(e.shape));
+    if (nbytes != e.nbytes)
+      throw Error(where + ": " + std::to_string(nbytes) + " bytes given, expected " + std::to_string(e.nbytes));
+    if (nbytes && !data) throw Error(where + ": null data");
+    direct_->pwrite(direct_offsets_[it->second], data, nbytes);
+    e.written = true;
+    return;
+  }
+  if (direct_) throw Error(direct_path_ + ": tensor " + q(name) + " was not planned before begin()", 1);
+  Entry e = make_entry(name, dtype, shape, data, nbytes, false);
   if (spool_dir_.empty()) {
     e.bytes.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
   } else {
@@ -485,27 +511,29 @@ void SafetensorsWriter::add_from_f32(const std::string& name, DType dtype,
 }
 
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
+  if (direct_) throw Error(direct_path_ + ": metadata set after begin()", 1);
   check_utf8(key, "metadata key " + q(key));
   check_utf8(value, "metadata value for " + q(key));
   metadata_[key] = value;
 }
 
-void SafetensorsWriter::write(const std::string& path) const {
-  // Data order: element size descending, insertion order within a size. Every tensor then
-  // starts at a multiple of its element size (all earlier tensors have sizes that are
+std::string SafetensorsWriter::layout(const std::string& path, std::vector<size_t>* order,
+                                      std::vector<uint64_t>* offsets) const {
+  // Data order: element size descending, insertion order (or name) within a size. Every tensor
+  // then starts at a multiple of its element size (all earlier tensors have sizes that are
   // multiples of a larger or equal power of two), without gaps.
-  std::vector<size_t> order(entries_.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [this](size_t a, size_t b) {
+  order->resize(entries_.size());
+  for (size_t i = 0; i < order->size(); ++i) (*order)[i] = i;
+  std::stable_sort(order->begin(), order->end(), [this](size_t a, size_t b) {
     const size_t sa = dtype_size(entries_[a].dtype), sb = dtype_size(entries_[b].dtype);
     if (sa != sb) return sa > sb;
     return sort_by_name_ && entries_[a].name < entries_[b].name;
   });
-
+  offsets->assign(entries_.size(), 0);
   std::string h = "{";
   uint64_t off = 0;
   bool first = true;
-  for (size_t i : order) {
+  for (size_t i : *order) {
     const Entry& e = entries_[i];
     if (!first) h += ",";
     first = false;
@@ -515,6 +543,7 @@ void SafetensorsWriter::write(const std::string& path) const {
     h += "\",\"shape\":";
     h += shape_str(e.shape);
     h += ",\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + e.nbytes) + "]}";
+    (*offsets)[i] = off;
     off += e.nbytes;
   }
   if (!metadata_.empty()) {
@@ -533,14 +562,46 @@ void SafetensorsWriter::write(const std::string& path) const {
   if (h.size() > kMaxHeader)
     throw Error(path + ": header of " + std::to_string(h.size()) + " bytes exceeds the " +
                 std::to_string(kMaxHeader) + "-byte limit");
+  std::string out(8, '\0');
+  const uint64_t n = h.size();
+  for (int i = 0; i < 8; ++i) out[size_t(i)] = static_cast<char>(uint8_t(n >> (8 * i)));
+  return out + h;
+}
 
-  uint8_t len[8];
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+void SafetensorsWriter::plan(const std::string& name, DType dtype, const std::vector<int64_t>& shape) {
+  if (direct_) throw Error("SafetensorsWriter: tensor " + q(name) + " planned after begin()", 1);
+  Entry e = make_entry(name, dtype, shape, nullptr, 0, true);
+  names_[name] = entries_.size();
+  entries_.push_back(std::move(e));
+}
 
+void SafetensorsWriter::begin(const std::string& path) {
+  if (direct_) throw Error(path + ": SafetensorsWriter::begin called twice", 1);
+  for (const Entry& e : entries_)
+    if (!e.planned) throw Error(path + ": begin() needs every tensor planned; " + q(e.name) + " was added", 1);
+  std::vector<size_t> order;
+  const std::string head = layout(path, &order, &direct_offsets_);
+  direct_ = std::make_unique<AtomicFile>(path);
+  direct_path_ = path;
+  direct_->write(head.data(), head.size());
+  for (uint64_t& o : direct_offsets_) o += head.size();
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  if (direct_) {
+    if (path != direct_path_) throw Error(path + ": write() of a file begun as " + direct_path_, 1);
+    for (const Entry& e : entries_)
+      if (!e.written) throw Error(path + ": tensor " + q(e.name) + " was planned but never added", 1);
+    direct_->commit();
+    return;
+  }
+  for (const Entry& e : entries_)
+    if (e.planned) throw Error(path + ": tensor " + q(e.name) + " was planned but begin() was not called", 1);
+  std::vector<size_t> order;
+  std::vector<uint64_t> offsets;
+  const std::string head = layout(path, &order, &offsets);
   AtomicFile out(path);
-  out.write(len, 8);
-  out.write(h.data(), h.size());
+  out.write(head.data(), head.size());
   std::vector<uint8_t> buf;
   for (size_t i : order) {
     const Entry& e = entries_[i];
