@@ -26,6 +26,7 @@
 #include "spense/eval.h"
 #include "spense/format.h"
 #include "spense/model.h"
+#include "spense/pipeline.h"
 #include "spense/safetensors.h"
 #include "spense/tokenizer.h"
 
@@ -152,6 +153,10 @@ TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
       EXPECT_TRUE(j.contains("dense_tiles"));
     }
     EXPECT_GT(rep["summary"]["peak_rss_bytes"].get<double>(), 0);
+    // The printed host-memory estimate is an upper bound of what the run used.
+    EXPECT_NE(r.err.find("host memory estimate: about"), std::string::npos) << r.err;
+    const PruneMemoryEstimate me = estimate_prune_memory(config_load(model_), 4, 32, false, 2);
+    EXPECT_GE(double(me.total()), rep["summary"]["peak_rss_bytes"].get<double>());
     // --log-json: 14 projection lines + summary
     std::istringstream lines(r.out);
     std::string line;
@@ -233,6 +238,9 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --seqlen 256", "max_position_embeddings"},
       {"prune --model " + quote((tmp() / "nope").string()) + " --calib " + c + " --out " + o, "not found"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --device tpu", "expected cpu or cuda"},
+      // 4e9 windows x 128 tokens x 64 hidden fp32: far beyond any machine's memory, refused up front.
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --nsamples 4000000000 --seqlen 128",
+       "of host memory for the activations"},
   };
   for (const auto& k : cases) {
     const Result r = run(k.args);

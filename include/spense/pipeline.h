@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spense/dtype.h"
@@ -123,6 +124,28 @@ struct PipelineResult {
 // weights must be saved.
 PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
                            const PipelineOptions& opts, const LayerDoneFn& on_layer_done = {});
+
+// Host memory a streaming prune_model needs, by part. The activations and the embedding are
+// exact (their sum is a lower bound of the run's peak); the rest is an upper estimate from the
+// shapes (the H200 runs of docs/perf.md peaked at 60-90% of the total).
+struct PruneMemoryEstimate {
+  uint64_t activations = 0;  // nsamples x seqlen x hidden fp32 (a second copy with the global budget)
+  uint64_t embedding = 0;    // vocab x hidden fp32
+  uint64_t layers = 0;       // two decoder layers in fp32: the current one and the one being read
+  uint64_t hessians = 0;     // one layer's four fp64 Hessians
+  uint64_t working = 0;      // prune_layer's fp64 copies of the largest projection and its factor,
+                             // and one window's forward scratch per thread
+  // The program itself: libraries and their buffers, the tokenizer, the calibration text
+  // (`spense prune` of a 2-layer tiny model peaked at 317 MB, 280 MB of it not the model's).
+  static constexpr uint64_t kProgram = uint64_t(300) << 20;
+  uint64_t lower_bound() const { return activations + embedding; }
+  uint64_t total() const { return kProgram + activations + embedding + layers + hessians + working; }
+};
+PruneMemoryEstimate estimate_prune_memory(const ModelConfig& cfg, int64_t nsamples, int64_t seqlen,
+                                          bool global_budget, int threads);
+
+// MemTotal and MemAvailable of /proc/meminfo in bytes (0, 0 when it cannot be read).
+std::pair<uint64_t, uint64_t> host_memory_bytes();
 
 // Peak resident set size of this process in bytes (getrusage ru_maxrss).
 uint64_t peak_rss_bytes();

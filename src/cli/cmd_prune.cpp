@@ -23,6 +23,7 @@
 #include <regex>
 
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "cli/commands.h"
 #include "cli/util.h"
@@ -145,6 +146,27 @@ void run_prune(const PruneArgs& a) {
     throw Error(a.model + "/config.json: --seqlen " + std::to_string(a.seqlen) +
                 " exceeds the model's max_position_embeddings " + std::to_string(cfg.max_position_embeddings));
 
+  // Host memory: refuse a run whose activations and embedding alone exceed the machine's memory
+  // (it would fail hours in); the estimate is printed, with a warning when it exceeds what is
+  // available now, once the inputs have passed every check.
+  const PruneMemoryEstimate me =
+      estimate_prune_memory(cfg, a.nsamples, a.seqlen, a.budget == "global", omp_get_max_threads());
+  const auto [mem_total, mem_avail] = host_memory_bytes();
+  std::string mem_parts;
+  {
+    const std::string parts = "activations " + human_bytes(me.activations) + " (--nsamples " +
+                              std::to_string(a.nsamples) + " x --seqlen " + std::to_string(a.seqlen) + " x hidden " +
+                              std::to_string(cfg.hidden_size) + " fp32), embedding " + human_bytes(me.embedding) +
+                              ", two layers " + human_bytes(me.layers) + ", Hessians " + human_bytes(me.hessians) +
+                              ", working copies " + human_bytes(me.working) + ", the program about " +
+                              human_bytes(PruneMemoryEstimate::kProgram);
+    if (mem_total > 0 && me.lower_bound() > mem_total)
+      throw Error("pruning " + a.model + " needs more than " + human_bytes(me.lower_bound()) +
+                  " of host memory for the activations and the embedding alone, and this machine has " +
+                  human_bytes(mem_total) + " (" + parts + "); lower --nsamples or --seqlen");
+    mem_parts = parts;
+  }
+
   // The GPU (a missing one is an input error, found before anything is written or loaded).
 #ifdef SPENSE_HAVE_CUDA
   std::unique_ptr<PruneCompute> gpu_compute;
@@ -190,6 +212,10 @@ void run_prune(const PruneArgs& a) {
 
   // The output directory (removed again if anything below fails).
   AtomicDir out(a.out, a.force);
+
+  std::fprintf(stderr, "host memory estimate: about %s (%s)\n", human_bytes(me.total()).c_str(), mem_parts.c_str());
+  if (mem_avail > 0 && me.total() > mem_avail)
+    std::fprintf(stderr, "warning: that is more than the %s available now\n", human_bytes(mem_avail).c_str());
 
   // --- the work ---
   // The model streams: one decoder layer at a time is read from the checkpoint (the next

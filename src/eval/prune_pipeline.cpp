@@ -213,6 +213,37 @@ std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<i
   return out;
 }
 
+PruneMemoryEstimate estimate_prune_memory(const ModelConfig& cfg, int64_t nsamples, int64_t seqlen,
+                                          bool global_budget, int threads) {
+  const uint64_t H = uint64_t(cfg.hidden_size), QD = uint64_t(cfg.num_heads * cfg.head_dim),
+                 KVD = uint64_t(cfg.num_kv_heads * cfg.head_dim), I = uint64_t(cfg.intermediate_size),
+                 T = uint64_t(seqlen);
+  PruneMemoryEstimate e;
+  e.activations = uint64_t(nsamples) * T * H * 4 * (global_budget ? 2 : 1);
+  e.embedding = uint64_t(cfg.vocab_size) * H * 4;
+  const uint64_t layer_params = QD * H + 2 * KVD * H + H * QD + 3 * H * I + 4 * H;
+  e.layers = 2 * layer_params * 4;
+  e.hessians = (2 * H * H + QD * QD + I * I) * 8;
+  const uint64_t nk = std::max({QD * H, H * QD, I * H}), kmax = std::max({H, QD, I});
+  e.working = 4 * nk * 8 + 2 * kmax * kmax * 8 +
+              uint64_t(std::max(threads, 1)) * T * (2 * H + 4 * QD + 2 * I) * 4;
+  return e;
+}
+
+std::pair<uint64_t, uint64_t> host_memory_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return {0, 0};
+  uint64_t total = 0, avail = 0;
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long long kb = 0;
+    if (std::sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = uint64_t(kb) * 1024;
+    else if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = uint64_t(kb) * 1024;
+  }
+  std::fclose(f);
+  return {total, avail};
+}
+
 void keep_freed_memory_mapped() {
   mallopt(M_MMAP_MAX, 0);                // main-thread blocks come from the sbrk heap (mmap only as a fallback)
   mallopt(M_TRIM_THRESHOLD, 1 << 30);    // a free top of the heap is returned only above 1 GiB
