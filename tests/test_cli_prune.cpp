@@ -241,6 +241,8 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
       // 4e9 windows x 128 tokens x 64 hidden fp32: far beyond any machine's memory, refused up front.
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --nsamples 4000000000 --seqlen 128",
        "of host memory for the activations"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --nsamples 9000000000000000000 --seqlen 128",
+       "of host memory for the activations"},  // the product overflows 64 bits
   };
   for (const auto& k : cases) {
     const Result r = run(k.args);

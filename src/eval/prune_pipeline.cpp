@@ -219,7 +219,11 @@ PruneMemoryEstimate estimate_prune_memory(const ModelConfig& cfg, int64_t nsampl
                  KVD = uint64_t(cfg.num_kv_heads * cfg.head_dim), I = uint64_t(cfg.intermediate_size),
                  T = uint64_t(seqlen);
   PruneMemoryEstimate e;
-  e.activations = uint64_t(nsamples) * T * H * 4 * (global_budget ? 2 : 1);
+  // Saturating: absurd --nsamples must give a huge estimate, not a wrapped small one.
+  uint64_t acts = uint64_t(std::max<int64_t>(nsamples, 0));
+  for (uint64_t f : {T, H, uint64_t(4), uint64_t(global_budget ? 2 : 1)})
+    if (__builtin_mul_overflow(acts, f, &acts)) acts = UINT64_MAX / 8;
+  e.activations = acts;
   e.embedding = uint64_t(cfg.vocab_size) * H * 4;
   const uint64_t layer_params = QD * H + 2 * KVD * H + H * QD + 3 * H * I + 4 * H;
   e.layers = 2 * layer_params * 4;
