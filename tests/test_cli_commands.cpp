@@ -4,6 +4,8 @@
 // that need a model with a tokenizer (seqlen beyond the context, text shorter than a window).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "test_helpers.h"
 #include <sys/wait.h>
 #include <unistd.h>
@@ -173,6 +175,18 @@ TEST(CliCommands, GenerateRefusesBadFlags) {
   const Result m = run("generate --model " + quote((tmp_root() / "no_model").string()) + " --ids 1 --device cpu");
   EXPECT_EQ(m.code, 2);
   EXPECT_NE(m.err.find("no_model"), std::string::npos) << m.err;
+}
+
+// --version names the BLAS kernels; on a CPU with AVX2 + FMA they are never OpenBLAS's generic
+// ones (spense restarts itself with OPENBLAS_CORETYPE set when the library picked them: ops.h).
+TEST(CliCommands, VersionNamesTheBlasKernels) {
+  const Result r = run("--version");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("OpenBLAS"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kernels "), std::string::npos) << r.out;
+  if (!std::getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    EXPECT_EQ(r.out.find("kernels Prescott"), std::string::npos) << r.out;
+  }
 }
 
 // bench-prune (CUDA builds; --device cpu runs anywhere): the per-block table, the default seed

@@ -10,6 +10,15 @@ int main(int argc, char** argv) {
   spense::ops::use_fast_blas_kernels(argv);  // may restart the process (see ops.h)
   CLI::App app{"spense: one-shot 2:4 + dense hybrid pruning of LLMs, and fast GPU inference"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] {
+    std::string v = "spense: " + spense::ops::blas_description();
+#ifdef SPENSE_HAVE_CUDA
+    v += "; built with CUDA";
+#else
+    v += "; built without CUDA";
+#endif
+    return v;
+  }, "Print the BLAS in use (library, kernels, threads) and whether CUDA is built in, then exit");
   spense::cli::register_inspect(app);
   spense::cli::register_ppl(app);
   spense::cli::register_logits(app);

@@ -43,6 +43,13 @@ void use_fast_blas_kernels(char** argv) {
   unsetenv("OPENBLAS_CORETYPE");
 }
 
+std::string blas_description() {
+  const char* config = openblas_get_config();
+  const char* core = openblas_get_corename();
+  return std::string(config ? config : "OpenBLAS") + ", kernels " + (core ? core : "?") + ", " +
+         std::to_string(openblas_get_num_threads()) + " threads";
+}
+
 BlasSingleThread::BlasSingleThread() : prev_(openblas_get_num_threads()) {
   if (prev_ != 1) openblas_set_num_threads(1);
 }

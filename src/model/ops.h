@@ -6,6 +6,7 @@
 // These are the "plain CPU twins" that CUDA kernels are tested against.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "spense/model.h"
@@ -40,6 +41,8 @@ class BlasSingleThread {
 // the dynamic loader, or when the exec fails. Other kernels sum in another order, so CPU results
 // are the same up to rounding.
 void use_fast_blas_kernels(char** argv);
+// "OpenBLAS <its build config>, kernels <core>, <n> threads", for --version and reports.
+std::string blas_description();
 
 // The opposite, for one BLAS-heavy call made from inside a BlasSingleThread scope (a
 // LinearHook accumulating a Hessian with dsyrk): OpenBLAS gets all OpenMP threads until the
