@@ -153,6 +153,7 @@ TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
       EXPECT_TRUE(j.contains("dense_tiles"));
     }
     EXPECT_GT(rep["summary"]["peak_rss_bytes"].get<double>(), 0);
+    EXPECT_NE(rep["summary"]["blas"].get<std::string>().find("kernels "), std::string::npos);
     // The printed host-memory estimate is an upper bound of what the run used.
     EXPECT_NE(r.err.find("host memory estimate: about"), std::string::npos) << r.err;
     const PruneMemoryEstimate me = estimate_prune_memory(config_load(model_), 4, 32, false, 2);

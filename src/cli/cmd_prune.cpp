@@ -27,6 +27,7 @@
 
 #include "cli/commands.h"
 #include "cli/util.h"
+#include "model/ops.h"
 #include "spense/config.h"
 #include "spense/error.h"
 #include "spense/format.h"
@@ -380,6 +381,7 @@ void run_prune(const PruneArgs& a) {
   summary["total_seconds"] = res.total_seconds;
   summary["peak_rss_bytes"] = peak_rss_bytes();
   summary["device"] = a.device;
+  summary["blas"] = ops::blas_description();  // CPU results depend on the kernels' summation order
   uint64_t peak_gpu = 0;
 #ifdef SPENSE_HAVE_CUDA
   if (a.device == "cuda") {
