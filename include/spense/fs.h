@@ -3,6 +3,7 @@
 // run never leaves a partial output behind under the final name.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace spense {
@@ -11,6 +12,10 @@ namespace spense {
 // commit() fsyncs, renames over path and fsyncs the directory. Destroying it without a
 // successful commit() closes and removes the temporary file. Throws spense::Error naming
 // the path on any failure (and removes the temporary file before throwing from commit()).
+// Writes all nbytes at offset of fd (retrying short writes and EINTR); throws spense::Error
+// "<what>: write failed: <reason>".
+void write_all_at(int fd, uint64_t offset, const void* data, size_t nbytes, const std::string& what);
+
 class AtomicFile {
  public:
   explicit AtomicFile(const std::string& path);
@@ -29,6 +34,7 @@ class AtomicFile {
   void abandon() noexcept;
   std::string path_, tmp_;
   int fd_ = -1;
+  uint64_t end_ = 0;  // where write() appends
   bool committed_ = false;
 };
 

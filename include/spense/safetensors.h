@@ -82,7 +82,7 @@ class Checkpoint {
   // Converted to fp32 (float dtypes only), with the shape check.
   std::vector<float> load_f32(const std::string& name, const std::vector<int64_t>& expected_shape) const;
   // The checks of load_f32 (present, shape, float dtype) without reading the data.
-  void check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  TensorRef check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const;
   // SafetensorsFile::drop_pages of the tensor (after a one-time read of a large tensor).
   void drop_pages(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted

@@ -153,20 +153,16 @@ void run_prune(const PruneArgs& a) {
   const PruneMemoryEstimate me =
       estimate_prune_memory(cfg, a.nsamples, a.seqlen, a.budget == "global", omp_get_max_threads());
   const auto [mem_total, mem_avail] = host_memory_bytes();
-  std::string mem_parts;
-  {
-    const std::string parts = "activations " + human_bytes(me.activations) + " (--nsamples " +
-                              std::to_string(a.nsamples) + " x --seqlen " + std::to_string(a.seqlen) + " x hidden " +
-                              std::to_string(cfg.hidden_size) + " fp32), embedding " + human_bytes(me.embedding) +
-                              ", two layers " + human_bytes(me.layers) + ", Hessians " + human_bytes(me.hessians) +
-                              ", working copies " + human_bytes(me.working) + ", the program about " +
-                              human_bytes(PruneMemoryEstimate::kProgram);
-    if (mem_total > 0 && me.lower_bound() > mem_total)
-      throw Error("pruning " + a.model + " needs more than " + human_bytes(me.lower_bound()) +
-                  " of host memory for the activations and the embedding alone, and this machine has " +
-                  human_bytes(mem_total) + " (" + parts + "); lower --nsamples or --seqlen");
-    mem_parts = parts;
-  }
+  const std::string mem_parts =
+      "activations " + human_bytes(me.activations) + " (--nsamples " + std::to_string(a.nsamples) + " x --seqlen " +
+      std::to_string(a.seqlen) + " x hidden " + std::to_string(cfg.hidden_size) + " fp32), embedding " +
+      human_bytes(me.embedding) + ", two layers " + human_bytes(me.layers) + ", Hessians " +
+      human_bytes(me.hessians) + ", working copies " + human_bytes(me.working) + ", the program about " +
+      human_bytes(PruneMemoryEstimate::kProgram);
+  if (mem_total > 0 && me.lower_bound() > mem_total)
+    throw Error("pruning " + a.model + " needs more than " + human_bytes(me.lower_bound()) +
+                " of host memory for the activations and the embedding alone, and this machine has " +
+                human_bytes(mem_total) + " (" + mem_parts + "); lower --nsamples or --seqlen");
 
   // The GPU (a missing one is an input error, found before anything is written or loaded).
 #ifdef SPENSE_HAVE_CUDA

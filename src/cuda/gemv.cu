@@ -219,9 +219,9 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
 // The same stored layout as above, read by mma.sp (2:4 rows) and mma (dense rows) with the
 // tokens as the N = 8 side of each MMA: a block of 8 warps owns one 16-row tile (all 2:4 or
 // all dense, since ns and nd are multiples of 16) and its warps take the 32-column k-steps in
-// turn (warp w: steps w, w + 8, ...), so a warp's step parity is fixed and the mma.sp
-// sparsity selector (which thread pair of each quad supplies the metadata) is a constant per
-// warp. Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32 for 16-bit types), with
+// turn (warp w: steps w, w + 8, ...). Every lane loads the metadata of its pair position
+// (t & 1), so both thread pairs of a quad hold the same values and the mma.sp sparsity
+// selector can stay 0 (pair 0 supplies). Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32 for 16-bit types), with
 // g = lane / 4, t = lane % 4:
 //   A (16 x 32 uncompressed; 16 x 16 kept values): registers {row g, cols 2t..2t+1},
 //     {row g+8, cols 2t..}, {row g, cols 2t+8..}, {row g+8, cols 2t+8..} of the kept values:
@@ -236,14 +236,12 @@ constexpr int kTcWarps = 8;
 
 __device__ __forceinline__ uint32_t ldg32(const void* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
 
-template <int SEL>
 __device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e) {
   asm volatile(
       "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, %13;\n"
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0;\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e),
-        "n"(SEL));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
 }
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
@@ -270,7 +268,7 @@ __device__ __forceinline__ void load_b(const uint16_t* x, int64_t ldx, int64_t t
 
 // 2:4 tile: steps s = first, first + 8, ... of the rows at vals (row-major kept values,
 // k bytes per row) and meta (k/16 u16 per row).
-template <int NT, int SEL>
+template <int NT>
 __device__ __forceinline__ void tc_sparse(const uint8_t* vals, const uint16_t* meta, int64_t k, const uint16_t* x,
                                           int64_t ldx, int64_t m0, int64_t m_total, int first, int g, int t,
                                           float (&acc)[NT][4]) {
@@ -303,7 +301,7 @@ __device__ __forceinline__ void tc_sparse(const uint8_t* vals, const uint16_t* m
       for (int j = 0; j < NT; ++j) {
         uint32_t b[4];
         load_b(x, ldx, m0 + 8 * j + g, m_total, s * 32, t, b);
-        mma_sp_bf16<SEL>(acc[j], a[u], b, e[u]);
+        mma_sp_bf16(acc[j], a[u], b, e[u]);
       }
     }
   }
@@ -351,8 +349,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) gemv_tc_k(Weights w, const uint
   if (s0 < w.ns) {
     const uint8_t* vals = static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * size_t(w.k);
     const uint16_t* meta = w.sparse_meta + size_t(s0) * size_t(w.k / 16);
-    if (warp & 1) tc_sparse<NT, 1>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
-    else tc_sparse<NT, 0>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
+    tc_sparse<NT>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
   } else {
     tc_dense<NT>(static_cast<const uint16_t*>(w.dense) + size_t(s0 - w.ns) * size_t(w.dense_ld), w.dense_ld, w.k, x,
                  ldx, m0, m_total, warp, g, t, acc);

@@ -69,38 +69,33 @@ void AtomicFile::abandon() noexcept {
   ::unlink(tmp_.c_str());
 }
 
-void AtomicFile::write(const void* data, size_t nbytes) {
-  if (fd_ < 0) throw Error(path_ + ": write after commit or failure", 1);
+void write_all_at(int fd, uint64_t offset, const void* data, size_t nbytes, const std::string& what) {
   const char* p = static_cast<const char*>(data);
   while (nbytes > 0) {
     const size_t chunk = nbytes < (size_t{1} << 30) ? nbytes : (size_t{1} << 30);
-    const ssize_t w = ::write(fd_, p, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      abandon();
-      throw Error(path_ + ": write failed: " + errno_str(e), 1);
-    }
-    p += w;
-    nbytes -= static_cast<size_t>(w);
-  }
-}
-
-void AtomicFile::pwrite(uint64_t offset, const void* data, size_t nbytes) {
-  if (fd_ < 0) throw Error(path_ + ": write after commit or failure", 1);
-  const char* p = static_cast<const char*>(data);
-  while (nbytes > 0) {
-    const size_t chunk = nbytes < (size_t{1} << 30) ? nbytes : (size_t{1} << 30);
-    const ssize_t w = ::pwrite(fd_, p, chunk, static_cast<off_t>(offset));
+    const ssize_t w = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
     if (w <= 0) {
       if (w < 0 && errno == EINTR) continue;
-      const int e = w < 0 ? errno : EIO;
-      abandon();
-      throw Error(path_ + ": write failed: " + errno_str(e), 1);
+      throw Error(what + ": write failed: " + errno_str(w < 0 ? errno : EIO), 1);
     }
     p += w;
     offset += static_cast<uint64_t>(w);
     nbytes -= static_cast<size_t>(w);
+  }
+}
+
+void AtomicFile::write(const void* data, size_t nbytes) {
+  pwrite(end_, data, nbytes);
+  end_ += nbytes;
+}
+
+void AtomicFile::pwrite(uint64_t offset, const void* data, size_t nbytes) {
+  if (fd_ < 0) throw Error(path_ + ": write after commit or failure", 1);
+  try {
+    write_all_at(fd_, offset, data, nbytes, path_);
+  } catch (const Error&) {
+    abandon();
+    throw;
   }
 }
 

@@ -341,11 +341,12 @@ TensorRef Checkpoint::get(const std::string& name, const std::vector<int64_t>& e
   return r;
 }
 
-void Checkpoint::check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+TensorRef Checkpoint::check_float(const std::string& name, const std::vector<int64_t>& expected_shape) const {
   TensorRef r = get(name, expected_shape);
   if (!dtype_is_float(r.info->dtype))
     throw Error(*r.file + ": " + q(name) + " has dtype " + dtype_name(r.info->dtype) +
                 ", expected a floating-point dtype (F64, F32, F16, BF16, F8_E4M3)");
+  return r;
 }
 
 void Checkpoint::drop_pages(const std::string& name) const {
@@ -363,8 +364,7 @@ void SafetensorsFile::drop_pages(const TensorInfo& t) const {
 
 std::vector<float> Checkpoint::load_f32(const std::string& name,
                                         const std::vector<int64_t>& expected_shape) const {
-  check_float(name, expected_shape);
-  TensorRef r = get(name, expected_shape);
+  const TensorRef r = check_float(name, expected_shape);
   std::vector<float> out(static_cast<size_t>(r.info->numel()));
   convert_to_f32(r.info->dtype, r.data, out.data(), out.size());
   return out;
@@ -472,16 +472,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, const std::vec
       sp = std::make_unique<Spool>();
       sp->fd = fd;
     }
-    const char* p = static_cast<const char*>(data);
-    uint64_t done = 0;
-    while (done < nbytes) {
-      const size_t chunk = std::min<uint64_t>(nbytes - done, uint64_t{1} << 30);
-      const ssize_t w = ::pwrite(sp->fd, p + done, chunk, static_cast<off_t>(sp->size + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0)
-        throw Error(spool_dir_ + ": writing a temporary file failed: " + (w < 0 ? errno_str(errno) : "short write"));
-      done += static_cast<uint64_t>(w);
-    }
+    write_all_at(sp->fd, sp->size, data, nbytes, spool_dir_ + ": temporary spool file");
     e.spooled = true;
     e.spool_offset = sp->size;
     sp->size += nbytes;

@@ -50,20 +50,13 @@ std::string blas_description() {
          std::to_string(openblas_get_num_threads()) + " threads";
 }
 
-BlasSingleThread::BlasSingleThread() : prev_(openblas_get_num_threads()) {
-  if (prev_ != 1) openblas_set_num_threads(1);
+BlasThreads::BlasThreads(int n) : prev_(openblas_get_num_threads()) {
+  if (n != prev_) openblas_set_num_threads(n);
 }
-BlasSingleThread::~BlasSingleThread() {
-  if (prev_ != 1) openblas_set_num_threads(prev_);
-}
-
-BlasAllThreads::BlasAllThreads() : prev_(openblas_get_num_threads()) {
-  const int all = omp_get_max_threads();
-  if (all != prev_) openblas_set_num_threads(all);
-}
-BlasAllThreads::~BlasAllThreads() {
+BlasThreads::~BlasThreads() {
   if (openblas_get_num_threads() != prev_) openblas_set_num_threads(prev_);
 }
+BlasAllThreads::BlasAllThreads() : BlasThreads(omp_get_max_threads()) {}
 
 namespace {
 

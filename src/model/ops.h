@@ -13,21 +13,26 @@
 
 namespace spense::ops {
 
+// Sets OpenBLAS to n threads for the scope's duration, then restores the previous setting.
+class BlasThreads {
+ public:
+  explicit BlasThreads(int n);
+  ~BlasThreads();
+  BlasThreads(const BlasThreads&) = delete;
+  BlasThreads& operator=(const BlasThreads&) = delete;
+
+ private:
+  int prev_;
+};
+
 // OpenBLAS (the Debian pthread build) keeps its own pool of spinning threads; alternating
 // its sgemm with OpenMP loops makes the two pools fight for the cores (measured 10-50x
 // slowdowns on a 2-core machine). So the forward pass sets OpenBLAS to one thread for its
 // duration, parallelises each product itself across OpenMP threads, and restores the previous
 // setting on exit so other code (e.g. LAPACK in pruning) keeps its threads. Not re-entrant
 // across threads: construct it on the calling thread, outside OpenMP regions.
-class BlasSingleThread {
- public:
-  BlasSingleThread();
-  ~BlasSingleThread();
-  BlasSingleThread(const BlasSingleThread&) = delete;
-  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-
- private:
-  int prev_;
+struct BlasSingleThread : BlasThreads {
+  BlasSingleThread() : BlasThreads(1) {}
 };
 
 // OpenBLAS's DYNAMIC_ARCH build picks its kernels from the CPU model when the library loads.
@@ -47,15 +52,8 @@ std::string blas_description();
 // The opposite, for one BLAS-heavy call made from inside a BlasSingleThread scope (a
 // LinearHook accumulating a Hessian with dsyrk): OpenBLAS gets all OpenMP threads until the
 // scope ends. Same rules: the calling thread, outside OpenMP regions.
-class BlasAllThreads {
- public:
+struct BlasAllThreads : BlasThreads {
   BlasAllThreads();
-  ~BlasAllThreads();
-  BlasAllThreads(const BlasAllThreads&) = delete;
-  BlasAllThreads& operator=(const BlasAllThreads&) = delete;
-
- private:
-  int prev_;
 };
 
 // y[T, N] = x[T, K] W^T (+ beta * y) with W row-major [N, K] (the PyTorch linear layout).
