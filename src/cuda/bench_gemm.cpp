@@ -331,7 +331,9 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           lo.split_sms = o.split_sms;
           lo.concurrent = f.concurrent;
           lo.fold_permutation = f.folded;
-          lo.small_m_tensor_cores = o.tensor_cores;
+          if (!small_m_kernel_parse(o.small_m_kernel, &lo.small_m_kernel))
+            throw Error("bench-gemm: --small-m-kernel '" + o.small_m_kernel +
+                        "' (expected auto, cuda-cores or tensor-cores)");
           std::vector<std::unique_ptr<Linear>> reps;
           if (f.gemv) {
             GemvLayout gl;
@@ -415,8 +417,8 @@ std::string bench_gemm_usage() {
          "  [--dtypes bf16,fp8] [--d 0.125,0.25,0.375] [--formats dense,2:4,spense-out,spense-in,\n"
          "  spense-out-folded,spense-out-serial,spense-in-serial] [--variant-d 0.25] [--tile 64]\n"
          "  [--iters 100] [--warmup 10] [--rotate-mb 256] [--max-replicas 32] [--dense-search 8]\n"
-         "  [--no-sparse-search] [--no-split-sms] [--no-graph] [--tensor-cores] [--csv bench/results/gemm_h100.csv]\n"
-         "  [--seed 1]   (--tensor-cores: the *-gemv formats run M >= 3 on tensor cores, not yet run on a GPU)\n";
+         "  [--no-sparse-search] [--no-split-sms] [--no-graph] [--small-m-kernel auto|cuda-cores|tensor-cores]\n"
+         "  [--csv bench/results/gemm_h100.csv] [--seed 1]\n";
 }
 
 bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
@@ -425,7 +427,7 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
     const bool flag_only = args[i] == "--no-sparse-search" || args[i] == "--no-graph" ||
-                           args[i] == "--no-split-sms" || args[i] == "--tensor-cores";
+                           args[i] == "--no-split-sms";
     std::string a, val;
     bench_next_flag(args, i, !flag_only, "bench-gemm", &a, &val);
     if (a == "--models") o->models = bench_split_list(val);
@@ -448,7 +450,7 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
     else if (a == "--no-sparse-search") o->sparse_search = false;
     else if (a == "--no-graph") o->graph = false;
     else if (a == "--no-split-sms") o->split_sms = false;
-    else if (a == "--tensor-cores") o->tensor_cores = true;
+    else if (a == "--small-m-kernel") o->small_m_kernel = val;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(num(a, val));
     else throw Error("bench-gemm: unknown flag '" + a + "'\n" + bench_gemm_usage());

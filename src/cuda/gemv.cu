@@ -9,12 +9,17 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <cooperative_groups.h>
+
+#include <algorithm>
 
 #include "cuda/gemv.h"
 #include "spense/cuda/check.h"
 
 namespace spense::cuda::gemv {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int kWarps = 8;  // warps per block
 
@@ -215,26 +220,67 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
-// ---- Tensor-core path (BF16 weights, M >= kTcMinM) ---------------------------------------
+// ---- Tensor-core path (BF16 weights) -------------------------------------------------------
 // The same stored layout as above, read by mma.sp (2:4 rows) and mma (dense rows) with the
-// tokens as the N = 8 side of each MMA: a block of 8 warps owns one 16-row tile (all 2:4 or
-// all dense, since ns and nd are multiples of 16) and its warps take the 32-column k-steps in
-// turn (warp w: steps w, w + 8, ...). Every lane loads the metadata of its pair position
-// (t & 1), so both thread pairs of a quad hold the same values and the mma.sp sparsity
-// selector can stay 0 (pair 0 supplies). Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32 for 16-bit types), with
-// g = lane / 4, t = lane % 4:
-//   A (16 x 32 uncompressed; 16 x 16 kept values): registers {row g, cols 2t..2t+1},
-//     {row g+8, cols 2t..}, {row g, cols 2t+8..}, {row g+8, cols 2t+8..} of the kept values:
-//     4-byte loads straight from the row-major compressed rows (the 4 lanes of a quad read
-//     16 contiguous bytes of a row; the +8 half is the next 16 bytes, an L1 hit).
-//   metadata: thread t of the supplying pair (t & 1 = p) holds, per row, the nibbles of
-//     groups 4p..4p+3 (one u16 of the v1 meta layout): row g in bits 0-15, row g+8 in 16-31.
-//   B (32 x 8, K x tokens): token g, k = 2t + {0,1} + 8i for register i.
+// tokens as the N = 8 side of each MMA. A unit of work is kBM stored rows of one kind (2:4 row
+// blocks first, then dense ones) times a tile of up to 64 tokens times one K slice. Blocks of
+// kTcWarps warps (one per unit as launched) stream their units through a cp.async pipeline of
+// TcCfg::kStages stages in shared memory; per stage
+// 128 bytes of every weight row (2:4: 128 columns = 64 kept values, plus their 16 metadata
+// bytes; dense: 64 columns) and the stage's columns of the unit's tokens. Several stages in
+// flight per block keep enough bytes moving to stream HBM with few warps, and the tokens, read
+// from L2 once per unit, are shared by all its rows. Fragments come from shared memory by
+// ldmatrix (rows padded by 16 bytes, so the 8 rows of each 8x8 matrix sit on distinct banks).
+// Layers with few row blocks split K over a thread-block cluster of up to 8 blocks (grid z),
+// whose fp32 partial tiles are summed through distributed shared memory: one launch, no
+// workspace.
+// Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32, 16-bit types; g = lane / 4, t = lane % 4):
+//   A: {row g, cols 2t..}, {row g+8, cols 2t..}, {row g, cols 2t+8..}, {row g+8, cols 2t+8..}
+//     of the (kept) values: ldmatrix.x4 with lanes 0-7 / 8-15 / 16-23 / 24-31 addressing rows
+//     0-7 / 8-15 / 0-7 / 8-15 at byte 0 / 0 / 16 / 16 of the 32-byte k-step.
+//   metadata: thread t of the supplying pair (t & 1 = p) holds, per row, the nibbles of groups
+//     4p..4p+3 (one u16 of the v1 meta layout): row g in bits 0-15, row g+8 in 16-31. Every lane
+//     loads its pair position's values, so both pairs agree and the sparsity selector stays 0.
+//   B (32 x 8, K x tokens): token g, k = 2t + {0,1} + 8i for register i: ldmatrix.x4 of the
+//     token-major tile, matrix i = the step's columns 8i..8i+7.
 //   C (16 x 8): {row g, tokens 2t, 2t+1}, {row g+8, tokens 2t, 2t+1}.
-// Partial sums of the 8 warps meet in shared memory, as in gemv_k.
-constexpr int kTcWarps = 8;
+constexpr int kTcWarps = 4;
+constexpr int kTcRowBytes = 128;               // weight bytes per row per stage
+constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weight row
+constexpr int kTcMetaBytes = 16;               // metadata of a 2:4 stage's 128 columns
+constexpr int kTcXCols = 128;                  // token columns per stage (a dense stage uses 64)
+constexpr int kTcXPitch = 2 * kTcXCols + 16;
 
-__device__ __forceinline__ uint32_t ldg32(const void* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+template <int MT, int NT>
+struct TcCfg {
+  static constexpr int kBM = 16 * MT * kTcWarps, kTok = 8 * NT;
+  // Pipeline depth, as measured on an H200 (docs/perf.md; 4 stages for every M, an earlier
+  // variant, ran M = 16 faster and M = 1 slower on some layers: not retuned since).
+  static constexpr int kStages = NT == 2 ? 6 : NT == 8 ? 4 : 5;
+  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kTcMetaBytes, kX = kTok * kTcXPitch;
+  static constexpr int kStage = kA + kMeta + kX;
+  static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
+  static constexpr int kSmem = kStages * kStage + kBM * kRedPitch * 4;
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte global -> shared copy through L2 only; zero-filled where !valid (src must still be a
+// mapped address).
+__device__ __forceinline__ void cp16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
 
 __device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e) {
   asm volatile(
@@ -244,143 +290,294 @@ __device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint32_t (&a)[4
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
 }
 
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// The four B registers of one 32-column k-step for token row tok (zeros past the last token).
-__device__ __forceinline__ void load_b(const uint16_t* x, int64_t ldx, int64_t tok, int64_t m_total, int64_t col,
-                                       int t, uint32_t (&b)[4]) {
-  if (tok < m_total) {
-    const uint16_t* xr = x + tok * ldx + col + 2 * t;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) b[i] = ldg32(xr + 8 * i);
-  } else {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) b[i] = 0u;
+// One unit of work: a block's kBM stored rows of one kind, one tile of up to kTok tokens, and
+// the 2:4 (128-column) or dense (64-column) stages of its K slice.
+struct TcUnit {
+  bool sparse;
+  int64_t row0, rows, first, m0, begin, end;  // first: stored index of the kind's row 0
+};
+
+template <int MT, int NT>
+__device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t row_blocks, int64_t sparse_blocks,
+                                          int slice, int slices) {
+  using C = TcCfg<MT, NT>;
+  const int64_t rb = u % row_blocks;
+  TcUnit t;
+  t.sparse = rb < sparse_blocks;
+  t.row0 = (t.sparse ? rb : rb - sparse_blocks) * C::kBM;
+  t.rows = t.sparse ? w.ns : w.nd;
+  t.first = t.sparse ? 0 : w.ns;
+  t.m0 = (u / row_blocks) * C::kTok;
+  const int64_t steps = w.k / (t.sparse ? 128 : 64);
+  t.begin = steps * slice / slices;
+  t.end = steps * (slice + 1) / slices;
+  return t;
+}
+
+// Copies one stage (step `step` of unit t) into shared memory slot `slot` (cp.async, not waited).
+template <int MT, int NT, bool SPARSE>
+__device__ __forceinline__ void tc_load(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total,
+                                        const TcUnit& t, int64_t step, uint8_t* stage) {
+  using C = TcCfg<MT, NT>;
+  constexpr int kCols = SPARSE ? 128 : 64;  // weight columns per stage
+  const int tid = threadIdx.x;
+  const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
+  const size_t arow = SPARSE ? size_t(w.k) : size_t(w.dense_ld) * 2;  // bytes between weight rows
+  uint8_t* A = stage;
+  uint8_t* M = A + C::kA;
+  uint8_t* X = M + C::kMeta;
+  for (int c = tid; c < C::kBM * 8; c += kTcWarps * 32) {
+    const int r = c >> 3, q = c & 7;
+    const bool ok = t.row0 + r < t.rows;
+    cp16(smem_addr(A + r * kTcRowPitch + q * 16), abase + size_t(ok ? t.row0 + r : 0) * arow + size_t(step) * 128 + q * 16,
+         ok);
+  }
+  if constexpr (SPARSE) {
+    const uint8_t* mbase = reinterpret_cast<const uint8_t*>(w.sparse_meta);
+    for (int r = tid; r < C::kBM; r += kTcWarps * 32) {
+      const bool ok = t.row0 + r < t.rows;
+      cp16(smem_addr(M + r * kTcMetaBytes), mbase + size_t(ok ? t.row0 + r : 0) * size_t(w.k / 8) + size_t(step) * 16,
+           ok);
+    }
+  }
+  constexpr int XCH = kCols / 8;  // 16-byte chunks of a token's stage columns
+  for (int c = tid; c < C::kTok * XCH; c += kTcWarps * 32) {
+    const int tk = c / XCH, q = c % XCH;
+    const bool ok = t.m0 + tk < m_total;
+    cp16(smem_addr(X + tk * kTcXPitch + q * 16), x + (ok ? t.m0 + tk : 0) * ldx + step * kCols + q * 8, ok);
   }
 }
 
-// 2:4 tile: steps s = first, first + 8, ... of the rows at vals (row-major kept values,
-// k bytes per row) and meta (k/16 u16 per row).
-template <int NT>
-__device__ __forceinline__ void tc_sparse(const uint8_t* vals, const uint16_t* meta, int64_t k, const uint16_t* x,
-                                          int64_t ldx, int64_t m0, int64_t m_total, int first, int g, int t,
-                                          float (&acc)[NT][4]) {
-  constexpr int U = 2;  // steps whose A loads are in flight together
-  const int64_t steps = k / 32, mrow = k / 16;
-  const uint8_t* r0 = vals + size_t(g) * size_t(k);
-  const uint8_t* r8 = vals + size_t(g + 8) * size_t(k);
-  const uint16_t* e0 = meta + size_t(g) * size_t(mrow);
-  const uint16_t* e8 = meta + size_t(g + 8) * size_t(mrow);
-  const int p = t & 1;
-  for (int64_t s0 = first; s0 < steps; s0 += kTcWarps * U) {
-    uint32_t a[U][4], e[U];
+// acc += this warp's rows of one landed stage times its tokens.
+template <int MT, int NT, bool SPARSE>
+__device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[MT][NT][4]) {
+  using C = TcCfg<MT, NT>;
+  constexpr int kCols = SPARSE ? 128 : 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const uint8_t* A = stage;
+  const uint8_t* M = A + C::kA;
+  const uint8_t* X = M + C::kMeta;
+  // ldmatrix row addresses of this lane (see the fragment notes above).
+  const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
+  const uint32_t a_addr = smem_addr(A + (warp * 16 * MT + a_row) * kTcRowPitch + a_byte);
+  const uint32_t b_addr = smem_addr(X + (lane & 7) * kTcXPitch + 16 * (lane >> 3));
+  const int g = lane >> 2, p = lane & 1;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t s = s0 + kTcWarps * u;
-      if (s < steps) {
-        const size_t off = size_t(s) * 32 + size_t(4 * t);  // bytes: 16 kept bf16 = 32 bytes per step
-        a[u][0] = ldg32(r0 + off);
-        a[u][1] = ldg32(r8 + off);
-        a[u][2] = ldg32(r0 + off + 16);
-        a[u][3] = ldg32(r8 + off + 16);
-        e[u] = uint32_t(__ldg(e0 + 2 * s + p)) | (uint32_t(__ldg(e8 + 2 * s + p)) << 16);
+  for (int ks = 0; ks < kCols / 32; ++ks) {  // 32-column k-steps
+    uint32_t b[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * kTcXPitch + ks * 64, b[j]);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if constexpr (SPARSE) {
+        uint32_t a[4];
+        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 32, a);
+        const int r = warp * 16 * MT + mt * 16 + g;
+        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * kTcMetaBytes + 4 * ks);
+        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * kTcMetaBytes + 4 * ks);
+        const uint32_t e = (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mma_sp_bf16(acc[mt][j], a, b[j], e);
+      } else {
+        uint32_t a0[4], a1[4];
+        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64, a0);
+        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64 + 32, a1);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          mma_bf16(acc[mt][j], a0, b[j][0], b[j][1]);
+          mma_bf16(acc[mt][j], a1, b[j][2], b[j][3]);
+        }
       }
     }
+  }
+}
+
+__device__ __forceinline__ void store_bf16(uint16_t* y, float v) {
+  const __nv_bfloat16 b = __float2bfloat16(v);
+  *y = *reinterpret_cast<const uint16_t*>(&b);
+}
+
+// Writes unit t's finished products (summed over the cluster's K slices when slices > 1) and
+// zeroes acc.
+template <int MT, int NT>
+__device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, uint16_t* y, int64_t ldy,
+                                            const TcUnit& t, float* red, int slice, int slices,
+                                            float (&acc)[MT][NT][4]) {
+  using C = TcCfg<MT, NT>;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q4 = lane & 3;
+  auto out = [&](int r, int tk, float v) {  // r: row of the unit, tk: token of the tile
+    if (t.row0 + r >= t.rows || t.m0 + tk >= m_total) return;
+    const int64_t s = t.first + t.row0 + r;
+    store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), v);
+  };
+  if (slices == 1) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t s = s0 + kTcWarps * u;
-      if (s >= steps) break;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        uint32_t b[4];
-        load_b(x, ldx, m0 + 8 * j + g, m_total, s * 32, t, b);
-        mma_sp_bf16(acc[j], a[u], b, e[u]);
+        const int r = warp * 16 * MT + mt * 16 + g, tk = 8 * j + 2 * q4;
+        out(r, tk, acc[mt][j][0]);
+        out(r, tk + 1, acc[mt][j][1]);
+        out(r + 8, tk, acc[mt][j][2]);
+        out(r + 8, tk + 1, acc[mt][j][3]);
+        acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+      }
+    return;
+  }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Every block of the cluster leaves its partial tile in its shared memory; block `slice` sums
+  // rows [slice, slice + 1) * kBM / slices of all of them and stores those.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int r = warp * 16 * MT + mt * 16 + g, tk = 8 * j + 2 * q4;
+      red[r * C::kRedPitch + tk] = acc[mt][j][0];
+      red[r * C::kRedPitch + tk + 1] = acc[mt][j][1];
+      red[(r + 8) * C::kRedPitch + tk] = acc[mt][j][2];
+      red[(r + 8) * C::kRedPitch + tk + 1] = acc[mt][j][3];
+      acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+    }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  const int part = C::kBM / slices;
+  for (int i = threadIdx.x; i < part * C::kTok; i += kTcWarps * 32) {
+    const int r = slice * part + i / C::kTok, tk = i % C::kTok;
+    float v = 0.f;
+    for (int q = 0; q < slices; ++q) v += cluster.map_shared_rank(red, q)[r * C::kRedPitch + tk];
+    out(r, tk, v);
+  }
+  cluster.sync();  // everyone has read every partial tile before any is overwritten or freed
+#endif
+}
+
+// grid (G, 1, slices), cluster (1, 1, slices). Block x takes the units x, x + G, ... (units: row
+// blocks, 2:4 ones first, times token tiles), each for K slice z, its pipeline running on from
+// one unit into the next. Launches use G = units (one unit per block): persistent blocks
+// (G < units) measured slower on an H200, up to 2x with split K, where every unit ends in
+// cluster barriers (docs/perf.md).
+template <int MT, int NT>
+__global__ void __launch_bounds__(kTcWarps * 32) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
+                                                          uint16_t* y, int64_t ldy, int64_t sparse_blocks,
+                                                          int64_t row_blocks, int64_t units) {
+  using C = TcCfg<MT, NT>;
+  constexpr int S = C::kStages;
+  extern __shared__ __align__(16) uint8_t smem[];
+  float* red = reinterpret_cast<float*>(smem + S * C::kStage);
+  const int slices = int(gridDim.z), slice = int(blockIdx.z);
+  const int64_t stride = gridDim.x;
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+
+  // Loader and compute cursors walk the same (unit, step) sequence, S - 1 stages apart.
+  int64_t lu = blockIdx.x, cu = blockIdx.x;
+  TcUnit lt{}, ct{};
+  int64_t ls = 0, cs = 0;
+  if (lu < units) {
+    lt = ct = tc_unit<MT, NT>(w, lu, row_blocks, sparse_blocks, slice, slices);
+    ls = cs = lt.begin;
+  }
+  auto load_next = [&](int slot) {
+    if (lu >= units) return;
+    if (lt.sparse) tc_load<MT, NT, true>(w, x, ldx, m_total, lt, ls, smem + slot * C::kStage);
+    else tc_load<MT, NT, false>(w, x, ldx, m_total, lt, ls, smem + slot * C::kStage);
+    if (++ls == lt.end) {
+      lu += stride;
+      if (lu < units) {
+        lt = tc_unit<MT, NT>(w, lu, row_blocks, sparse_blocks, slice, slices);
+        ls = lt.begin;
+      }
+    }
+  };
+#pragma unroll 1
+  for (int i = 0; i < S - 1; ++i) {
+    load_next(i);
+    cp_commit();
+  }
+#pragma unroll 1
+  for (int64_t i = 0; cu < units; ++i) {
+    cp_wait<S - 2>();
+    __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
+    load_next(int((i + S - 1) % S));
+    cp_commit();
+    const uint8_t* st = smem + (i % S) * C::kStage;
+    if (ct.sparse) tc_compute<MT, NT, true>(st, acc);
+    else tc_compute<MT, NT, false>(st, acc);
+    if (++cs == ct.end) {
+      tc_epilogue<MT, NT>(w, m_total, y, ldy, ct, red, slice, slices, acc);
+      cu += stride;
+      if (cu < units) {
+        ct = tc_unit<MT, NT>(w, cu, row_blocks, sparse_blocks, slice, slices);
+        cs = ct.begin;
       }
     }
   }
+  cp_wait<0>();
 }
 
-// Dense tile (rows at w, ld elements apart): each 32-column step is two m16n8k16 MMAs.
-template <int NT>
-__device__ __forceinline__ void tc_dense(const uint16_t* w, int64_t ld, int64_t k, const uint16_t* x, int64_t ldx,
-                                         int64_t m0, int64_t m_total, int first, int g, int t, float (&acc)[NT][4]) {
-  const int64_t steps = k / 32;
-  const uint16_t* r0 = w + size_t(g) * size_t(ld) + 2 * t;
-  const uint16_t* r8 = w + size_t(g + 8) * size_t(ld) + 2 * t;
-  for (int64_t s = first; s < steps; s += kTcWarps) {
-    uint32_t a[2][4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t c = s * 32 + 16 * h;
-      a[h][0] = ldg32(r0 + c);
-      a[h][1] = ldg32(r8 + c);
-      a[h][2] = ldg32(r0 + c + 8);
-      a[h][3] = ldg32(r8 + c + 8);
-    }
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      uint32_t b[4];
-      load_b(x, ldx, m0 + 8 * j + g, m_total, s * 32, t, b);
-      // B registers 0, 1 are k = 2t.. and 2t+8.. of the first 16 columns; 2, 3 of the second.
-      mma_bf16(acc[j], a[0][0], a[0][1], a[0][2], a[0][3], b[0], b[1]);
-      mma_bf16(acc[j], a[1][0], a[1][1], a[1][2], a[1][3], b[2], b[3]);
-    }
-  }
+struct TcDevice {
+  int sms = 0;
+  bool clusters = false;
+};
+const TcDevice& tc_device() {
+  static const TcDevice d = [] {
+    int dev = 0, major = 0;
+    TcDevice r;
+    SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev));
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    r.clusters = major >= 9;
+    return r;
+  }();
+  return d;
 }
 
-template <int NT>
-__global__ void __launch_bounds__(kTcWarps * 32) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
-                                                          uint16_t* y, int64_t ldy) {
-  constexpr int TOK = 8 * NT;
-  __shared__ float red[kTcWarps][16][TOK];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t s0 = int64_t(blockIdx.x) * 16, n = w.ns + w.nd;
-  const int64_t m0 = int64_t(blockIdx.y) * TOK;
-  float acc[NT][4];
-#pragma unroll
-  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  if (s0 < w.ns) {
-    const uint8_t* vals = static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * size_t(w.k);
-    const uint16_t* meta = w.sparse_meta + size_t(s0) * size_t(w.k / 16);
-    tc_sparse<NT>(vals, meta, w.k, x, ldx, m0, m_total, warp, g, t, acc);
-  } else {
-    tc_dense<NT>(static_cast<const uint16_t*>(w.dense) + size_t(s0 - w.ns) * size_t(w.dense_ld), w.dense_ld, w.k, x,
-                 ldx, m0, m_total, warp, g, t, acc);
-  }
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    red[warp][g][8 * j + 2 * t] = acc[j][0];
-    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
-    red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
-    red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 16 * TOK; i += blockDim.x) {
-    const int r = i / TOK, c = i % TOK;
-    const int64_t srow = s0 + r, tok = m0 + c;
-    if (srow >= n || tok >= m_total) continue;
-    float v = 0.f;
-#pragma unroll
-    for (int p = 0; p < kTcWarps; ++p) v += red[p][r][c];
-    const int64_t col = w.row_map ? w.row_map[srow] : srow;
-    const __nv_bfloat16 b = __float2bfloat16(v);
-    y[tok * ldy + col] = *reinterpret_cast<const uint16_t*>(&b);
-  }
-}
-
-template <int NT>
+template <int MT, int NT>
 void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>((w.ns + w.nd + 15) / 16), static_cast<unsigned>((m + 8 * NT - 1) / (8 * NT)));
-  gemv_tc_k<NT><<<grid, kTcWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m, static_cast<uint16_t*>(y),
-                                                ldy);
-  SPENSE_CUDA_CHECK_LAUNCH();
+  using C = TcCfg<MT, NT>;
+  static const int resident = [] {  // blocks per SM at this shared-memory size
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    int b = 0;
+    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_tc_k<MT, NT>, kTcWarps * 32, C::kSmem));
+    return b > 0 ? b : 1;
+  }();
+  const TcDevice& dev = tc_device();
+  const int64_t slots = int64_t(dev.sms) * resident;
+  const int64_t sparse_blocks = (w.ns + C::kBM - 1) / C::kBM, dense_blocks = (w.nd + C::kBM - 1) / C::kBM;
+  const int64_t row_blocks = sparse_blocks + dense_blocks, units = row_blocks * ((m + C::kTok - 1) / C::kTok);
+  // The split: Weights::tc_slices (make_gemv_linear times each per M), else the smallest that
+  // fills every SM's resident slots twice; one block per unit, so the scheduler balances the tail.
+  int slices = 1;
+  if (w.tc_slices > 0) slices = w.tc_slices;
+  else
+    while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / 128 >= 8 * slices) slices *= 2;
+  slices = std::min(slices, tc_max_slices(w));
+  const int64_t grid = units;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, static_cast<unsigned>(slices));
+  cfg.blockDim = dim3(kTcWarps * 32);
+  cfg.dynamicSmemBytes = C::kSmem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 1;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = static_cast<unsigned>(slices);
+  cfg.attrs = attr;
+  cfg.numAttrs = slices > 1 ? 1 : 0;
+  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<MT, NT>, w, static_cast<const uint16_t*>(x), ldx, m,
+                                       static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks, units));
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -431,17 +628,25 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 
 }  // namespace
 
+int tc_max_slices(const Weights& w) {
+  if (!tc_device().clusters) return 1;
+  int s = 1;
+  while (s < 8 && w.k / 128 >= 4 * 2 * s) s *= 2;  // each slice keeps >= 4 2:4 stages
+  return s;
+}
+
 bool tc_eligible(const Weights& w) {
-  return w.tensor_cores && !w.fp8 && w.k % 32 == 0 && w.ns % 16 == 0 && w.nd % 16 == 0 && (w.nd == 0 || w.dense_ld % 2 == 0);
+  return !w.fp8 && w.k % 128 == 0 && (w.nd == 0 || w.dense_ld % 8 == 0);
 }
 
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
-  if (m >= kTcMinM && tc_eligible(w) && ldx % 2 == 0) {  // x read as bf16 pairs
-    if (m <= 8) launch_tc<1>(w, x, ldx, m, y, ldy, s);
-    else if (m <= 16) launch_tc<2>(w, x, ldx, m, y, ldy, s);
-    else if (m <= 32) launch_tc<4>(w, x, ldx, m, y, ldy, s);
-    else launch_tc<8>(w, x, ldx, m, y, ldy, s);
+  // cp.async moves 16-byte pieces of the token rows.
+  if (w.tensor_cores && m >= w.tc_min_m && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    if (m <= 8) launch_tc<1, 1>(w, x, ldx, m, y, ldy, s);
+    else if (m <= 16) launch_tc<1, 2>(w, x, ldx, m, y, ldy, s);
+    else if (m <= 32) launch_tc<1, 4>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<2, 8>(w, x, ldx, m, y, ldy, s);
     return;
   }
   switch (m < kMaxM ? m : kMaxM) {

@@ -1,6 +1,6 @@
 // Our own small-M kernels (src/cuda/gemv.cu) behind make_gemv_linear(): y = x W^T for M <= 8
-// token rows per launch pass on CUDA cores, or from M = kTcMinM (BF16) on tensor cores, weights
-// streamed once from HBM. The weight rows are
+// token rows per launch pass on CUDA cores, or (BF16) up to 64 token rows per pass on tensor
+// cores, weights streamed once from HBM. The weight rows are
 // held in a stored order: first the 2:4 rows, compressed (the kept values, and per group of 4
 // one nibble p0 | p1 << 2 with the kept positions, 16 bits per 16 columns: the Spense v1 meta
 // layout), then the dense rows as they are; row_map[stored] = original output row, so y comes
@@ -16,9 +16,7 @@ namespace spense::cuda::gemv {
 // Rows handled by one warp, and the largest M of one kernel pass (larger M: several passes).
 inline constexpr int kRowsPerWarp = 2;
 inline constexpr int kMaxM = 8;
-// From this M on, BF16 layers whose K is a multiple of 32 and whose 2:4 and dense row counts
-// are multiples of 16 run on tensor cores when Weights::tensor_cores is set (mma.sp for the 2:4 rows, mma for the dense rows;
-// 64 tokens per pass) instead of the CUDA-core kernel.
+// Default for Weights::tc_min_m.
 inline constexpr int kTcMinM = 3;
 
 struct Weights {
@@ -30,11 +28,17 @@ struct Weights {
   const int32_t* row_map = nullptr;     // N, stored row -> output column of y (nullptr: identity)
   int64_t ns = 0, nd = 0, k = 0;
   bool fp8 = false;
-  bool tensor_cores = false;  // allow the tensor-core path (LinearOptions::small_m_tensor_cores)
+  // Tensor-core path (mma.sp for the 2:4 rows, mma for the dense rows) for M >= tc_min_m when
+  // tc_eligible() and x is 16-byte aligned with ldx a multiple of 8.
+  bool tensor_cores = false;
+  int64_t tc_min_m = kTcMinM;
+  int tc_slices = 0;  // K split over a thread-block cluster (1-8, capped by tc_max_slices); 0: by rule
 };
 
-// Whether w can take the tensor-core path (see kTcMinM).
+// Whether w can take the tensor-core path: BF16, K a multiple of 128, dense rows 16-byte aligned.
 bool tc_eligible(const Weights& w);
+// The largest K split of the tensor-core path for w on the current device (1 without clusters).
+int tc_max_slices(const Weights& w);
 
 // y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx; y: BF16, ld ldy).
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s);

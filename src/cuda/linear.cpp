@@ -494,35 +494,40 @@ class GemvLinearImpl final : public Linear {
         choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), values_(copy_device(o.values_)), meta_(copy_device(o.meta_)),
         dense_(copy_device(o.dense_)), row_map_(o.row_map_), scales_(o.scales_) {}
 
-  // Dense layers: for each M up to kMaxM, time our kernel against cuBLASLt once and keep the
-  // faster (the crossover depends on the shape and dtype); above kMaxM always cuBLASLt.
+  // Per M up to kTimedMaxM (decode batches), the kernels that can run it (cuBLASLt for dense
+  // layers, our CUDA-core kernel up to kMaxM rows per pass -- any M for 2:4 and hybrid layers --,
+  // our tensor-core kernel where eligible, with each K split of 1-8 slices) are timed once and
+  // the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
+  // cuBLASLt for dense layers, else tensor cores where eligible, else CUDA cores.
   void prepare(int64_t m) override {
-    if (!inner_ || choice_.count(m)) return;
-    inner_->prepare(m);
-    bool ours = false;
-    if (m <= gemv::kMaxM) {
-      DeviceBuffer x(static_cast<size_t>(m * k_) * 2), y(static_cast<size_t>(m * n_) * 4);
-      Stream st;
-      fill_random(x.get(), DType::BF16, static_cast<size_t>(m * k_), 7, 1.f, st.get());
-      const float t_ours =
-          time_calls_ms(st.get(), [&](cudaStream_t s) { gemv::gemv(weights(), x.get(), k_, m, y.get(), n_, s); });
-      const float t_lib = time_calls_ms(st.get(), [&](cudaStream_t s) { inner_->forward(x.get(), y.get(), m, s); });
-      ours = t_ours < t_lib;
+    if (m <= 0 || choice_.count(m)) return;
+    const std::vector<Choice> cands = candidates(m);
+    if (cands.size() == 1) {
+      choice_[m] = cands[0];
+      return;
     }
-    choice_[m] = ours;
+    if (inner_) inner_->prepare(m);
+    DeviceBuffer x(static_cast<size_t>(m * k_) * 2), y(static_cast<size_t>(m * n_) * 4);
+    Stream st;
+    fill_random(x.get(), DType::BF16, static_cast<size_t>(m * k_), 7, 1.f, st.get());
+    float best = 0;
+    for (const Choice& p : cands) {
+      const float t = time_calls_ms(st.get(), [&](cudaStream_t s) { run(p, x.get(), y.get(), m, s); });
+      if (&p == &cands[0] || t < best) {
+        best = t;
+        choice_[m] = p;
+      }
+    }
   }
   void forward(const void* x, void* y, int64_t m, cudaStream_t s) override {
     if (m <= 0) return;
     check_io(name(), x, y);
-    if (inner_) {
-      if (!choice_.count(m)) {
-        if (stream_is_capturing(s))
-          layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
-        prepare(m);
-      }
-      if (!choice_.at(m)) return inner_->forward(x, y, m, s);
+    if (!choice_.count(m)) {
+      if (candidates(m).size() > 1 && stream_is_capturing(s))
+        layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
+      prepare(m);
     }
-    gemv::gemv(weights(), x, k_, m, y, n_, s);
+    run(choice_.at(m), x, y, m, s);
   }
   int64_t rows_capacity(int64_t m) const override { return m; }
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<GemvLinearImpl>(*this); }
@@ -531,17 +536,51 @@ class GemvLinearImpl final : public Linear {
     return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) + row_map_->size();
   }
   std::string plan_info(int64_t m) const override {
-    if (inner_) {
-      const auto it = choice_.find(m);
-      if (it == choice_.end()) return "dense: not prepared for M=" + std::to_string(m);
-      return it->second ? "spense small-M kernel (faster than cuBLASLt here)" : "cuBLASLt: " + inner_->plan_info(m);
+    const auto it = choice_.find(m);
+    if (it == choice_.end()) return "not prepared for M=" + std::to_string(m);
+    switch (it->second.path) {
+      case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
+      case Path::TENSOR_CORES:
+        return "spense small-M kernel, tensor cores, K in " +
+               (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)";
+      default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
     }
-    if (m >= gemv::kTcMinM && gemv::tc_eligible(weights()))
-      return "spense small-M kernel, tensor cores (" + std::to_string((m + 63) / 64) + " pass)";
-    return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
   }
 
  private:
+  static constexpr int64_t kTimedMaxM = 64;
+  enum class Path : uint8_t { LIBRARY, CUDA_CORES, TENSOR_CORES };
+  struct Choice {
+    Path path;
+    int slices = 0;  // tensor cores: K split (Weights::tc_slices)
+  };
+  std::vector<Choice> candidates(int64_t m) const {
+    std::vector<Choice> v;
+    const SmallMKernel want = opts_.small_m_kernel;
+    const gemv::Weights w = weights();
+    const bool tc = want != SmallMKernel::CUDA_CORES && gemv::tc_eligible(w);
+    if (want == SmallMKernel::AUTO && m > kTimedMaxM) {
+      if (inner_) return {{Path::LIBRARY}};
+      return {{tc ? Path::TENSOR_CORES : Path::CUDA_CORES}};
+    }
+    if (want != SmallMKernel::TENSOR_CORES || !tc) {
+      if (want == SmallMKernel::AUTO && inner_) v.push_back({Path::LIBRARY});
+      if (want != SmallMKernel::AUTO || !inner_ || m <= gemv::kMaxM) v.push_back({Path::CUDA_CORES});
+    }
+    if (tc && opts_.small_m_tc_slices > 0) v.push_back({Path::TENSOR_CORES, opts_.small_m_tc_slices});
+    else if (tc)
+      for (int sl = 1; sl <= gemv::tc_max_slices(w); sl *= 2) v.push_back({Path::TENSOR_CORES, sl});
+    return v;
+  }
+  void run(const Choice& c, const void* x, void* y, int64_t m, cudaStream_t s) const {
+    if (c.path == Path::LIBRARY) return inner_->forward(x, y, m, s);
+    gemv::Weights w = weights();
+    w.tensor_cores = c.path == Path::TENSOR_CORES;
+    w.tc_min_m = 1;
+    w.tc_slices = c.slices;
+    gemv::gemv(w, x, k_, m, y, n_, s);
+  }
+
   gemv::Weights weights() const {
     gemv::Weights w;
     w.fp8 = prec_ == LinearPrecision::FP8;
@@ -560,12 +599,11 @@ class GemvLinearImpl final : public Linear {
       w.nd = nd_;
     }
     w.dense_ld = k_;
-    w.tensor_cores = opts_.small_m_tensor_cores;
     return w;
   }
 
   std::unique_ptr<Linear> inner_;
-  std::map<int64_t, bool> choice_;  // dense: M -> our kernel is faster
+  std::map<int64_t, Choice> choice_;  // M -> the fastest kernel
   int64_t ns_ = 0, nd_ = 0;
   DeviceBuffer values_, meta_, dense_;
   std::shared_ptr<DeviceBuffer> row_map_, scales_;

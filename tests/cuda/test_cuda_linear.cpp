@@ -258,18 +258,23 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
       }
 }
 
-// Our small-M kernel (make_gemv_linear): the CUDA-core path (M < kTcMinM, FP8, or K not a
-// multiple of 32) and the tensor-core path (mma.sp for the 2:4 rows, mma for the dense rows,
-// BF16, M >= 3) against the fp64 reference, for 2:4 layers, Spense axis=out with random dense
-// tiles, and all tiles dense; M covers both paths, partial token tiles and several passes.
-// Tolerance 1e-2 as for BF16 above: both paths multiply the stored weights with the BF16
-// activations exactly and round only the output.
-TEST_F(CudaLinear, SmallMKernelBothPathsMatchReference) {
-  struct S { int64_t n, k, tile; };
+// Our small-M kernel (make_gemv_linear), each path forced and then chosen by timing (AUTO):
+// the CUDA-core path (any M in passes of 8; BF16 and FP8) and the tensor-core path (BF16, K a
+// multiple of 128: mma.sp for the 2:4 rows, mma for the dense rows, a cp.async pipeline, K split
+// over a thread-block cluster when the layer has few row blocks) against the fp64 reference, for
+// 2:4 layers, Spense axis=out with random dense tiles, and all tiles dense. The shapes give
+// partial row blocks of both kinds (n = 192, 320), K split into 8 uneven slices (k = 8320 = 65
+// stages of 128), K not a multiple of 128 (k = 336: CUDA cores only); M covers partial token
+// tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
+// weights with the BF16 activations exactly and rounds only the output.
+TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
+  struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
+  const std::vector<int64_t> many{1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100};
   std::mt19937 rng(11);
-  for (S sh : {S{256, 512, 64}, S{384, 1024, 16}, S{128, 336, 16}})
+  for (const S& sh : {S{256, 512, 64, many}, S{192, 640, 16, many}, S{128, 336, 16, {1, 3, 9, 17, 64}},
+                      S{320, 8320, 32, {1, 3, 8, 16, 33, 64, 100}}})
     for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
-      if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
+      if (p == LinearPrecision::FP8 && (!fp8_ok() || sh.k % 32 != 0)) continue;
       const int64_t tiles = sh.n / sh.tile;
       for (double d : {0.0, 0.25, 1.0}) {
         GemvLayout gl;
@@ -281,18 +286,36 @@ TEST_F(CudaLinear, SmallMKernelBothPathsMatchReference) {
         std::vector<uint8_t> dmap(static_cast<size_t>(sh.n), 0);
         for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
-        LinearOptions o;
-        o.name = "gemv";
-        o.small_m_tensor_cores = true;
-        auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
-        for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100}) {
-          if (p == LinearPrecision::FP8 && m > 9) continue;  // one path for FP8; keep the test short
-          SCOPED_TRACE(std::string(precision_name(p)) + " n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) +
-                       " d=" + std::to_string(d) + " m=" + std::to_string(m) + " (" + L->plan_info(m) + ")");
-          HostActs a = make_acts(m, sh.k, p, 900 + m);
-          // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
-          // the kernel), so the reference is the product with the weights' stored values.
-          EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2);
+        // Tensor cores: every K split forced in turn (k = 8320 allows 8 uneven slices), then timed.
+        struct K { SmallMKernel kern; int slices; };
+        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0}, {SmallMKernel::TENSOR_CORES, 0}, {SmallMKernel::AUTO, 0}};
+        if (sh.k >= 8192)
+          for (int sl : {1, 2, 4, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl});
+        for (const K& kk : kerns) {
+          const SmallMKernel kern = kk.kern;
+          LinearOptions o;
+          o.name = "gemv";
+          o.small_m_kernel = kern;
+          o.small_m_tc_slices = kk.slices;
+          auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
+          for (int64_t m : sh.ms) {
+            if (p == LinearPrecision::FP8 && m > 9) continue;  // one path for FP8; keep the test short
+            L->prepare(m);
+            SCOPED_TRACE(std::string(precision_name(p)) + " n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) +
+                         " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
+                         " slices " + std::to_string(kk.slices) + " (" + L->plan_info(m) + ")");
+            HostActs a = make_acts(m, sh.k, p, 900 + m);
+            // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
+            // the kernel), so the reference is the product with the weights' stored values.
+            EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2);
+            if (kern == SmallMKernel::TENSOR_CORES) {  // the forced path is the one that ran
+              EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos,
+                        p == LinearPrecision::BF16 && sh.k % 128 == 0) << L->plan_info(m);
+              if (kk.slices > 0 && p == LinearPrecision::BF16) {
+                EXPECT_NE(L->plan_info(m).find(std::to_string(kk.slices) + " slice"), std::string::npos) << L->plan_info(m);
+              }
+            }
+          }
         }
       }
     }

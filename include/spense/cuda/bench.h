@@ -37,7 +37,7 @@ struct BenchGemmOptions {
   bool sparse_search = true;
   bool split_sms = true;    // hybrid: cuBLASLt SM-count target for the dense part (LinearOptions)
   bool graph = true;        // time graph replays (else plain stream launches)
-  bool tensor_cores = false;  // *-gemv formats: LinearOptions::small_m_tensor_cores
+  std::string small_m_kernel = "auto";  // *-gemv formats: LinearOptions::small_m_kernel
   std::string csv = "bench/results/gemm_h100.csv";
   uint64_t seed = 1;
 };
@@ -94,7 +94,7 @@ struct BenchDecodeOptions {
   int warmup = 8;
   bool graphs = true;
   bool sparse_search = true;
-  bool tensor_cores = false;                 // EngineOptions::small_m_tensor_cores
+  std::string small_m_kernel = "auto";       // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";
   uint64_t seed = 0;
 };

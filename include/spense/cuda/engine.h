@@ -51,7 +51,7 @@ struct EngineOptions {
   bool concurrent = true;       // hybrid layers: sparse and dense GEMMs on two streams
   bool sparse_search = true;    // cuSPARSELt algorithm search per M bucket
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
-  bool small_m_tensor_cores = false;  // our kernel: M >= 3 on tensor cores (LinearOptions; not yet run on a GPU)
+  SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
 };

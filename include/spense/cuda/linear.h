@@ -48,6 +48,23 @@ DType precision_act_dtype(LinearPrecision p);
 // Rows that x and y must hold for a call with m rows (the cuSPARSELt bucket of m).
 int64_t rows_bucket(int64_t m);
 
+// Paths of our small-M kernel (make_gemv_linear). AUTO: per M, every kernel that can run it
+// (CUDA cores; tensor cores for BF16 layers whose K is a multiple of 128; cuBLASLt for dense
+// layers) is timed once and the fastest kept. CUDA_CORES / TENSOR_CORES force that path (the
+// tensor-core one where the layer is eligible, else the CUDA-core one), for tests and benchmarks.
+enum class SmallMKernel : uint8_t { AUTO, CUDA_CORES, TENSOR_CORES };
+inline const char* small_m_kernel_name(SmallMKernel k) {
+  return k == SmallMKernel::AUTO ? "auto" : k == SmallMKernel::CUDA_CORES ? "cuda-cores" : "tensor-cores";
+}
+inline bool small_m_kernel_parse(const std::string& s, SmallMKernel* out) {
+  for (SmallMKernel k : {SmallMKernel::AUTO, SmallMKernel::CUDA_CORES, SmallMKernel::TENSOR_CORES})
+    if (s == small_m_kernel_name(k)) {
+      *out = k;
+      return true;
+    }
+  return false;
+}
+
 struct LinearOptions {
   std::string name = "linear";  // used in every error message and log line
   // cuBLASLt: time this many heuristic candidates once per M and keep the fastest
@@ -69,10 +86,11 @@ struct LinearOptions {
   // Dense BF16/FP16 only: write y as fp32 (the engine's LM head, so logits are not rounded
   // to 16 bits before argmax or sampling). y then holds M x N floats.
   bool f32_output = false;
-  // Our small-M kernel (make_gemv_linear), BF16: run M >= 3 on tensor cores (mma.sp / mma)
-  // instead of CUDA cores. Off by default: that path is written but has not yet been run on a
-  // GPU (no device was available when it was written); test_cuda_linear turns it on to check it.
-  bool small_m_tensor_cores = false;
+  // Our small-M kernel (make_gemv_linear): which of its paths may run (see SmallMKernel).
+  SmallMKernel small_m_kernel = SmallMKernel::AUTO;
+  // Its tensor-core path splits K over a cluster of 1-8 blocks: 0 times every split per M and
+  // keeps the fastest; n > 0 forces n (capped by K and the GPU).
+  int small_m_tc_slices = 0;
 };
 
 // Weights of one layer as stored: N x K row-major, host or device memory (copied at load).
@@ -142,9 +160,10 @@ std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, L
                                            const LinearOptions& opts = {});
 
 // Our own small-M kernel (src/cuda/gemv.cu), for decoding: at most gemv_max_m() token rows
-// per pass on CUDA cores (larger M runs in several passes, or through cuBLASLt for dense
-// layers), one launch per layer with no fork/join, no activation quantization and no output
-// gather: dense rows and 2:4 rows (kept values + 2-bit positions) in one kernel that writes y
+// per pass on CUDA cores, or (BF16, K a multiple of 128) up to 64 per pass on tensor cores
+// (mma.sp / mma); per M the fastest of these and, for dense layers, cuBLASLt is timed once and
+// kept (LinearOptions::small_m_kernel). One launch per layer with no fork/join, no activation
+// quantization and no output gather: dense rows and 2:4 rows (kept values + 2-bit positions) in one kernel that writes y
 // in the original row order. Weights BF16, or E4M3 with per-row scales dequantized in
 // registers (FP8 here means 8-bit weights with BF16 activations). all_dense: every row
 // dense (a cuBLASLt DenseLinear shares the weights for large M); otherwise the rows of

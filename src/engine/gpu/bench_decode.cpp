@@ -58,8 +58,8 @@ std::string bench_decode_usage() {
          "  --warmup N           untimed steps first (default 8)\n"
          "  --no-graph           launch steps without CUDA graphs\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
-         "  --tensor-cores       our small-M kernel runs batches >= 3 on tensor cores (mma.sp; not yet\n"
-         "                       run on a GPU, so off by default)\n"
+         "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
+         "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
          "  --seed S             random seed (default 0)\n";
 }
@@ -67,11 +67,11 @@ std::string bench_decode_usage() {
 bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
-    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--tensor-cores";
+    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
-                                        "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed"};
+                                        "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
+                                        "--small-m-kernel"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -83,7 +83,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--dtype" || a == "--dtypes") o->dtypes = bench_split_list(val);
     else if (a == "--format" || a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
-    else if (a == "--tensor-cores") o->tensor_cores = true;
+    else if (a == "--small-m-kernel") o->small_m_kernel = val;
     else if (a == "--backend" || a == "--backends") o->backends = bench_split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
@@ -161,7 +161,8 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
-      eo.small_m_tensor_cores = o.tensor_cores;
+      if (!small_m_kernel_parse(o.small_m_kernel, &eo.small_m_kernel))
+        throw Error("bench-decode: --small-m-kernel '" + o.small_m_kernel + "' (expected auto, cuda-cores or tensor-cores)");
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.

@@ -96,7 +96,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   lo.sparse_search = eo.sparse_search;
   lo.dense_search = eo.dense_search;
   lo.concurrent = eo.concurrent;
-  lo.small_m_tensor_cores = eo.small_m_tensor_cores;
+  lo.small_m_kernel = eo.small_m_kernel;
   WeightsView wv{w_dev, DType::BF16, nullptr};
   DeviceBuffer q, scales;
   if (eo.precision == LinearPrecision::FP8) {
