@@ -456,6 +456,8 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
     out(r, tk, v);
   }
   cluster.sync();  // everyone has read every partial tile before any is overwritten or freed
+#else
+  __trap();  // split K needs clusters (sm_90+ code); the host only splits where the device has them
 #endif
 }
 
@@ -559,10 +561,9 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   // The split: Weights::tc_slices (make_gemv_linear times each per M), else the smallest that
   // fills every SM's resident slots twice; one block per unit, so the scheduler balances the tail.
   int slices = 1;
-  if (w.tc_slices > 0) slices = w.tc_slices;
+  if (w.tc_slices > 0) slices = tc_effective_slices(w, w.tc_slices);
   else
     while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / 128 >= 8 * slices) slices *= 2;
-  slices = std::min(slices, tc_max_slices(w));
   const int64_t grid = units;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, static_cast<unsigned>(slices));
@@ -627,6 +628,12 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 }
 
 }  // namespace
+
+int tc_effective_slices(const Weights& w, int requested) {
+  int s = 1;
+  while (s * 2 <= requested) s *= 2;  // powers of two: the reduction gives each block kBM / s rows
+  return std::min(s, tc_max_slices(w));
+}
 
 int tc_max_slices(const Weights& w) {
   if (!tc_device().clusters) return 1;

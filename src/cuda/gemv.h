@@ -32,13 +32,15 @@ struct Weights {
   // tc_eligible() and x is 16-byte aligned with ldx a multiple of 8.
   bool tensor_cores = false;
   int64_t tc_min_m = kTcMinM;
-  int tc_slices = 0;  // K split over a thread-block cluster (1-8, capped by tc_max_slices); 0: by rule
+  int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
 };
 
 // Whether w can take the tensor-core path: BF16, K a multiple of 128, dense rows 16-byte aligned.
 bool tc_eligible(const Weights& w);
 // The largest K split of the tensor-core path for w on the current device (1 without clusters).
 int tc_max_slices(const Weights& w);
+// The split that runs for a requested one: the largest power of two <= requested, capped.
+int tc_effective_slices(const Weights& w, int requested);
 
 // y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx; y: BF16, ld ldy).
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s);

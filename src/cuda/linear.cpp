@@ -501,12 +501,12 @@ class GemvLinearImpl final : public Linear {
   // cuBLASLt for dense layers, else tensor cores where eligible, else CUDA cores.
   void prepare(int64_t m) override {
     if (m <= 0 || choice_.count(m)) return;
+    if (inner_) inner_->prepare(m);  // cuBLASLt's plan and scratch, also when it is the only candidate
     const std::vector<Choice> cands = candidates(m);
     if (cands.size() == 1) {
       choice_[m] = cands[0];
       return;
     }
-    if (inner_) inner_->prepare(m);
     DeviceBuffer x(static_cast<size_t>(m * k_) * 2), y(static_cast<size_t>(m * n_) * 4);
     Stream st;
     fill_random(x.get(), DType::BF16, static_cast<size_t>(m * k_), 7, 1.f, st.get());
@@ -567,7 +567,8 @@ class GemvLinearImpl final : public Linear {
       if (want == SmallMKernel::AUTO && inner_) v.push_back({Path::LIBRARY});
       if (want != SmallMKernel::AUTO || !inner_ || m <= gemv::kMaxM) v.push_back({Path::CUDA_CORES});
     }
-    if (tc && opts_.small_m_tc_slices > 0) v.push_back({Path::TENSOR_CORES, opts_.small_m_tc_slices});
+    if (tc && opts_.small_m_tc_slices > 0)
+      v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices)});
     else if (tc)
       for (int sl = 1; sl <= gemv::tc_max_slices(w); sl *= 2) v.push_back({Path::TENSOR_CORES, sl});
     return v;

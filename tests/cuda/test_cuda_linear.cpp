@@ -321,6 +321,34 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
     }
 }
 
+// The same layers in AUTO inside CUDA graphs (prepare, capture, two replays), for a dense layer
+// (all_dense: cuBLASLt shares the weights, and is the only candidate above M = 64) and a hybrid
+// one, through M = 130 (untimed above 64: cuBLASLt / tensor cores), against the fp64 reference.
+TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
+  const int64_t n = 256, k = 512;
+  for (bool all_dense : {true, false}) {
+    GemvLayout gl;
+    gl.all_dense = all_dense;
+    gl.tile = 64;
+    std::vector<uint8_t> dmap(static_cast<size_t>(n), 0);
+    if (!all_dense) {
+      gl.dense_tiles = {2};
+      std::fill_n(dmap.begin() + 2 * 64, 64, uint8_t(1));
+    }
+    HostWeights w = all_dense ? make_weights(n, k, LinearPrecision::BF16, 5, false)
+                              : make_weights(n, k, LinearPrecision::BF16, 6, true, dmap);
+    LinearOptions o;
+    o.name = "gemv-graph";
+    auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
+    for (int64_t m : {1, 5, 16, 64, 65, 130}) {
+      SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " m=" + std::to_string(m));
+      HostActs a = make_acts(m, k, LinearPrecision::BF16, 300 + m);
+      EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2)
+          << L->plan_info(m);
+    }
+  }
+}
+
 TEST_F(CudaLinear, GraphCaptureAndReplicas) {
   NEED_SPARSELT();
   const int64_t n = 512, k = 256;

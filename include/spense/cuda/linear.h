@@ -88,8 +88,8 @@ struct LinearOptions {
   bool f32_output = false;
   // Our small-M kernel (make_gemv_linear): which of its paths may run (see SmallMKernel).
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;
-  // Its tensor-core path splits K over a cluster of 1-8 blocks: 0 times every split per M and
-  // keeps the fastest; n > 0 forces n (capped by K and the GPU).
+  // Its tensor-core path splits K over a cluster of 1, 2, 4 or 8 blocks: 0 times every split per
+  // M and keeps the fastest; n > 0 forces the largest power of two <= n (capped by K and the GPU).
   int small_m_tc_slices = 0;
 };
 
