@@ -376,6 +376,28 @@ TEST_F(PruneCli, EvalMatchesDirectScoring) {
   EXPECT_EQ(none.code, 2);
 }
 
+// --fp32-hessian: a complete output that records the precision, and pruned weights close to the
+// fp64 run's (same windows; only Hessian rounding differs, so masks may flip on near ties);
+// refused with --device cuda, whose Hessians are fp64.
+TEST_F(PruneCli, Fp32HessianPrunesAndIsRecorded) {
+  const std::string out32 = (tmp() / "h32").string(), out64 = (tmp() / "h64").string();
+  const Result r = run(base(out32) + " --method sparsegpt --fp32-hessian --force");
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(run(base(out64) + " --method sparsegpt --force").code, 0);
+  const auto rep = nlohmann::json::parse(slurp(fs::path(out32) / "report.json"));
+  EXPECT_EQ(rep["options"]["hessian_precision"].get<std::string>(), "f32 per window, f64 sum");
+  const Model a = Model::load(out32), b = Model::load(out64);
+  const std::vector<float>& wa = a.layer(0).down.weight;
+  const std::vector<float>& wb = b.layer(0).down.weight;
+  ASSERT_EQ(wa.size(), wb.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < wa.size(); ++i) num += double(wa[i] - wb[i]) * (wa[i] - wb[i]), den += double(wb[i]) * wb[i];
+  EXPECT_LT(std::sqrt(num / den), 0.05) << "fp32 and fp64 Hessians gave very different weights";
+  const Result c = run(base((tmp() / "h32c").string()) + " --fp32-hessian --device cuda");
+  EXPECT_EQ(c.code, 2) << c.err;
+  EXPECT_NE(c.err.find("--fp32-hessian"), std::string::npos) << c.err;
+}
+
 TEST_F(PruneCli, GlobalBudgetKeepsTheAverageDensity) {
   const std::string out = (tmp() / "global").string();
   const Result r = run(base(out) + " --budget global --dense-ratio 0.25");

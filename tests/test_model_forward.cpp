@@ -163,6 +163,44 @@ TEST_P(Fixture, HiddenStatesAndHookInputsMatch) {
   EXPECT_LT(rel_err(logits.data(), expect.data(), expect.size()), kRelTol);
 }
 
+// need_output = false (calibration's Hessian pass): the hook sees bit-identical inputs, and the
+// skipped part is exactly the down projection: hidden(full) = hidden(skipped) + x_down W_down^T
+// (naive fp64 product of the DOWN hook input with the down weights).
+TEST_P(Fixture, SkippingTheDownProjectionKeepsHookInputs) {
+  const std::string dir = kHf + "/" + GetParam();
+  const Model m = Model::load(dir);
+  const Ref ref(dir + "/ref.safetensors");
+  const auto ids = ref.ids("input_ids.2");
+  const int64_t T = static_cast<int64_t>(ids.size()), H = m.hidden_size();
+  std::vector<float> full(static_cast<size_t>(T * H));
+  m.embed(ids.data(), T, full.data());
+  m.block_forward(0, full.data(), T);  // layer 1's input
+  std::vector<float> skipped = full;
+  std::map<int, std::vector<float>> seen[2];
+  for (int pass = 0; pass < 2; ++pass) {
+    LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t cols) {
+      seen[pass][int(role)] = std::vector<float>(x, x + rows * cols);
+    };
+    m.block_forward(1, pass == 0 ? full.data() : skipped.data(), T, hook, /*need_output=*/pass == 0);
+  }
+  ASSERT_EQ(seen[0].size(), 4u);
+  for (const auto& [role, x] : seen[0]) EXPECT_TRUE(x == seen[1][role]) << "hook input " << role;
+  const LayerWeights& L = m.layer(1);
+  const std::vector<float>& g = seen[0][int(LinearInput::DOWN)];
+  const int64_t I = L.down.in;
+  double num = 0, den = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t o = 0; o < H; ++o) {
+      double s = skipped[size_t(t * H + o)] + (L.down.bias.empty() ? 0.0 : double(L.down.bias[size_t(o)]));
+      for (int64_t i = 0; i < I; ++i) s += double(g[size_t(t * I + i)]) * double(L.down.weight[size_t(o * I + i)]);
+      const double d = s - full[size_t(t * H + o)];
+      num += d * d;
+      den += double(full[size_t(t * H + o)]) * full[size_t(t * H + o)];
+    }
+  EXPECT_LT(std::sqrt(num / den), 1e-5);
+  EXPECT_FALSE(full == skipped);
+}
+
 TEST_P(Fixture, RopeInvFreqMatchesTransformers) {
   const std::string dir = kHf + "/" + GetParam();
   const ModelConfig cfg = config_load(dir);

@@ -102,6 +102,34 @@ TEST(Hessian, AccumulatorMatchesBruteForceAcrossBatchSizes) {
     EXPECT_NEAR(h.col_sq[size_t(j)], n / 2.0 * h.H[size_t(j * K + j)], 1e-9 * h.col_sq[size_t(j)]);
 }
 
+TEST(Hessian, Fp32BatchesMatchBruteForce) {
+  // fp32_batches: each batch's X^T X by ssyrk in fp32, summed in fp64. Reference as above (long
+  // double); the tolerance is fp32 rounding over a 600-row batch, relative to sqrt(H_ii H_jj).
+  const int64_t K = 24, n = 1100;
+  detail::NormalRng rng(6);
+  std::vector<float> X(size_t(n * K));
+  for (auto& x : X) x = float(rng.normal());
+  HessianAccumulator acc("blk.0.mlp.down", K, 0, /*fp32_batches=*/true);
+  int64_t r = 0;
+  for (int64_t b : {int64_t(1), int64_t(7), int64_t(600), int64_t(492)}) acc.add(X.data() + r * K, b), r += b;
+  const Hessian h = acc.finalize();
+  EXPECT_EQ(h.n_rows, n);
+  double worst = 0;
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t j = 0; j < K; ++j) {
+      long double s = 0;
+      for (int64_t t = 0; t < n; ++t) s += (long double)X[size_t(t * K + i)] * X[size_t(t * K + j)];
+      const double ref = double(2.0L / n * s);
+      const double scale = std::sqrt(h.H[size_t(i * K + i)] * h.H[size_t(j * K + j)]);
+      worst = std::max(worst, std::abs(h.H[size_t(i * K + j)] - ref) / scale);
+      EXPECT_EQ(h.H[size_t(i * K + j)], h.H[size_t(j * K + i)]);
+    }
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_GT(worst, 0.0);  // it did round in fp32 (the fp64 path is exact to 1e-12 here)
+  for (int64_t j = 0; j < K; ++j)
+    EXPECT_NEAR(h.col_sq[size_t(j)], n / 2.0 * h.H[size_t(j * K + j)], 1e-5 * h.col_sq[size_t(j)]);
+}
+
 TEST(Hessian, RejectsNonFiniteActivations) {
   HessianAccumulator acc("blk.7.attn.q", 8);
   std::vector<float> X(16, 1.f);

@@ -130,8 +130,11 @@ class Model {
   // hook, if set, sees the input of each linear layer before its product. Activation
   // buffers are kept per calling thread between calls (about T * (2*hidden + 4*heads*head_dim
   // + 2*intermediate) floats; freed at thread exit), so calls on one Model from several
-  // threads are safe but each thread holds its own buffers.
-  void block_forward(int64_t layer, float* hidden, int64_t T, const LinearHook& hook = {}) const;
+  // threads are safe but each thread holds its own buffers. need_output = false skips the
+  // down projection (for hooks that only want the linear inputs: hidden is then left after
+  // the attention residual, not the block's output).
+  void block_forward(int64_t layer, float* hidden, int64_t T, const LinearHook& hook = {},
+                     bool need_output = true) const;
   // logits[T, vocab] = lm_head(final_norm(hidden)). Call on a slice of rows to bound memory.
   void final_norm_and_head(const float* hidden, int64_t T, float* logits) const;
   // The whole forward pass: logits [T, vocab], row-major.

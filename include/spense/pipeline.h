@@ -61,8 +61,9 @@ class CalibrationRunner {
   // Run layer l over every window, replacing the activations by its outputs.
   virtual void advance(const Model& model, int64_t l, const std::function<void()>& on_window) = 0;
 };
-// The CPU runner: Model::block_forward() and HessianAccumulator, window by window.
-std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner();
+// The CPU runner: Model::block_forward() and HessianAccumulator, window by window;
+// fp32_hessian: HessianAccumulator's fp32_batches (one ssyrk per window and input).
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian = false);
 
 struct PipelineOptions {
   // Template for every projection; `layer` is overwritten with the projection's HF name.
@@ -87,8 +88,9 @@ struct PipelineOptions {
   bool progress_force = false;
   // One line per finished layer (e.g. to stderr); may be empty.
   std::function<void(const std::string&)> log;
-  // Where the forwards and Hessians run; nullptr = a CPU runner. Not owned.
+  // Where the forwards and Hessians run; nullptr = a CPU runner (with fp32_hessian). Not owned.
   CalibrationRunner* runner = nullptr;
+  bool fp32_hessian = false;
 };
 
 struct PrunedProjection;

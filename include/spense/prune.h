@@ -55,12 +55,14 @@ struct Hessian {
 };
 
 // Accumulates X^T X in fp64 from batches of any number of rows (cblas_dsyrk on fp64 copies
-// of each chunk of rows), plus the column sums of squares.
+// of each chunk of rows), plus the column sums of squares. With fp32_batches, each fp32 batch's
+// X^T X is formed in fp32 (cblas_ssyrk, about twice as fast on the CPU; the precision of the
+// SparseGPT reference) and added to the fp64 sum, so rounding does not build up across batches.
 class HessianAccumulator {
  public:
   // chunk_rows: rows of an fp32 batch converted to fp64 per dsyrk call; 0 = automatic
   // (at least 512, about 32 MB of fp64).
-  HessianAccumulator(std::string layer, int64_t K, int64_t chunk_rows = 0);
+  HessianAccumulator(std::string layer, int64_t K, int64_t chunk_rows = 0, bool fp32_batches = false);
   // X: rows x K row-major (leading dimension K). Throws spense::Error naming the layer, the
   // row and the column if a value is NaN/Inf (nothing of that batch is accumulated).
   void add(const float* X, int64_t rows);
@@ -76,6 +78,8 @@ class HessianAccumulator {
   std::vector<double> S_;       // upper triangle (row-major) of sum x x^T
   std::vector<double> col_sq_;
   std::vector<double> buf_;     // fp64 copy of a chunk of rows
+  std::vector<float> s32_;      // fp32_batches: one batch's X^T X
+  bool fp32_batches_ = false;
 };
 
 // The damped inverse Hessian as SparseGPT uses it (see PruneCompute::inverse_factor).

@@ -77,6 +77,7 @@ class LayerStream {
 
 class CpuCalibrationRunner final : public CalibrationRunner {
  public:
+  explicit CpuCalibrationRunner(bool fp32_hessian) : fp32_hessian_(fp32_hessian) {}
   const char* name() const override { return "cpu"; }
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
     if (int64_t(acts.size()) != S * T * model.hidden_size())
@@ -94,14 +95,14 @@ class CpuCalibrationRunner final : public CalibrationRunner {
     std::vector<HessianAccumulator> acc;
     for (int r = 0; r < 4; ++r)
       acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
-                       in_dims[r]);
+                       in_dims[r], 0, fp32_hessian_);
     const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
       ops::BlasAllThreads all;  // block_forward runs BLAS single-threaded; dsyrk wants every core
       acc[size_t(input_index(role))].add(x, rows);
     };
     for (int64_t s = 0; s < S_; ++s) {
       std::copy_n(acts_.data() + s * T_ * Hd_, T_ * Hd_, scratch_.data());
-      model.block_forward(l, scratch_.data(), T_, hook);
+      model.block_forward(l, scratch_.data(), T_, hook, /*need_output=*/false);  // scratch is discarded
       if (on_window) on_window();
     }
     std::vector<Hessian> hs;
@@ -118,6 +119,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
  private:
   std::vector<float> acts_, scratch_;
   int64_t S_ = 0, T_ = 0, Hd_ = 0;
+  bool fp32_hessian_ = false;
 };
 
 // Explicit dense tiles per projection [layer*7 + proj] for the global budget (pipeline.h).
@@ -189,8 +191,8 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
 
 }  // namespace
 
-std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner() {
-  return std::make_unique<CpuCalibrationRunner>();
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian) {
+  return std::make_unique<CpuCalibrationRunner>(fp32_hessian);
 }
 
 std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
@@ -293,7 +295,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
   for (int64_t s = 0; s < S; ++s) model.embed(windows[size_t(s)].data(), T, acts.data() + s * T * Hd);
   std::unique_ptr<CalibrationRunner> own_runner;
   CalibrationRunner* runner = opts.runner;
-  if (!runner) own_runner = make_cpu_calibration_runner(), runner = own_runner.get();
+  if (!runner) own_runner = make_cpu_calibration_runner(opts.fp32_hessian), runner = own_runner.get();
 
   std::vector<std::vector<int64_t>> global_tiles;
   const bool global = opts.global_budget && opts.prune.method == PruneMethod::SPENSEGPT &&

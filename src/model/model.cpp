@@ -205,7 +205,7 @@ void Model::embed(const int32_t* ids, int64_t T, float* hidden) const {
   }
 }
 
-void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook& hook) const {
+void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook& hook, bool need_output) const {
   const LayerWeights& L = layer(li);
   const int64_t H = cfg_.hidden_size, D = cfg_.head_dim;
   const int64_t NH = cfg_.num_heads, NKV = cfg_.num_kv_heads;
@@ -244,7 +244,7 @@ void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook
   ops::linear(xn, T, L.up, u);
   ops::silu_mul(g, u, T * I);
   if (hook) hook(li, LinearInput::DOWN, g, T, I);
-  ops::linear(g, T, L.down, hidden, /*accumulate=*/true);  // residual add
+  if (need_output) ops::linear(g, T, L.down, hidden, /*accumulate=*/true);  // residual add
 }
 
 void Model::final_norm_and_head(const float* hidden, int64_t T, float* logits) const {

@@ -47,8 +47,8 @@ Hessian Hessian::from_matrix(int64_t K, std::vector<double> H, const std::string
   return h;
 }
 
-HessianAccumulator::HessianAccumulator(std::string layer, int64_t K, int64_t chunk_rows)
-    : layer_(std::move(layer)), K_(K) {
+HessianAccumulator::HessianAccumulator(std::string layer, int64_t K, int64_t chunk_rows, bool fp32_batches)
+    : layer_(std::move(layer)), K_(K), fp32_batches_(fp32_batches) {
   chunk_ = chunk_rows > 0 ? chunk_rows : std::max<int64_t>(kChunk, (int64_t(1) << 22) / std::max<int64_t>(K, 1));
   if (K <= 0) throw Error(tag(layer_) + ": Hessian size K = " + std::to_string(K) + " must be positive");
   S_.assign(size_t(K) * size_t(K), 0.0);
@@ -93,7 +93,19 @@ void accumulate(const T* X, int64_t rows, int64_t K, int64_t chunk_rows, std::ve
 void HessianAccumulator::add(const float* X, int64_t rows) {
   if (rows <= 0) return;
   check_finite(layer_, X, rows, K_, n_);
-  accumulate(X, rows, K_, chunk_, buf_, S_, col_sq_);
+  if (fp32_batches_) {
+    // The batch's X^T X in fp32 (upper triangle, into a K x K buffer kept between batches, so
+    // it is not faulted in again), then into S in fp64.
+    s32_.resize(size_t(K_) * size_t(K_));
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(K_), int(rows), 1.0f, X, int(K_), 0.0f, s32_.data(),
+                int(K_));
+    for (int64_t i = 0; i < K_; ++i)
+      for (int64_t j = i; j < K_; ++j) S_[size_t(i * K_ + j)] += double(s32_[size_t(i * K_ + j)]);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < K_; ++j) col_sq_[size_t(j)] += double(X[i * K_ + j]) * double(X[i * K_ + j]);
+  } else {
+    accumulate(X, rows, K_, chunk_, buf_, S_, col_sq_);
+  }
   n_ += rows;
 }
 

@@ -23,7 +23,7 @@ std::string bench_prune_usage() {
   return "usage: bench-prune [--synthetic qwen3-8b | --model DIR] [--arch qwen3] [--layers 2] [--nsamples 128]\n"
          "                   [--seqlen 2048] [--method spensegpt] [--dense-ratio 0.25] [--axis out]\n"
          "                   [--strategy saliency] [--tile 64] [--fp32-obs] [--device cuda|cpu] [--seed 0]\n"
-         "                   [--json FILE]\n"
+         "                   [--fp32-hessian] [--json FILE]\n"
          "Prunes the first --layers decoder blocks of a random-weight model with the shapes of --synthetic\n"
          "(tiny, qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b), or of the checkpoint in --model DIR (its\n"
          "layers streamed from disk as in `spense prune`), from --nsamples random windows of --seqlen\n"
@@ -41,6 +41,10 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     if (args[i] == "--help" || args[i] == "-h") return false;
     if (args[i] == "--fp32-obs") {
       o->prune.precision = ObsPrecision::F32;
+      continue;
+    }
+    if (args[i] == "--fp32-hessian") {
+      o->fp32_hessian = true;
       continue;
     }
     std::string k, v;
@@ -72,6 +76,8 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     }
   }
   if (synthetic && !o->model_dir.empty()) throw Error("bench-prune: give --synthetic or --model, not both");
+  if (o->fp32_hessian && o->device == "cuda")
+    throw Error("bench-prune: --fp32-hessian applies to --device cpu (the GPU accumulates its Hessians in fp64)");
   return true;
 }
 
@@ -113,6 +119,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
 
   PipelineOptions opts;
   opts.prune = o.prune;
+  opts.fp32_hessian = o.fp32_hessian;
   std::unique_ptr<PruneCompute> compute;
   std::unique_ptr<CalibrationRunner> runner;
   if (o.device == "cuda") {
