@@ -40,15 +40,17 @@ void register_bench_gemm(CLI::App& app) {
   cmd->add_flag("!--no-sparse-search", o->sparse_search, "use cuSPARSELt's default algorithm (no search)");
   cmd->add_flag("!--no-split-sms", o->split_sms, "hybrid: plan the dense GEMM for the whole GPU");
   cmd->add_flag("!--no-graph", o->graph, "time plain stream launches instead of graph replays");
-  cmd->add_option("--small-m-kernel", o->small_m_kernel,
+  auto small_m = std::make_shared<std::string>(small_m_kernel_name(o->small_m_kernel));
+  cmd->add_option("--small-m-kernel", *small_m,
                   "*-gemv formats, paths of our small-M kernel: auto (time them per M, keep the fastest), "
                   "cuda-cores or tensor-cores")
       ->check(CLI::IsMember({"auto", "cuda-cores", "tensor-cores"}))
       ->capture_default_str();
   cmd->add_option("--csv", o->csv, "output CSV")->capture_default_str();
   cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
-  cmd->callback([o, ms] {
+  cmd->callback([o, ms, small_m] {
     o->ms = *ms;
+    o->small_m_kernel = cuda::small_m_kernel_parse(*small_m, "bench-gemm");
     cuda::run_bench_gemm(*o);  // says so itself when the build has no cuSPARSELt
   });
 }

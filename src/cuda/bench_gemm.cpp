@@ -331,9 +331,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           lo.split_sms = o.split_sms;
           lo.concurrent = f.concurrent;
           lo.fold_permutation = f.folded;
-          if (!small_m_kernel_parse(o.small_m_kernel, &lo.small_m_kernel))
-            throw Error("bench-gemm: --small-m-kernel '" + o.small_m_kernel +
-                        "' (expected auto, cuda-cores or tensor-cores)");
+          lo.small_m_kernel = o.small_m_kernel;
           std::vector<std::unique_ptr<Linear>> reps;
           if (f.gemv) {
             GemvLayout gl;
@@ -450,7 +448,7 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
     else if (a == "--no-sparse-search") o->sparse_search = false;
     else if (a == "--no-graph") o->graph = false;
     else if (a == "--no-split-sms") o->split_sms = false;
-    else if (a == "--small-m-kernel") o->small_m_kernel = val;
+    else if (a == "--small-m-kernel") o->small_m_kernel = small_m_kernel_parse(val, "bench-gemm");
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(num(a, val));
     else throw Error("bench-gemm: unknown flag '" + a + "'\n" + bench_gemm_usage());

@@ -649,7 +649,7 @@ bool tc_eligible(const Weights& w) {
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
   // cp.async moves 16-byte pieces of the token rows.
-  if (w.tensor_cores && m >= w.tc_min_m && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+  if (w.tensor_cores && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     if (m <= 8) launch_tc<1, 1>(w, x, ldx, m, y, ldy, s);
     else if (m <= 16) launch_tc<1, 2>(w, x, ldx, m, y, ldy, s);
     else if (m <= 32) launch_tc<1, 4>(w, x, ldx, m, y, ldy, s);

@@ -16,9 +16,6 @@ namespace spense::cuda::gemv {
 // Rows handled by one warp, and the largest M of one kernel pass (larger M: several passes).
 inline constexpr int kRowsPerWarp = 2;
 inline constexpr int kMaxM = 8;
-// Default for Weights::tc_min_m.
-inline constexpr int kTcMinM = 3;
-
 struct Weights {
   const void* sparse_values = nullptr;  // Ns x K/2 elements (BF16 or E4M3)
   const uint16_t* sparse_meta = nullptr;  // Ns x K/16
@@ -28,10 +25,9 @@ struct Weights {
   const int32_t* row_map = nullptr;     // N, stored row -> output column of y (nullptr: identity)
   int64_t ns = 0, nd = 0, k = 0;
   bool fp8 = false;
-  // Tensor-core path (mma.sp for the 2:4 rows, mma for the dense rows) for M >= tc_min_m when
-  // tc_eligible() and x is 16-byte aligned with ldx a multiple of 8.
+  // Tensor-core path (mma.sp for the 2:4 rows, mma for the dense rows) when tc_eligible() and
+  // x is 16-byte aligned with ldx a multiple of 8.
   bool tensor_cores = false;
-  int64_t tc_min_m = kTcMinM;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
 };
 

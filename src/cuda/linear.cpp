@@ -523,7 +523,7 @@ class GemvLinearImpl final : public Linear {
     if (m <= 0) return;
     check_io(name(), x, y);
     if (!choice_.count(m)) {
-      if (candidates(m).size() > 1 && stream_is_capturing(s))
+      if ((inner_ || candidates(m).size() > 1) && stream_is_capturing(s))  // no planning or timing there
         layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
       prepare(m);
     }
@@ -577,7 +577,6 @@ class GemvLinearImpl final : public Linear {
     if (c.path == Path::LIBRARY) return inner_->forward(x, y, m, s);
     gemv::Weights w = weights();
     w.tensor_cores = c.path == Path::TENSOR_CORES;
-    w.tc_min_m = 1;
     w.tc_slices = c.slices;
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
@@ -611,6 +610,12 @@ class GemvLinearImpl final : public Linear {
 };
 
 }  // namespace
+
+SmallMKernel small_m_kernel_parse(const std::string& s, const std::string& tool) {
+  for (SmallMKernel k : {SmallMKernel::AUTO, SmallMKernel::CUDA_CORES, SmallMKernel::TENSOR_CORES})
+    if (s == small_m_kernel_name(k)) return k;
+  throw Error(tool + ": --small-m-kernel '" + s + "' (expected auto, cuda-cores or tensor-cores)");
+}
 
 std::unique_ptr<Linear> make_dense_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                           const WeightsView& w, const LinearOptions& opts) {

@@ -65,6 +65,13 @@ void check_finite(const std::string& layer, const T* X, int64_t rows, int64_t K,
                     ", column " + std::to_string(j) + " is NaN or Inf");
 }
 
+// col_sq[j] += sum_i X[i, j]^2 in fp64 (Wanda's column norms).
+template <class T>
+void add_column_squares(const T* X, int64_t rows, int64_t K, std::vector<double>& col_sq) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < K; ++j) col_sq[size_t(j)] += double(X[i * K + j]) * double(X[i * K + j]);
+}
+
 template <class T>
 void accumulate(const T* X, int64_t rows, int64_t K, int64_t chunk_rows, std::vector<double>& buf,
                 std::vector<double>& S, std::vector<double>& col_sq) {
@@ -84,8 +91,7 @@ void accumulate(const T* X, int64_t rows, int64_t K, int64_t chunk_rows, std::ve
     // S (upper) += A^T A; A is m x K row-major.
     cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(K), int(m), 1.0, A, int(K), 1.0,
                 S.data(), int(K));
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < K; ++j) col_sq[size_t(j)] += A[i * K + j] * A[i * K + j];
+    add_column_squares(A, m, K, col_sq);
   }
 }
 }  // namespace
@@ -101,8 +107,7 @@ void HessianAccumulator::add(const float* X, int64_t rows) {
                 int(K_));
     for (int64_t i = 0; i < K_; ++i)
       for (int64_t j = i; j < K_; ++j) S_[size_t(i * K_ + j)] += double(s32_[size_t(i * K_ + j)]);
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < K_; ++j) col_sq_[size_t(j)] += double(X[i * K_ + j]) * double(X[i * K_ + j]);
+    add_column_squares(X, rows, K_, col_sq_);
   } else {
     accumulate(X, rows, K_, chunk_, buf_, S_, col_sq_);
   }

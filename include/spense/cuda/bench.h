@@ -37,7 +37,7 @@ struct BenchGemmOptions {
   bool sparse_search = true;
   bool split_sms = true;    // hybrid: cuBLASLt SM-count target for the dense part (LinearOptions)
   bool graph = true;        // time graph replays (else plain stream launches)
-  std::string small_m_kernel = "auto";  // *-gemv formats: LinearOptions::small_m_kernel
+  SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // *-gemv formats: LinearOptions::small_m_kernel
   std::string csv = "bench/results/gemm_h100.csv";
   uint64_t seed = 1;
 };
@@ -94,7 +94,7 @@ struct BenchDecodeOptions {
   int warmup = 8;
   bool graphs = true;
   bool sparse_search = true;
-  std::string small_m_kernel = "auto";       // EngineOptions::small_m_kernel
+  SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";
   uint64_t seed = 0;
 };

@@ -56,14 +56,8 @@ enum class SmallMKernel : uint8_t { AUTO, CUDA_CORES, TENSOR_CORES };
 inline const char* small_m_kernel_name(SmallMKernel k) {
   return k == SmallMKernel::AUTO ? "auto" : k == SmallMKernel::CUDA_CORES ? "cuda-cores" : "tensor-cores";
 }
-inline bool small_m_kernel_parse(const std::string& s, SmallMKernel* out) {
-  for (SmallMKernel k : {SmallMKernel::AUTO, SmallMKernel::CUDA_CORES, SmallMKernel::TENSOR_CORES})
-    if (s == small_m_kernel_name(k)) {
-      *out = k;
-      return true;
-    }
-  return false;
-}
+// Parses a --small-m-kernel value; throws spense::Error naming `tool` and the flag otherwise.
+SmallMKernel small_m_kernel_parse(const std::string& s, const std::string& tool);
 
 struct LinearOptions {
   std::string name = "linear";  // used in every error message and log line

@@ -83,7 +83,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--dtype" || a == "--dtypes") o->dtypes = bench_split_list(val);
     else if (a == "--format" || a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
-    else if (a == "--small-m-kernel") o->small_m_kernel = val;
+    else if (a == "--small-m-kernel") o->small_m_kernel = small_m_kernel_parse(val, "bench-decode");
     else if (a == "--backend" || a == "--backends") o->backends = bench_split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
@@ -161,8 +161,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
-      if (!small_m_kernel_parse(o.small_m_kernel, &eo.small_m_kernel))
-        throw Error("bench-decode: --small-m-kernel '" + o.small_m_kernel + "' (expected auto, cuda-cores or tensor-cores)");
+      eo.small_m_kernel = o.small_m_kernel;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.
