@@ -12,6 +12,7 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/gemv.h"
 #include "spense/cuda/check.h"
@@ -222,18 +223,17 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
 
 // ---- Tensor-core path (BF16 weights) -------------------------------------------------------
 // The same stored layout as above, read by mma.sp (2:4 rows) and mma (dense rows) with the
-// tokens as the N = 8 side of each MMA. A unit of work is kBM stored rows of one kind (2:4 row
-// blocks first, then dense ones) times a tile of up to 64 tokens times one K slice. Blocks of
-// kTcWarps warps (one per unit as launched) stream their units through a cp.async pipeline of
-// TcCfg::kStages stages in shared memory; per stage
-// 128 bytes of every weight row (2:4: 128 columns = 64 kept values, plus their 16 metadata
-// bytes; dense: 64 columns) and the stage's columns of the unit's tokens. Several stages in
-// flight per block keep enough bytes moving to stream HBM with few warps, and the tokens, read
-// from L2 once per unit, are shared by all its rows. Fragments come from shared memory by
-// ldmatrix (rows padded by 16 bytes, so the 8 rows of each 8x8 matrix sit on distinct banks).
-// Layers with few row blocks split K over a thread-block cluster of up to 8 blocks (grid z),
-// whose fp32 partial tiles are summed through distributed shared memory: one launch, no
-// workspace.
+// tokens as the N = 8 side of each MMA. A block owns one unit: kBM stored rows of one kind
+// (2:4 row blocks first, then dense ones), a tile of up to 8 * NT tokens and one K slice, and
+// streams it through a cp.async pipeline of S stages in shared memory. Per stage: 128 bytes of
+// every weight row (2:4: 128 columns = 64 kept values, plus their 16 metadata bytes; dense: 64
+// columns) and the stage's columns of the unit's tokens, which all W warps share. Each thread
+// computes its 16-byte copies' addresses once and advances them by a constant per stage: Nsight
+// Compute showed the first version bound by instruction issue, mostly address arithmetic of the
+// copies, at 19% occupancy (docs/perf.md). Fragments come from shared memory by ldmatrix (rows
+// padded by 16 bytes, so the 8 rows of each 8x8 matrix sit on distinct banks). Layers with few
+// row blocks split K over a thread-block cluster of up to 8 blocks (grid z), whose fp32 partial
+// tiles are summed through distributed shared memory: one launch, no workspace.
 // Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32, 16-bit types; g = lane / 4, t = lane % 4):
 //   A: {row g, cols 2t..}, {row g+8, cols 2t..}, {row g, cols 2t+8..}, {row g+8, cols 2t+8..}
 //     of the (kept) values: ldmatrix.x4 with lanes 0-7 / 8-15 / 16-23 / 24-31 addressing rows
@@ -244,23 +244,25 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
 //   B (32 x 8, K x tokens): token g, k = 2t + {0,1} + 8i for register i: ldmatrix.x4 of the
 //     token-major tile, matrix i = the step's columns 8i..8i+7.
 //   C (16 x 8): {row g, tokens 2t, 2t+1}, {row g+8, tokens 2t, 2t+1}.
-constexpr int kTcWarps = 4;
 constexpr int kTcRowBytes = 128;               // weight bytes per row per stage
 constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weight row
 constexpr int kTcMetaBytes = 16;               // metadata of a 2:4 stage's 128 columns
 constexpr int kTcXCols = 128;                  // token columns per stage (a dense stage uses 64)
 constexpr int kTcXPitch = 2 * kTcXCols + 16;
 
-template <int MT, int NT>
+// MT 16-row tiles per warp, NT 8-token tiles, W warps, S stages.
+template <int MT, int NT, int W, int S>
 struct TcCfg {
-  static constexpr int kBM = 16 * MT * kTcWarps, kTok = 8 * NT;
-  // Pipeline depth, as measured on an H200 (docs/perf.md; 4 stages for every M, an earlier
-  // variant, ran M = 16 faster and M = 1 slower on some layers: not retuned since).
-  static constexpr int kStages = NT == 2 ? 6 : NT == 8 ? 4 : 5;
+  static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
+  static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
   static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kTcMetaBytes, kX = kTok * kTcXPitch;
   static constexpr int kStage = kA + kMeta + kX;
   static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
-  static constexpr int kSmem = kStages * kStage + kBM * kRedPitch * 4;
+  static constexpr int kSmem = S * kStage;    // the reduction reuses the drained pipeline
+  static constexpr int kARowsPerPass = kThreads / 8;  // 8 16-byte copies per weight row
+  static constexpr int kAChunks = kBM / kARowsPerPass;
+  static_assert(kBM % kARowsPerPass == 0 && kBM <= kThreads, "one metadata copy per thread at most");
+  static_assert(kBM * kRedPitch * 4 <= kSmem, "the partial tile must fit in the pipeline's memory");
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -298,17 +300,16 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// One unit of work: a block's kBM stored rows of one kind, one tile of up to kTok tokens, and
-// the 2:4 (128-column) or dense (64-column) stages of its K slice.
+// A block's unit: kBM stored rows of one kind, one tile of up to kTok tokens, and the 2:4
+// (128-column) or dense (64-column) stages [begin, end) of its K slice.
 struct TcUnit {
   bool sparse;
   int64_t row0, rows, first, m0, begin, end;  // first: stored index of the kind's row 0
 };
 
-template <int MT, int NT>
+template <class C>
 __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t row_blocks, int64_t sparse_blocks,
                                           int slice, int slices) {
-  using C = TcCfg<MT, NT>;
   const int64_t rb = u % row_blocks;
   TcUnit t;
   t.sparse = rb < sparse_blocks;
@@ -322,44 +323,71 @@ __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t r
   return t;
 }
 
-// Copies one stage (step `step` of unit t) into shared memory slot `slot` (cp.async, not waited).
-template <int MT, int NT, bool SPARSE>
-__device__ __forceinline__ void tc_load(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total,
-                                        const TcUnit& t, int64_t step, uint8_t* stage) {
-  using C = TcCfg<MT, NT>;
-  constexpr int kCols = SPARSE ? 128 : 64;  // weight columns per stage
-  const int tid = threadIdx.x;
-  const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
-  const size_t arow = SPARSE ? size_t(w.k) : size_t(w.dense_ld) * 2;  // bytes between weight rows
-  uint8_t* A = stage;
-  uint8_t* M = A + C::kA;
-  uint8_t* X = M + C::kMeta;
-  for (int c = tid; c < C::kBM * 8; c += kTcWarps * 32) {
-    const int r = c >> 3, q = c & 7;
-    const bool ok = t.row0 + r < t.rows;
-    cp16(smem_addr(A + r * kTcRowPitch + q * 16), abase + size_t(ok ? t.row0 + r : 0) * arow + size_t(step) * 128 + q * 16,
-         ok);
-  }
-  if constexpr (SPARSE) {
-    const uint8_t* mbase = reinterpret_cast<const uint8_t*>(w.sparse_meta);
-    for (int r = tid; r < C::kBM; r += kTcWarps * 32) {
-      const bool ok = t.row0 + r < t.rows;
-      cp16(smem_addr(M + r * kTcMetaBytes), mbase + size_t(ok ? t.row0 + r : 0) * size_t(w.k / 8) + size_t(step) * 16,
-           ok);
+// This thread's share of every stage's copies, addressed once: weight chunk j is row
+// (tid / 8) + j * kARowsPerPass, bytes 16 * (tid % 8) of the row's 128; the metadata copy is
+// row tid (tid < kBM); token chunk j is tid + j * kThreads of the tile's kTok x XCH chunks.
+// Stage i reads 128 bytes further along each weight row than stage 0, 16 further along the
+// metadata and 2 * kCols along each token row.
+template <class C, bool SPARSE>
+struct TcCopies {
+  static constexpr int kCols = SPARSE ? 128 : 64;  // weight columns per stage
+  static constexpr int XCH = kCols / 8;            // 16-byte chunks of a token's stage columns
+  static constexpr int XN = (C::kTok * XCH + C::kThreads - 1) / C::kThreads;
+  const uint8_t* a[C::kAChunks];
+  const uint8_t* meta;
+  const uint8_t* xs[XN];
+  uint32_t a_dst, x_dst[XN];
+  uint32_t a_ok = 0, x_ok = 0, x_any = 0;
+  bool meta_ok = false;
+
+  __device__ __forceinline__ TcCopies(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total,
+                                      const TcUnit& t) {
+    const int tid = threadIdx.x;
+    const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
+    const size_t arow = SPARSE ? size_t(w.k) : size_t(w.dense_ld) * 2;  // bytes between weight rows
+    const size_t k0 = size_t(t.begin) * kTcRowBytes;
+#pragma unroll
+    for (int j = 0; j < C::kAChunks; ++j) {
+      const int64_t r = t.row0 + tid / 8 + j * C::kARowsPerPass;
+      const bool ok = r < t.rows;
+      a[j] = abase + size_t(ok ? r : 0) * arow + k0 + 16 * (tid % 8);
+      a_ok |= uint32_t(ok) << j;
+    }
+    a_dst = (tid / 8) * kTcRowPitch + 16 * (tid % 8);
+    meta = nullptr;
+    if (SPARSE && tid < C::kBM) {
+      meta_ok = t.row0 + tid < t.rows;
+      meta = reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(meta_ok ? t.row0 + tid : 0) * size_t(w.k / 8) +
+             size_t(t.begin) * kTcMetaBytes;
+    }
+#pragma unroll
+    for (int j = 0; j < XN; ++j) {
+      const int c = tid + j * C::kThreads;
+      const int tk = c / XCH, q = c % XCH;
+      const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
+      xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + t.begin * kCols + q * 8);
+      x_dst[j] = C::kA + C::kMeta + tk * kTcXPitch + q * 16;
+      x_ok |= uint32_t(ok) << j;
+      x_any |= uint32_t(any) << j;
     }
   }
-  constexpr int XCH = kCols / 8;  // 16-byte chunks of a token's stage columns
-  for (int c = tid; c < C::kTok * XCH; c += kTcWarps * 32) {
-    const int tk = c / XCH, q = c % XCH;
-    const bool ok = t.m0 + tk < m_total;
-    cp16(smem_addr(X + tk * kTcXPitch + q * 16), x + (ok ? t.m0 + tk : 0) * ldx + step * kCols + q * 8, ok);
+
+  // Issues stage i (relative to t.begin) into the slot at shared address `stage` (not waited).
+  __device__ __forceinline__ void issue(int64_t i, uint32_t stage) const {
+#pragma unroll
+    for (int j = 0; j < C::kAChunks; ++j)
+      cp16(stage + a_dst + j * C::kARowsPerPass * kTcRowPitch, a[j] + i * kTcRowBytes, (a_ok >> j) & 1);
+    if (SPARSE && meta) cp16(stage + C::kA + threadIdx.x * kTcMetaBytes, meta + i * kTcMetaBytes, meta_ok);
+#pragma unroll
+    for (int j = 0; j < XN; ++j)
+      if ((x_any >> j) & 1) cp16(stage + x_dst[j], xs[j] + i * 2 * kCols, (x_ok >> j) & 1);
   }
-}
+};
 
 // acc += this warp's rows of one landed stage times its tokens.
-template <int MT, int NT, bool SPARSE>
-__device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[MT][NT][4]) {
-  using C = TcCfg<MT, NT>;
+template <class C, bool SPARSE>
+__device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
+  constexpr int MT = C::kMT, NT = C::kNT;
   constexpr int kCols = SPARSE ? 128 : 64;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const uint8_t* A = stage;
@@ -405,13 +433,13 @@ __device__ __forceinline__ void store_bf16(uint16_t* y, float v) {
   *y = *reinterpret_cast<const uint16_t*>(&b);
 }
 
-// Writes unit t's finished products (summed over the cluster's K slices when slices > 1) and
-// zeroes acc.
-template <int MT, int NT>
+// Writes unit t's products, summed over the cluster's K slices when slices > 1 (through `red`,
+// the block's drained pipeline memory).
+template <class C>
 __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, uint16_t* y, int64_t ldy,
                                             const TcUnit& t, float* red, int slice, int slices,
-                                            float (&acc)[MT][NT][4]) {
-  using C = TcCfg<MT, NT>;
+                                            const float (&acc)[C::kMT][C::kNT][4]) {
+  constexpr int MT = C::kMT, NT = C::kNT;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q4 = lane & 3;
   auto out = [&](int r, int tk, float v) {  // r: row of the unit, tk: token of the tile
     if (t.row0 + r >= t.rows || t.m0 + tk >= m_total) return;
@@ -428,7 +456,6 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
         out(r, tk + 1, acc[mt][j][1]);
         out(r + 8, tk, acc[mt][j][2]);
         out(r + 8, tk + 1, acc[mt][j][3]);
-        acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
       }
     return;
   }
@@ -444,88 +471,67 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
       red[r * C::kRedPitch + tk + 1] = acc[mt][j][1];
       red[(r + 8) * C::kRedPitch + tk] = acc[mt][j][2];
       red[(r + 8) * C::kRedPitch + tk + 1] = acc[mt][j][3];
-      acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
     }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
   const int part = C::kBM / slices;
-  for (int i = threadIdx.x; i < part * C::kTok; i += kTcWarps * 32) {
+  for (int i = threadIdx.x; i < part * C::kTok; i += C::kThreads) {
     const int r = slice * part + i / C::kTok, tk = i % C::kTok;
     float v = 0.f;
     for (int q = 0; q < slices; ++q) v += cluster.map_shared_rank(red, q)[r * C::kRedPitch + tk];
     out(r, tk, v);
   }
-  cluster.sync();  // everyone has read every partial tile before any is overwritten or freed
+  cluster.sync();  // everyone has read every partial tile before any block exits
 #else
   __trap();  // split K needs clusters (sm_90+ code); the host only splits where the device has them
 #endif
 }
 
-// grid (G, 1, slices), cluster (1, 1, slices). Block x takes the units x, x + G, ... (units: row
-// blocks, 2:4 ones first, times token tiles), each for K slice z, its pipeline running on from
-// one unit into the next. Launches use G = units (one unit per block): persistent blocks
-// (G < units) measured slower on an H200, up to 2x with split K, where every unit ends in
-// cluster barriers (docs/perf.md).
-template <int MT, int NT>
-__global__ void __launch_bounds__(kTcWarps * 32) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
-                                                          uint16_t* y, int64_t ldy, int64_t sparse_blocks,
-                                                          int64_t row_blocks, int64_t units) {
-  using C = TcCfg<MT, NT>;
+template <class C, bool SPARSE>
+__device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total, uint16_t* y,
+                                       int64_t ldy, const TcUnit& t, uint8_t* smem, int slice, int slices) {
   constexpr int S = C::kStages;
-  extern __shared__ __align__(16) uint8_t smem[];
-  float* red = reinterpret_cast<float*>(smem + S * C::kStage);
-  const int slices = int(gridDim.z), slice = int(blockIdx.z);
-  const int64_t stride = gridDim.x;
-  float acc[MT][NT][4];
+  float acc[C::kMT][C::kNT][4];
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
-    for (int j = 0; j < NT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-
-  // Loader and compute cursors walk the same (unit, step) sequence, S - 1 stages apart.
-  int64_t lu = blockIdx.x, cu = blockIdx.x;
-  TcUnit lt{}, ct{};
-  int64_t ls = 0, cs = 0;
-  if (lu < units) {
-    lt = ct = tc_unit<MT, NT>(w, lu, row_blocks, sparse_blocks, slice, slices);
-    ls = cs = lt.begin;
-  }
-  auto load_next = [&](int slot) {
-    if (lu >= units) return;
-    if (lt.sparse) tc_load<MT, NT, true>(w, x, ldx, m_total, lt, ls, smem + slot * C::kStage);
-    else tc_load<MT, NT, false>(w, x, ldx, m_total, lt, ls, smem + slot * C::kStage);
-    if (++ls == lt.end) {
-      lu += stride;
-      if (lu < units) {
-        lt = tc_unit<MT, NT>(w, lu, row_blocks, sparse_blocks, slice, slices);
-        ls = lt.begin;
-      }
-    }
-  };
-#pragma unroll 1
+    for (int j = 0; j < C::kNT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+  const TcCopies<C, SPARSE> cp(w, x, ldx, m_total, t);
+  const uint32_t base = smem_addr(smem);
+  const int64_t n = t.end - t.begin;
+#pragma unroll
   for (int i = 0; i < S - 1; ++i) {
-    load_next(i);
+    if (i < n) cp.issue(i, base + i * C::kStage);
     cp_commit();
   }
+  int slot = 0, next_slot = S - 1;  // stage i's slot, and stage i + S - 1's
 #pragma unroll 1
-  for (int64_t i = 0; cu < units; ++i) {
+  for (int64_t i = 0; i < n; ++i) {
     cp_wait<S - 2>();
     __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
-    load_next(int((i + S - 1) % S));
+    if (i + S - 1 < n) cp.issue(i + S - 1, base + next_slot * C::kStage);
     cp_commit();
-    const uint8_t* st = smem + (i % S) * C::kStage;
-    if (ct.sparse) tc_compute<MT, NT, true>(st, acc);
-    else tc_compute<MT, NT, false>(st, acc);
-    if (++cs == ct.end) {
-      tc_epilogue<MT, NT>(w, m_total, y, ldy, ct, red, slice, slices, acc);
-      cu += stride;
-      if (cu < units) {
-        ct = tc_unit<MT, NT>(w, cu, row_blocks, sparse_blocks, slice, slices);
-        cs = ct.begin;
-      }
-    }
+    tc_compute<C, SPARSE>(smem + slot * C::kStage, acc);
+    slot = slot + 1 == S ? 0 : slot + 1;
+    next_slot = next_slot + 1 == S ? 0 : next_slot + 1;
   }
   cp_wait<0>();
+  __syncthreads();  // every stage read: the memory can take the partial tile
+  tc_epilogue<C>(w, m_total, y, ldy, t, reinterpret_cast<float*>(smem), slice, slices, acc);
+}
+
+// grid (units, 1, slices), cluster (1, 1, slices). Units: row blocks, 2:4 ones first, times
+// token tiles; one per block (persistent blocks measured slower on an H200, up to 2x with split
+// K, where every unit ends in cluster barriers: docs/perf.md).
+template <class C>
+__global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
+                                                         uint16_t* y, int64_t ldy, int64_t sparse_blocks,
+                                                         int64_t row_blocks) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int slices = int(gridDim.z), slice = int(blockIdx.z);
+  const TcUnit t = tc_unit<C>(w, blockIdx.x, row_blocks, sparse_blocks, slice, slices);
+  if (t.sparse) tc_run<C, true>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
+  else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
 }
 
 struct TcDevice {
@@ -545,13 +551,13 @@ const TcDevice& tc_device() {
   return d;
 }
 
-template <int MT, int NT>
+template <int MT, int NT, int W, int S>
 void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  using C = TcCfg<MT, NT>;
+  using C = TcCfg<MT, NT, W, S>;
   static const int resident = [] {  // blocks per SM at this shared-memory size
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
-    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_tc_k<MT, NT>, kTcWarps * 32, C::kSmem));
+    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_tc_k<C>, C::kThreads, C::kSmem));
     return b > 0 ? b : 1;
   }();
   const TcDevice& dev = tc_device();
@@ -559,15 +565,14 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   const int64_t sparse_blocks = (w.ns + C::kBM - 1) / C::kBM, dense_blocks = (w.nd + C::kBM - 1) / C::kBM;
   const int64_t row_blocks = sparse_blocks + dense_blocks, units = row_blocks * ((m + C::kTok - 1) / C::kTok);
   // The split: Weights::tc_slices (make_gemv_linear times each per M), else the smallest that
-  // fills every SM's resident slots twice; one block per unit, so the scheduler balances the tail.
+  // fills every SM's resident slots twice.
   int slices = 1;
   if (w.tc_slices > 0) slices = tc_effective_slices(w, w.tc_slices);
   else
     while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / 128 >= 8 * slices) slices *= 2;
-  const int64_t grid = units;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid), 1, static_cast<unsigned>(slices));
-  cfg.blockDim = dim3(kTcWarps * 32);
+  cfg.gridDim = dim3(static_cast<unsigned>(units), 1, static_cast<unsigned>(slices));
+  cfg.blockDim = dim3(C::kThreads);
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
@@ -577,8 +582,8 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   attr[0].val.clusterDim.z = static_cast<unsigned>(slices);
   cfg.attrs = attr;
   cfg.numAttrs = slices > 1 ? 1 : 0;
-  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<MT, NT>, w, static_cast<const uint16_t*>(x), ldx, m,
-                                       static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks, units));
+  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<C>, w, static_cast<const uint16_t*>(x), ldx, m,
+                                       static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks));
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -650,10 +655,22 @@ void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int6
   if (m <= 0) return;
   // cp.async moves 16-byte pieces of the token rows.
   if (w.tensor_cores && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    if (m <= 8) launch_tc<1, 1>(w, x, ldx, m, y, ldy, s);
-    else if (m <= 16) launch_tc<1, 2>(w, x, ldx, m, y, ldy, s);
-    else if (m <= 32) launch_tc<1, 4>(w, x, ldx, m, y, ldy, s);
-    else launch_tc<2, 8>(w, x, ldx, m, y, ldy, s);
+    // Two shapes per token-tile size, the best two of a sweep on the Qwen3-32B layers (H200,
+    // docs/perf.md); make_gemv_linear times both. First: the one for untimed M.
+    const int v = w.tc_shape;
+    if (m <= 8) {
+      if (v == 1) launch_tc<1, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc<1, 1, 4, 5>(w, x, ldx, m, y, ldy, s);
+    } else if (m <= 16) {
+      if (v == 1) launch_tc<1, 2, 4, 6>(w, x, ldx, m, y, ldy, s);
+      else launch_tc<1, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
+    } else if (m <= 32) {
+      if (v == 1) launch_tc<1, 4, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc<1, 4, 8, 3>(w, x, ldx, m, y, ldy, s);
+    } else {
+      if (v == 1) launch_tc<2, 8, 4, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc<2, 8, 8, 3>(w, x, ldx, m, y, ldy, s);
+    }
     return;
   }
   switch (m < kMaxM ? m : kMaxM) {

@@ -29,8 +29,11 @@ struct Weights {
   // x is 16-byte aligned with ldx a multiple of 8.
   bool tensor_cores = false;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
+  int tc_shape = 0;   // block shape, 0 .. kTcShapes - 1 (warps, rows per warp, pipeline depth)
 };
 
+// Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear.
+inline constexpr int kTcShapes = 2;
 // Whether w can take the tensor-core path: BF16, K a multiple of 128, dense rows 16-byte aligned.
 bool tc_eligible(const Weights& w);
 // The largest K split of the tensor-core path for w on the current device (1 without clusters).

@@ -496,8 +496,8 @@ class GemvLinearImpl final : public Linear {
 
   // Per M up to kTimedMaxM (decode batches), the kernels that can run it (cuBLASLt for dense
   // layers, our CUDA-core kernel up to kMaxM rows per pass -- any M for 2:4 and hybrid layers --,
-  // our tensor-core kernel where eligible, with each K split of 1-8 slices) are timed once and
-  // the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
+  // our tensor-core kernel where eligible, in each of its block shapes and K splits of 1-8
+  // slices) are timed once and the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
   // cuBLASLt for dense layers, else tensor cores where eligible, else CUDA cores.
   void prepare(int64_t m) override {
     if (m <= 0 || choice_.count(m)) return;
@@ -541,7 +541,7 @@ class GemvLinearImpl final : public Linear {
     switch (it->second.path) {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
-        return "spense small-M kernel, tensor cores, K in " +
+        return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
                (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)";
       default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
     }
@@ -553,6 +553,7 @@ class GemvLinearImpl final : public Linear {
   struct Choice {
     Path path;
     int slices = 0;  // tensor cores: K split (Weights::tc_slices)
+    int shape = 0;   // tensor cores: block shape (Weights::tc_shape)
   };
   std::vector<Choice> candidates(int64_t m) const {
     std::vector<Choice> v;
@@ -567,10 +568,12 @@ class GemvLinearImpl final : public Linear {
       if (want == SmallMKernel::AUTO && inner_) v.push_back({Path::LIBRARY});
       if (want != SmallMKernel::AUTO || !inner_ || m <= gemv::kMaxM) v.push_back({Path::CUDA_CORES});
     }
-    if (tc && opts_.small_m_tc_slices > 0)
-      v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices)});
-    else if (tc)
-      for (int sl = 1; sl <= gemv::tc_max_slices(w); sl *= 2) v.push_back({Path::TENSOR_CORES, sl});
+    for (int shape = 0; tc && shape < gemv::kTcShapes; ++shape)
+      if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
+      else if (opts_.small_m_tc_slices > 0)
+        v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
+      else
+        for (int sl = 1; sl <= gemv::tc_max_slices(w); sl *= 2) v.push_back({Path::TENSOR_CORES, sl, shape});
     return v;
   }
   void run(const Choice& c, const void* x, void* y, int64_t m, cudaStream_t s) const {
@@ -578,6 +581,7 @@ class GemvLinearImpl final : public Linear {
     gemv::Weights w = weights();
     w.tensor_cores = c.path == Path::TENSOR_CORES;
     w.tc_slices = c.slices;
+    w.tc_shape = c.shape;
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
 

@@ -286,24 +286,30 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         std::vector<uint8_t> dmap(static_cast<size_t>(sh.n), 0);
         for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
-        // Tensor cores: every K split forced in turn (k = 8320 allows 8 uneven slices), then timed.
-        struct K { SmallMKernel kern; int slices; };
-        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0}, {SmallMKernel::TENSOR_CORES, 0}, {SmallMKernel::AUTO, 0}};
-        if (sh.k >= 8192)
-          for (int sl : {1, 2, 4, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl});
+        // Tensor cores: each block shape forced, and with k = 8320 (8 uneven slices) each K split
+        // in each shape, then both timed.
+        struct K { SmallMKernel kern; int slices, shape; };
+        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
+        for (int shape : {0, 1}) {  // the two shapes (gemv::kTcShapes)
+          kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
+          if (sh.k >= 8192)
+            for (int sl : {1, 2, 4, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
+        }
         for (const K& kk : kerns) {
           const SmallMKernel kern = kk.kern;
           LinearOptions o;
           o.name = "gemv";
           o.small_m_kernel = kern;
           o.small_m_tc_slices = kk.slices;
+          o.small_m_tc_shape = kk.shape;
           auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
           for (int64_t m : sh.ms) {
             if (p == LinearPrecision::FP8 && m > 9) continue;  // one path for FP8; keep the test short
             L->prepare(m);
             SCOPED_TRACE(std::string(precision_name(p)) + " n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) +
                          " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
-                         " slices " + std::to_string(kk.slices) + " (" + L->plan_info(m) + ")");
+                         " slices " + std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" +
+                         L->plan_info(m) + ")");
             HostActs a = make_acts(m, sh.k, p, 900 + m);
             // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
             // the kernel), so the reference is the product with the weights' stored values.
@@ -313,6 +319,10 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
                         p == LinearPrecision::BF16 && sh.k % 128 == 0) << L->plan_info(m);
               if (kk.slices > 0 && p == LinearPrecision::BF16) {
                 EXPECT_NE(L->plan_info(m).find(std::to_string(kk.slices) + " slice"), std::string::npos) << L->plan_info(m);
+              }
+              if (p == LinearPrecision::BF16 && sh.k % 128 == 0) {
+                EXPECT_NE(L->plan_info(m).find("block shape " + std::to_string(kk.shape)), std::string::npos)
+                    << L->plan_info(m);
               }
             }
           }

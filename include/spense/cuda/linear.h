@@ -85,6 +85,8 @@ struct LinearOptions {
   // Its tensor-core path splits K over a cluster of 1, 2, 4 or 8 blocks: 0 times every split per
   // M and keeps the fastest; n > 0 forces the largest power of two <= n (capped by K and the GPU).
   int small_m_tc_slices = 0;
+  // And its block shape (two per token-tile size; see gemv.cu): -1 times both, 0 or 1 forces one.
+  int small_m_tc_shape = -1;
 };
 
 // Weights of one layer as stored: N x K row-major, host or device memory (copied at load).
