@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/ops.h"
 #include "spense/dtype.h"
 #include "spense/eval.h"
 #include "spense/format.h"
@@ -396,6 +397,44 @@ TEST_F(PruneCli, Fp32HessianPrunesAndIsRecorded) {
   const Result c = run(base((tmp() / "h32c").string()) + " --fp32-hessian --device cuda");
   EXPECT_EQ(c.code, 2) << c.err;
   EXPECT_NE(c.err.find("--fp32-hessian"), std::string::npos) << c.err;
+}
+
+// --forward-dtype bf16: a complete output that records it, and per projection a relative
+// reconstruction error within 5% of the fp32 run's (BF16 products perturb the Hessians by
+// ~1e-3; on this tiny model that flips masks on near ties, so the weights themselves may
+// differ a lot while the errors barely move). Layer 0's q/k/v see the embedding, which BF16
+// does not touch, so their errors are equal; later ones differ (the BF16 products ran). Bad
+// values and --device cuda are refused with exit code 2 before anything is written.
+TEST_F(PruneCli, Bf16ForwardPrunesAndIsRecorded) {
+  const std::string outb = (tmp() / "fb16").string(), outf = (tmp() / "ff32").string();
+  const Result r = run(base(outb) + " --method sparsegpt --forward-dtype bf16 --force");
+  if (!ops::bf16_matmul_available()) {
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("oneDNN"), std::string::npos) << r.err;
+    GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  }
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(run(base(outf) + " --method sparsegpt --force").code, 0);
+  const auto rb = nlohmann::json::parse(slurp(fs::path(outb) / "report.json"));
+  const auto rf = nlohmann::json::parse(slurp(fs::path(outf) / "report.json"));
+  EXPECT_EQ(rb["options"]["forward_dtype"].get<std::string>(), "bf16");
+  EXPECT_EQ(rf["options"]["forward_dtype"].get<std::string>(), "f32");
+  ASSERT_EQ(rb["layers"].size(), rf["layers"].size());
+  int differing = 0;
+  for (size_t i = 0; i < rb["layers"].size(); ++i) {
+    const double eb = rb["layers"][i]["error_rel"].get<double>(), ef = rf["layers"][i]["error_rel"].get<double>();
+    EXPECT_NEAR(eb, ef, 0.05 * ef) << rb["layers"][i]["layer"];
+    if (i < 3) EXPECT_EQ(eb, ef) << rb["layers"][i]["layer"] << ": its input is the embedding";
+    differing += eb != ef;
+  }
+  EXPECT_GT(differing, 0) << "identical errors everywhere: the BF16 products did not run";
+  for (const std::string& bad : {" --forward-dtype f16", " --forward-dtype bf16 --device cuda"}) {
+    const std::string out = (tmp() / "fbad").string();
+    const Result e = run(base(out) + bad);
+    EXPECT_EQ(e.code, 2) << bad << ": " << e.err;
+    EXPECT_NE(e.err.find("--forward-dtype"), std::string::npos) << e.err;
+    EXPECT_FALSE(fs::exists(out)) << bad;
+  }
 }
 
 TEST_F(PruneCli, GlobalBudgetKeepsTheAverageDensity) {

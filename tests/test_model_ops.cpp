@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/ops.h"
+#include "spense/error.h"
 
 using namespace spense;
 
@@ -84,6 +85,46 @@ TEST(Ops, LinearSplitAcrossThreadsMatchesDefinition) {
       md = std::max(md, std::fabs(s - y[t * N + n]));
     }
   EXPECT_LT(md, 1e-4);
+}
+
+// BF16 rounding written from the definition (8 significant bits, ties to even), independent of
+// bf16_matmul.cpp's bit trick: frexp's mantissa in [0.5, 1) scaled by 2^8 and rounded by
+// nearbyint (the default rounding mode is to nearest, ties to even).
+double bf16_round(float f) {
+  int e = 0;
+  const double m = std::frexp(static_cast<double>(f), &e);
+  return std::ldexp(std::nearbyint(std::ldexp(m, 8)), e - 8);
+}
+
+// matmul_nt_bf16 (oneDNN) against a double-precision loop over the BF16-rounded inputs: the
+// products then differ only by fp32 accumulation (relative 1e-6 expected), while the unrounded
+// fp32 product is about 3e-3 away (so the test sees that the inputs really were rounded).
+TEST(Ops, Bf16MatmulMatchesRoundedDefinition) {
+  if (!ops::bf16_matmul_available()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  for (const auto& [T, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 7, 5}, {37, 29, 53}, {300, 1000, 96}}) {
+    SCOPED_TRACE("T=" + std::to_string(T) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    const auto x = randn(static_cast<size_t>(T * K), 7);
+    const auto W = randn(static_cast<size_t>(N * K), 8, 0.1f);
+    for (float beta : {0.0f, 1.0f}) {
+      std::vector<float> y = randn(static_cast<size_t>(T * N), 9);
+      const std::vector<float> y0 = y;
+      ops::matmul_nt_bf16(x.data(), T, W.data(), N, K, y.data(), beta);
+      double num = 0, den = 0, num_unrounded = 0;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t n = 0; n < N; ++n) {
+          double s = beta * y0[t * N + n], u = s;
+          for (int64_t k = 0; k < K; ++k) {
+            s += bf16_round(x[t * K + k]) * bf16_round(W[n * K + k]);
+            u += static_cast<double>(x[t * K + k]) * W[n * K + k];
+          }
+          const double d = y[t * N + n] - s;
+          num += d * d, den += s * s, num_unrounded += (u - s) * (u - s);
+        }
+      EXPECT_LT(std::sqrt(num / den), 1e-5) << "beta " << beta;
+      if (K > 16) EXPECT_GT(std::sqrt(num_unrounded / den), 1e-4) << "the inputs were not rounded to BF16?";
+    }
+  }
+  EXPECT_THROW(ops::matmul_nt_bf16(nullptr, 1, nullptr, 1, 1, nullptr, 0.5f), Error);
 }
 
 TEST(Ops, RmsNormAndSwiGlu) {

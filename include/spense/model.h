@@ -47,6 +47,11 @@ enum class LinearInput : uint8_t { QKV, O, GATE_UP, DOWN };
 const char* linear_input_name(LinearInput r);  // "qkv", "o", "gate_up", "down"
 LinearInput proj_input(Proj p);
 
+// Precision of a forward pass's linear products on the CPU: F32 (sgemm, the reference that
+// matches transformers) or BF16 inputs with fp32 accumulation, as a BF16 model on a GPU
+// computes them (oneDNN: AMX / AVX-512 BF16 where the CPU has them).
+enum class MatmulDType { F32, BF16 };
+
 // Called inside block_forward() with the input of a linear layer just before its matrix
 // product: x is row-major [rows, cols] (rows = tokens, cols = the layer's in-features),
 // valid only during the call.
@@ -132,9 +137,11 @@ class Model {
   // + 2*intermediate) floats; freed at thread exit), so calls on one Model from several
   // threads are safe but each thread holds its own buffers. need_output = false skips the
   // down projection (for hooks that only want the linear inputs: hidden is then left after
-  // the attention residual, not the block's output).
+  // the attention residual, not the block's output). linear_dtype BF16: the seven linear
+  // products take BF16-rounded inputs with fp32 accumulation (ops::matmul_nt_bf16; needs a
+  // build with oneDNN), attention and everything else stay fp32.
   void block_forward(int64_t layer, float* hidden, int64_t T, const LinearHook& hook = {},
-                     bool need_output = true) const;
+                     bool need_output = true, MatmulDType linear_dtype = MatmulDType::F32) const;
   // logits[T, vocab] = lm_head(final_norm(hidden)). Call on a slice of rows to bound memory.
   void final_norm_and_head(const float* hidden, int64_t T, float* logits) const;
   // The whole forward pass: logits [T, vocab], row-major.

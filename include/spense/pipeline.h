@@ -62,8 +62,10 @@ class CalibrationRunner {
   virtual void advance(const Model& model, int64_t l, const std::function<void()>& on_window) = 0;
 };
 // The CPU runner: Model::block_forward() and HessianAccumulator, window by window;
-// fp32_hessian: HessianAccumulator's fp32_batches (one ssyrk per window and input).
-std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian = false);
+// fp32_hessian: HessianAccumulator's fp32_batches (one ssyrk per window and input);
+// linear_dtype: the forwards' linear products (BF16 needs a build with oneDNN).
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian = false,
+                                                               MatmulDType linear_dtype = MatmulDType::F32);
 
 struct PipelineOptions {
   // Template for every projection; `layer` is overwritten with the projection's HF name.
@@ -91,6 +93,7 @@ struct PipelineOptions {
   // Where the forwards and Hessians run; nullptr = a CPU runner (with fp32_hessian). Not owned.
   CalibrationRunner* runner = nullptr;
   bool fp32_hessian = false;
+  MatmulDType linear_dtype = MatmulDType::F32;  // the CPU runner's forwards
 };
 
 struct PrunedProjection;

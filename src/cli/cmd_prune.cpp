@@ -52,6 +52,7 @@ struct PruneArgs {
   std::string method = "spensegpt", axis = "out", strategy = "saliency", budget = "uniform", skip;
   std::string save_calib;  // optional: where to write the sampled windows' token ids
   std::string device = "cpu";
+  std::string forward_dtype = "f32";
   double dense_ratio = 0.25;
   int64_t tile = 64, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
@@ -100,6 +101,12 @@ void run_prune(const PruneArgs& a) {
   if (a.device != "cpu" && a.device != "cuda") throw Error("--device '" + a.device + "': expected cpu or cuda");
   if (a.fp32_hessian && a.device == "cuda")
     throw Error("--fp32-hessian applies to --device cpu (the GPU accumulates its Hessians in fp64)");
+  if (a.forward_dtype != "f32" && a.forward_dtype != "bf16")
+    throw Error("--forward-dtype '" + a.forward_dtype + "': expected f32 or bf16");
+  if (a.forward_dtype == "bf16" && a.device == "cuda")
+    throw Error("--forward-dtype bf16 applies to --device cpu (the GPU runs its forwards in fp32)");
+  if (a.forward_dtype == "bf16" && !ops::bf16_matmul_available())
+    throw Error("--forward-dtype bf16: this spense was built without oneDNN (install libdnnl-dev and rebuild)");
 #ifndef SPENSE_HAVE_CUDA
   if (a.device == "cuda")
     throw Error("--device cuda: this spense was built without CUDA (configure with nvcc available, SPENSE_CUDA=ON)");
@@ -238,6 +245,7 @@ void run_prune(const PruneArgs& a) {
   opts.dtypes = dtypes;
   opts.progress_force = a.progress;
   opts.fp32_hessian = a.fp32_hessian;
+  opts.linear_dtype = a.forward_dtype == "bf16" ? MatmulDType::BF16 : MatmulDType::F32;
   opts.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
 
   // Checkpoint tensors by decoder layer ("model.layers.<l>."); -1: everything else.
@@ -310,6 +318,7 @@ void run_prune(const PruneArgs& a) {
   options["percdamp"] = po.percdamp;
   options["obs_precision"] = a.fp32_obs ? "f32" : "f64";
   options["hessian_precision"] = a.fp32_hessian ? "f32 per window, f64 sum" : "f64";
+  options["forward_dtype"] = a.forward_dtype;
   options["device"] = a.device;
   nlohmann::ordered_json calib;
   calib["files"] = a.calib;
@@ -467,6 +476,11 @@ void register_prune(CLI::App& app) {
   sub->add_flag("--fp32-hessian", a->fp32_hessian,
                 "CPU: form each calibration window's X^T X in fp32 (ssyrk, twice dsyrk's speed: about 20% "
                 "less calibration time on 2 cores; the windows are still summed in fp64) instead of fp64");
+  sub->add_option("--forward-dtype", a->forward_dtype,
+                  "CPU: precision of the calibration forwards' linear products: f32 (sgemm), or bf16 (inputs "
+                  "rounded to BF16, fp32 accumulation, as a BF16 model on a GPU computes them; oneDNN on AMX / "
+                  "AVX-512 BF16, faster where the CPU has them)")
+      ->default_val("f32");
   sub->add_flag("--progress", a->progress, "Draw the progress bar even when stderr is not a terminal");
   sub->callback([a] { run_prune(*a); });
 }

@@ -461,7 +461,8 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
   }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Every block of the cluster leaves its partial tile in its shared memory; block `slice` sums
-  // rows [slice, slice + 1) * kBM / slices of all of them and stores those.
+  // rows [slice, slice + 1) * ceil(kBM / slices) of all of them (the last part may be short)
+  // and stores those.
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -474,9 +475,10 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
     }
   cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();
-  const int part = C::kBM / slices;
-  for (int i = threadIdx.x; i < part * C::kTok; i += C::kThreads) {
-    const int r = slice * part + i / C::kTok, tk = i % C::kTok;
+  const int part = (C::kBM + slices - 1) / slices, r0 = slice * part;
+  const int n_rows = r0 < C::kBM ? min(part, C::kBM - r0) : 0;
+  for (int i = threadIdx.x; i < n_rows * C::kTok; i += C::kThreads) {
+    const int r = r0 + i / C::kTok, tk = i % C::kTok;
     float v = 0.f;
     for (int q = 0; q < slices; ++q) v += cluster.map_shared_rank(red, q)[r * C::kRedPitch + tk];
     out(r, tk, v);
@@ -635,16 +637,13 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 }  // namespace
 
 int tc_effective_slices(const Weights& w, int requested) {
-  int s = 1;
-  while (s * 2 <= requested) s *= 2;  // powers of two: the reduction gives each block kBM / s rows
-  return std::min(s, tc_max_slices(w));
+  return std::max(1, std::min(requested, tc_max_slices(w)));
 }
 
 int tc_max_slices(const Weights& w) {
   if (!tc_device().clusters) return 1;
-  int s = 1;
-  while (s < 8 && w.k / 128 >= 4 * 2 * s) s *= 2;  // each slice keeps >= 4 2:4 stages
-  return s;
+  // Clusters of up to 8 blocks (the portable limit), each slice keeping >= 4 2:4 stages.
+  return int(std::max<int64_t>(1, std::min<int64_t>(8, w.k / 128 / 4)));
 }
 
 bool tc_eligible(const Weights& w) {

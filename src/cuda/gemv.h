@@ -38,7 +38,8 @@ inline constexpr int kTcShapes = 2;
 bool tc_eligible(const Weights& w);
 // The largest K split of the tensor-core path for w on the current device (1 without clusters).
 int tc_max_slices(const Weights& w);
-// The split that runs for a requested one: the largest power of two <= requested, capped.
+// The split that runs for a requested one: requested, capped by tc_max_slices (any count: the
+// cluster's row parts may be uneven).
 int tc_effective_slices(const Weights& w, int requested);
 
 // y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx; y: BF16, ld ldy).

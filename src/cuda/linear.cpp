@@ -496,8 +496,8 @@ class GemvLinearImpl final : public Linear {
 
   // Per M up to kTimedMaxM (decode batches), the kernels that can run it (cuBLASLt for dense
   // layers, our CUDA-core kernel up to kMaxM rows per pass -- any M for 2:4 and hybrid layers --,
-  // our tensor-core kernel where eligible, in each of its block shapes and K splits of 1-8
-  // slices) are timed once and the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
+  // our tensor-core kernel where eligible, in each of its block shapes and K splits of 1, 2, 3,
+  // 4, 6 and 8 slices) are timed once and the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
   // cuBLASLt for dense layers, else tensor cores where eligible, else CUDA cores.
   void prepare(int64_t m) override {
     if (m <= 0 || choice_.count(m)) return;
@@ -573,7 +573,8 @@ class GemvLinearImpl final : public Linear {
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else
-        for (int sl = 1; sl <= gemv::tc_max_slices(w); sl *= 2) v.push_back({Path::TENSOR_CORES, sl, shape});
+        for (int sl : {1, 2, 3, 4, 6, 8})  // counts that fill the SMs in whole waves for most layers
+          if (sl <= gemv::tc_max_slices(w)) v.push_back({Path::TENSOR_CORES, sl, shape});
     return v;
   }
   void run(const Choice& c, const void* x, void* y, int64_t m, cudaStream_t s) const {

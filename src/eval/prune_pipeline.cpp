@@ -77,7 +77,8 @@ class LayerStream {
 
 class CpuCalibrationRunner final : public CalibrationRunner {
  public:
-  explicit CpuCalibrationRunner(bool fp32_hessian) : fp32_hessian_(fp32_hessian) {}
+  CpuCalibrationRunner(bool fp32_hessian, MatmulDType linear_dtype)
+      : fp32_hessian_(fp32_hessian), linear_dtype_(linear_dtype) {}
   const char* name() const override { return "cpu"; }
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
     if (int64_t(acts.size()) != S * T * model.hidden_size())
@@ -102,7 +103,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
     };
     for (int64_t s = 0; s < S_; ++s) {
       std::copy_n(acts_.data() + s * T_ * Hd_, T_ * Hd_, scratch_.data());
-      model.block_forward(l, scratch_.data(), T_, hook, /*need_output=*/false);  // scratch is discarded
+      model.block_forward(l, scratch_.data(), T_, hook, /*need_output=*/false, linear_dtype_);  // scratch is discarded
       if (on_window) on_window();
     }
     std::vector<Hessian> hs;
@@ -111,7 +112,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
   }
   void advance(const Model& model, int64_t l, const std::function<void()>& on_window) override {
     for (int64_t s = 0; s < S_; ++s) {
-      model.block_forward(l, acts_.data() + s * T_ * Hd_, T_);
+      model.block_forward(l, acts_.data() + s * T_ * Hd_, T_, {}, true, linear_dtype_);
       if (on_window) on_window();
     }
   }
@@ -120,6 +121,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
   std::vector<float> acts_, scratch_;
   int64_t S_ = 0, T_ = 0, Hd_ = 0;
   bool fp32_hessian_ = false;
+  MatmulDType linear_dtype_ = MatmulDType::F32;
 };
 
 // Explicit dense tiles per projection [layer*7 + proj] for the global budget (pipeline.h).
@@ -191,8 +193,8 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
 
 }  // namespace
 
-std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian) {
-  return std::make_unique<CpuCalibrationRunner>(fp32_hessian);
+std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian, MatmulDType linear_dtype) {
+  return std::make_unique<CpuCalibrationRunner>(fp32_hessian, linear_dtype);
 }
 
 std::vector<std::vector<int32_t>> sample_calibration_windows(const std::vector<int32_t>& ids,
@@ -295,7 +297,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
   for (int64_t s = 0; s < S; ++s) model.embed(windows[size_t(s)].data(), T, acts.data() + s * T * Hd);
   std::unique_ptr<CalibrationRunner> own_runner;
   CalibrationRunner* runner = opts.runner;
-  if (!runner) own_runner = make_cpu_calibration_runner(opts.fp32_hessian), runner = own_runner.get();
+  if (!runner) own_runner = make_cpu_calibration_runner(opts.fp32_hessian, opts.linear_dtype), runner = own_runner.get();
 
   std::vector<std::vector<int64_t>> global_tiles;
   const bool global = opts.global_budget && opts.prune.method == PruneMethod::SPENSEGPT &&

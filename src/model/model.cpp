@@ -205,7 +205,8 @@ void Model::embed(const int32_t* ids, int64_t T, float* hidden) const {
   }
 }
 
-void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook& hook, bool need_output) const {
+void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook& hook, bool need_output,
+                          MatmulDType linear_dtype) const {
   const LayerWeights& L = layer(li);
   const int64_t H = cfg_.hidden_size, D = cfg_.head_dim;
   const int64_t NH = cfg_.num_heads, NKV = cfg_.num_kv_heads;
@@ -222,9 +223,9 @@ void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook
   float* q = grow(ws.q, T * QD);
   float* k = grow(ws.k, T * KVD);
   float* v = grow(ws.v, T * KVD);
-  ops::linear(xn, T, L.q, q);
-  ops::linear(xn, T, L.k, k);
-  ops::linear(xn, T, L.v, v);
+  ops::linear(xn, T, L.q, q, false, linear_dtype);
+  ops::linear(xn, T, L.k, k, false, linear_dtype);
+  ops::linear(xn, T, L.v, v, false, linear_dtype);
   if (!L.q_norm.empty()) ops::head_rmsnorm(q, T, NH, D, L.q_norm.data(), eps);
   if (!L.k_norm.empty()) ops::head_rmsnorm(k, T, NKV, D, L.k_norm.data(), eps);
   ops::rope_tables(inv_freq_, T, ws.cos, ws.sin);
@@ -233,18 +234,18 @@ void Model::block_forward(int64_t li, float* hidden, int64_t T, const LinearHook
   float* attn = grow(ws.attn, T * QD);
   ops::attention_causal(q, k, v, T, NH, NKV, D, attn);
   if (hook) hook(li, LinearInput::O, attn, T, QD);
-  ops::linear(attn, T, L.o, hidden, /*accumulate=*/true);  // residual add
+  ops::linear(attn, T, L.o, hidden, /*accumulate=*/true, linear_dtype);  // residual add
 
   // --- MLP ---
   ops::rmsnorm(hidden, T, H, L.post_norm.data(), eps, xn);
   if (hook) hook(li, LinearInput::GATE_UP, xn, T, H);
   float* g = grow(ws.g, T * I);
   float* u = grow(ws.u, T * I);
-  ops::linear(xn, T, L.gate, g);
-  ops::linear(xn, T, L.up, u);
+  ops::linear(xn, T, L.gate, g, false, linear_dtype);
+  ops::linear(xn, T, L.up, u, false, linear_dtype);
   ops::silu_mul(g, u, T * I);
   if (hook) hook(li, LinearInput::DOWN, g, T, I);
-  if (need_output) ops::linear(g, T, L.down, hidden, /*accumulate=*/true);  // residual add
+  if (need_output) ops::linear(g, T, L.down, hidden, /*accumulate=*/true, linear_dtype);  // residual add
 }
 
 void Model::final_norm_and_head(const float* hidden, int64_t T, float* logits) const {

@@ -91,10 +91,11 @@ void matmul_nt(const float* x, int64_t T, const float* W, int64_t N, int64_t K, 
   }
 }
 
-void linear(const float* x, int64_t T, const Linear& L, float* y, bool accumulate) {
+void linear(const float* x, int64_t T, const Linear& L, float* y, bool accumulate, MatmulDType dtype) {
   if (T == 0) return;
   const bool bias = !L.bias.empty();
-  matmul_nt(x, T, L.weight.data(), L.out, L.in, y, accumulate ? 1.0f : 0.0f);
+  if (dtype == MatmulDType::BF16) matmul_nt_bf16(x, T, L.weight.data(), L.out, L.in, y, accumulate ? 1.0f : 0.0f);
+  else matmul_nt(x, T, L.weight.data(), L.out, L.in, y, accumulate ? 1.0f : 0.0f);
   if (bias) {
     const float* b = L.bias.data();
     const int64_t n = L.out;

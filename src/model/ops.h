@@ -62,9 +62,17 @@ struct BlasAllThreads : BlasThreads {
 void matmul_nt(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y,
                float beta = 0.0f);
 
+// The same product with x and W rounded to BF16 (nearest even) and fp32 accumulation, through
+// oneDNN (AMX / AVX-512 BF16 where the CPU has them; bf16_matmul.cpp). beta: 0 or 1. Call it
+// outside OpenMP regions. Throws when the build has no oneDNN (bf16_matmul_available()).
+void matmul_nt_bf16(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y,
+                    float beta = 0.0f);
+bool bf16_matmul_available();
+
 // y[T, L.out] = x[T, L.in] W^T + b. accumulate: y += x W^T + b (residual add fused into
 // the product via beta = 1).
-void linear(const float* x, int64_t T, const Linear& L, float* y, bool accumulate = false);
+void linear(const float* x, int64_t T, const Linear& L, float* y, bool accumulate = false,
+            MatmulDType dtype = MatmulDType::F32);
 
 // HF RMSNorm per row: y = w * (x * rsqrt(mean(x^2) + eps)). y may alias x.
 void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, double eps, float* y);

@@ -293,7 +293,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         for (int shape : {0, 1}) {  // the two shapes (gemv::kTcShapes)
           kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
           if (sh.k >= 8192)
-            for (int sl : {1, 2, 4, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
+            for (int sl : {1, 2, 3, 4, 5, 6, 7, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
         }
         for (const K& kk : kerns) {
           const SmallMKernel kern = kk.kern;

@@ -82,8 +82,8 @@ struct LinearOptions {
   bool f32_output = false;
   // Our small-M kernel (make_gemv_linear): which of its paths may run (see SmallMKernel).
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;
-  // Its tensor-core path splits K over a cluster of 1, 2, 4 or 8 blocks: 0 times every split per
-  // M and keeps the fastest; n > 0 forces the largest power of two <= n (capped by K and the GPU).
+  // Its tensor-core path splits K over a cluster of 1 to 8 blocks: 0 times the splits 1, 2, 3, 4,
+  // 6 and 8 per M and keeps the fastest; n > 0 forces n (capped by K and the GPU).
   int small_m_tc_slices = 0;
   // And its block shape (two per token-tile size; see gemv.cu): -1 times both, 0 or 1 forces one.
   int small_m_tc_shape = -1;

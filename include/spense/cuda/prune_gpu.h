@@ -47,6 +47,7 @@ struct BenchPruneOptions {
   int64_t layers = 2, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   bool fp32_hessian = false;  // CPU runner: PipelineOptions::fp32_hessian
+  MatmulDType linear_dtype = MatmulDType::F32;  // CPU runner: PipelineOptions::linear_dtype
   PruneOptions prune;  // method, axis, strategy, d, tile, precision
 };
 // False when --help was asked for (print bench_prune_usage()); throws spense::Error on bad flags.

@@ -23,7 +23,7 @@ std::string bench_prune_usage() {
   return "usage: bench-prune [--synthetic qwen3-8b | --model DIR] [--arch qwen3] [--layers 2] [--nsamples 128]\n"
          "                   [--seqlen 2048] [--method spensegpt] [--dense-ratio 0.25] [--axis out]\n"
          "                   [--strategy saliency] [--tile 64] [--fp32-obs] [--device cuda|cpu] [--seed 0]\n"
-         "                   [--fp32-hessian] [--json FILE]\n"
+         "                   [--fp32-hessian] [--forward-dtype f32|bf16] [--json FILE]\n"
          "Prunes the first --layers decoder blocks of a random-weight model with the shapes of --synthetic\n"
          "(tiny, qwen3-0.6b, qwen3-8b, qwen3-14b, qwen3-32b), or of the checkpoint in --model DIR (its\n"
          "layers streamed from disk as in `spense prune`), from --nsamples random windows of --seqlen\n"
@@ -58,6 +58,10 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
     else if (k == "--tile") o->prune.tile = count(k, v);
     else if (k == "--seed") o->seed = uint64_t(bench_count("bench-prune", k, v, 0));
     else if (k == "--json") o->json = v;
+    else if (k == "--forward-dtype") {
+      if (v != "f32" && v != "bf16") throw Error("bench-prune: --forward-dtype must be f32 or bf16, got '" + v + "'");
+      o->linear_dtype = v == "bf16" ? MatmulDType::BF16 : MatmulDType::F32;
+    }
     else if (k == "--device") {
       if (v != "cuda" && v != "cpu") throw Error("bench-prune: --device must be cuda or cpu, got '" + v + "'");
       o->device = v;
@@ -78,6 +82,8 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
   if (synthetic && !o->model_dir.empty()) throw Error("bench-prune: give --synthetic or --model, not both");
   if (o->fp32_hessian && o->device == "cuda")
     throw Error("bench-prune: --fp32-hessian applies to --device cpu (the GPU accumulates its Hessians in fp64)");
+  if (o->linear_dtype == MatmulDType::BF16 && o->device == "cuda")
+    throw Error("bench-prune: --forward-dtype bf16 applies to --device cpu (the GPU runs its forwards in fp32)");
   return true;
 }
 
@@ -120,6 +126,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
   PipelineOptions opts;
   opts.prune = o.prune;
   opts.fp32_hessian = o.fp32_hessian;
+  opts.linear_dtype = o.linear_dtype;
   std::unique_ptr<PruneCompute> compute;
   std::unique_ptr<CalibrationRunner> runner;
   if (o.device == "cuda") {
@@ -183,6 +190,8 @@ void run_bench_prune(const BenchPruneOptions& o) {
     j["strategy"] = dense_strategy_name(o.prune.strategy);
     j["dense_ratio"] = o.prune.dense_ratio;
     j["obs_precision"] = o.prune.precision == ObsPrecision::F32 ? "f32" : "f64";
+    j["hessian_precision"] = o.fp32_hessian ? "f32 per window, f64 sum" : "f64";
+    j["forward_dtype"] = o.linear_dtype == MatmulDType::BF16 ? "bf16" : "f32";
     j["nsamples"] = o.nsamples;
     j["seqlen"] = o.seqlen;
     j["layers_run"] = o.layers;
