@@ -106,7 +106,8 @@ void run_prune(const PruneArgs& a) {
   if (a.forward_dtype == "bf16" && a.device == "cuda")
     throw Error("--forward-dtype bf16 applies to --device cpu (the GPU runs its forwards in fp32)");
   if (a.forward_dtype == "bf16" && !ops::bf16_matmul_available())
-    throw Error("--forward-dtype bf16: this spense was built without oneDNN (install libdnnl-dev and rebuild)");
+    throw Error("--forward-dtype bf16 needs oneDNN with BF16 support on this CPU (libdnnl-dev; AVX-512 or AMX), and this "
+                "build or CPU has none");
 #ifndef SPENSE_HAVE_CUDA
   if (a.device == "cuda")
     throw Error("--device cuda: this spense was built without CUDA (configure with nvcc available, SPENSE_CUDA=ON)");

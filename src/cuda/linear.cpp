@@ -639,6 +639,9 @@ std::unique_ptr<Linear> make_sparse_linear(Context& ctx, int64_t n, int64_t k, L
 std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                          const WeightsView& w, const GemvLayout& layout, const LinearOptions& opts) {
   return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    if (opts.small_m_tc_shape < -1 || opts.small_m_tc_shape >= gemv::kTcShapes)
+      layer_error(opts.name, "small_m_tc_shape " + std::to_string(opts.small_m_tc_shape) + " is outside -1.." +
+                                 std::to_string(gemv::kTcShapes - 1));
     return std::make_unique<GemvLinearImpl>(ctx, n, k, prec, w, layout, opts);
   });
 }

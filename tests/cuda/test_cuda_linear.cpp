@@ -331,6 +331,25 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
     }
 }
 
+// A forced block shape outside the kernel's two is refused at load, naming the option.
+TEST_F(CudaLinear, SmallMKernelRejectsUnknownShape) {
+  const int64_t n = 64, k = 128;
+  HostWeights w = make_weights(n, k, LinearPrecision::BF16, 5, true, std::vector<uint8_t>(size_t(n), 0));
+  GemvLayout gl;
+  gl.tile = 16;
+  for (int bad : {-2, 2}) {
+    LinearOptions o;
+    o.name = "gemv";
+    o.small_m_tc_shape = bad;
+    try {
+      make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
+      ADD_FAILURE() << "shape " << bad << " accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("small_m_tc_shape"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // The same layers in AUTO inside CUDA graphs (prepare, capture, two replays), for a dense layer
 // (all_dense: cuBLASLt shares the weights, and is the only candidate above M = 64) and a hybrid
 // one, through M = 130 (untimed above 64: cuBLASLt / tensor cores), against the fp64 reference.

@@ -7,7 +7,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-bash src/cuda/standalone/device_run.sh build 2>&1 | tail -3; grep -q "ninja: build stopped" "$OUT/build.log" && exit 1
+bash src/cuda/standalone/device_run.sh build 2>&1 | tail -3; [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1  # no stale binaries
 bash src/cuda/standalone/device_run.sh test 2>&1 | grep -vE "^\[ *(RUN|OK) |rel err" | tail -40; grep -B3 -A12 "Failure" "$OUT"/test_cuda_*.log | head -60
 source tools/device_env.sh
 for k in tensor-cores auto; do
