@@ -14,6 +14,7 @@
 #include <string>
 #include <tuple>
 
+#include "spense/dtype.h"
 #include "spense/error.h"
 
 #ifdef SPENSE_HAVE_ONEDNN
@@ -25,18 +26,9 @@ namespace spense::ops {
 #ifdef SPENSE_HAVE_ONEDNN
 namespace {
 
-// Round to nearest even; NaN stays NaN (quiet), so a diverged forward is not hidden.
-inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 void round_to_bf16(const float* src, int64_t n, uint16_t* dst) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
-  for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);  // nearest even, NaN kept (dtype.h)
 }
 
 dnnl::matmul::primitive_desc matmul_desc(const dnnl::engine& eng, int64_t T, int64_t N, int64_t K, bool accumulate) {
