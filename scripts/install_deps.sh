@@ -5,7 +5,8 @@
 set -euo pipefail
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO=sudo
 pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev nlohmann-json3-dev
-      libcli11-dev libpcre2-dev libicu-dev libgtest-dev libdnnl-dev)
+      libcli11-dev libpcre2-dev libicu-dev libgtest-dev libdnnl-dev
+      ocl-icd-opencl-dev opencl-c-headers)
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
