@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "model/ops.h"
+#include "model/vmath.h"
+#include "spense/dtype.h"
 #include "spense/error.h"
 
 using namespace spense;
@@ -144,6 +148,73 @@ TEST(Ops, RmsNormAndSwiGlu) {
   EXPECT_NEAR(g[0], -3.0 / (1 + std::exp(3.0)) * 2.0, 1e-6);
   EXPECT_EQ(g[1], 0.0f);
   EXPECT_NEAR(g[2], 2.0 / (1 + std::exp(-2.0)) * -1.0, 1e-6);
+}
+
+// The vectorised kernels (vmath.h), every variant this CPU runs, against fp64 std::exp and the
+// scalar f32_to_bf16 (dtype.h), on lengths that leave vector tails (1, 7, 17, 1001).
+TEST(Ops, VectorKernelsMatchDefinitions) {
+  for (const vmath::Kernels& k : vmath::supported_kernels()) {
+    SCOPED_TRACE(k.isa);
+    // exp over its whole clamped range: within 2e-7 relative (measured max 7e-8).
+    for (int64_t n : {1, 7, 17, 1001}) {
+      std::vector<float> x(static_cast<size_t>(n)), ref_x(x.size());
+      for (int64_t j = 0; j < n; ++j) x[size_t(j)] = -87.0f + 175.3f * float(j) / float(std::max<int64_t>(n - 1, 1));
+      ref_x = x;
+      const float shift = 0.25f;
+      k.exp_shifted_sum(x.data(), n, shift);  // the sum overflows fp32 here; checked below
+      double max_rel = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double arg = double(ref_x[size_t(j)] - shift);  // the fp32 difference, as the kernel forms it
+        const double e = std::exp(std::min(std::max(arg, -87.0), 88.3));
+        max_rel = std::max(max_rel, std::fabs(x[size_t(j)] - e) / e);
+      }
+      EXPECT_LT(max_rel, 2e-7) << "n " << n;
+    }
+    // A softmax row: max, then exp(x - max) and its sum, against fp64.
+    for (int64_t n : {1, 7, 1001}) {
+      auto row = randn(size_t(n), 11, 5.0f);
+      const auto row0 = row;
+      const float mx = k.max_value(row.data(), n);
+      EXPECT_EQ(mx, *std::max_element(row.begin(), row.end()));
+      const float sum = k.exp_shifted_sum(row.data(), n, mx);
+      double ref_sum = 0;
+      for (int64_t j = 0; j < n; ++j) ref_sum += std::exp(double(row0[size_t(j)] - mx));
+      EXPECT_NEAR(sum, ref_sum, 1e-6 * ref_sum) << "n " << n;
+    }
+    // Clamping: far below -87 gives a tiny positive normal, far above 88.3 a finite value, no NaN.
+    std::vector<float> ext = {-1e4f, -200.0f, 200.0f, 1e4f, std::numeric_limits<float>::quiet_NaN()};
+    k.exp_shifted_sum(ext.data(), 5, 0.0f);
+    for (int i = 0; i < 2; ++i) EXPECT_TRUE(ext[size_t(i)] > 0 && ext[size_t(i)] < 2e-38f) << ext[size_t(i)];
+    for (int i = 2; i < 4; ++i) EXPECT_TRUE(std::isfinite(ext[size_t(i)]) && ext[size_t(i)] > 1e38f) << ext[size_t(i)];
+    EXPECT_TRUE(std::isnan(ext[4]));
+    EXPECT_EQ(k.max_value(nullptr, 0), -std::numeric_limits<float>::infinity());
+    // SiLU x up against the fp64 definition, including saturated arguments.
+    for (int64_t n : {1, 17, 1001}) {
+      auto g = randn(size_t(n), 12, 6.0f), u = randn(size_t(n), 13);
+      g[0] = n > 1 ? -120.0f : 3.0f;
+      if (n > 1) g[1] = 120.0f;
+      const auto g0 = g;
+      k.silu_mul(g.data(), u.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = double(g0[size_t(i)]) / (1.0 + std::exp(-double(g0[size_t(i)]))) * u[size_t(i)];
+        EXPECT_NEAR(g[size_t(i)], ref, 1e-6 * std::max(1.0, std::fabs(ref))) << "n " << n << " i " << i;
+      }
+    }
+    // BF16 rounding: bit-identical to the scalar f32_to_bf16 on random and special values.
+    auto f = randn(1001, 14, 100.0f);
+    const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
+                              1.00390625f /* 1 + 2^-8: a tie, rounds to even */, 1.01171875f /* 1 + 3 * 2^-8: a tie, rounds up */};
+    std::copy(std::begin(specials), std::end(specials), f.begin());
+    uint32_t signalling = 0x7f800001u;  // a signalling NaN comes out quiet
+    std::memcpy(&f[20], &signalling, 4);
+    std::vector<uint16_t> b(f.size());
+    k.to_bf16(f.data(), int64_t(f.size()), b.data());
+    for (size_t i = 0; i < f.size(); ++i) EXPECT_EQ(b[i], f32_to_bf16(f[i])) << "i " << i << " value " << f[i];
+    EXPECT_EQ(b[8], 0x3f80);  // the tie 1 + 2^-8 rounds down to even 1.0
+    EXPECT_EQ(b[9], 0x3f82);
+  }
 }
 
 }  // namespace

@@ -130,6 +130,36 @@ TEST(Hessian, Fp32BatchesMatchBruteForce) {
     EXPECT_NEAR(h.col_sq[size_t(j)], n / 2.0 * h.H[size_t(j * K + j)], 1e-5 * h.col_sq[size_t(j)]);
 }
 
+// K = 600 spans several product tiles (256 + 256 + 88: diagonal, off-diagonal and edge tiles,
+// spread over the threads), in both precisions; reference as above (long double).
+TEST(Hessian, TiledProductsMatchBruteForce) {
+  const int64_t K = 600, n = 300;
+  detail::NormalRng rng(7);
+  std::vector<float> X(size_t(n * K));
+  for (auto& x : X) x = float(rng.normal());
+  std::vector<long double> ref(size_t(K * K), 0.0L);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < K; ++i)
+      for (int64_t j = i; j < K; ++j) ref[size_t(i * K + j)] += (long double)X[size_t(t * K + i)] * X[size_t(t * K + j)];
+  for (bool fp32 : {false, true}) {
+    SCOPED_TRACE(fp32 ? "fp32 batches" : "fp64");
+    HessianAccumulator acc("blk.1.mlp.down", K, 128, fp32);  // fp64: three conversion chunks of 128 rows
+    acc.add(X.data(), 100);
+    acc.add(X.data() + 100 * K, n - 100);
+    const Hessian h = acc.finalize();
+    double worst = 0;
+    for (int64_t i = 0; i < K; ++i)
+      for (int64_t j = 0; j < K; ++j) {
+        const double r = double(2.0L / n * ref[size_t(std::min(i, j) * K + std::max(i, j))]);
+        const double scale = std::sqrt(h.H[size_t(i * K + i)] * h.H[size_t(j * K + j)]);
+        worst = std::max(worst, std::abs(h.H[size_t(i * K + j)] - r) / scale);
+      }
+    EXPECT_LT(worst, fp32 ? 1e-5 : 1e-13);
+    for (int64_t j = 0; j < K; ++j)
+      EXPECT_NEAR(h.col_sq[size_t(j)], double(ref[size_t(j * K + j)]), 1e-12 * h.col_sq[size_t(j)]);
+  }
+}
+
 TEST(Hessian, RejectsNonFiniteActivations) {
   HessianAccumulator acc("blk.7.attn.q", 8);
   std::vector<float> X(16, 1.f);

@@ -54,10 +54,12 @@ struct Hessian {
   static Hessian from_matrix(int64_t K, std::vector<double> H, const std::string& layer = "");
 };
 
-// Accumulates X^T X in fp64 from batches of any number of rows (cblas_dsyrk on fp64 copies
+// Accumulates X^T X in fp64 from batches of any number of rows (dsyrk / dgemm on fp64 copies
 // of each chunk of rows), plus the column sums of squares. With fp32_batches, each fp32 batch's
-// X^T X is formed in fp32 (cblas_ssyrk, about twice as fast on the CPU; the precision of the
+// X^T X is formed in fp32 (ssyrk / sgemm, about twice as fast on the CPU; the precision of the
 // SparseGPT reference) and added to the fp64 sum, so rounding does not build up across batches.
+// The products run in square tiles of the upper triangle spread over the OpenMP threads, each
+// with single-threaded BLAS; call add() outside OpenMP regions.
 class HessianAccumulator {
  public:
   // chunk_rows: rows of an fp32 batch converted to fp64 per dsyrk call; 0 = automatic
@@ -78,7 +80,6 @@ class HessianAccumulator {
   std::vector<double> S_;       // upper triangle (row-major) of sum x x^T
   std::vector<double> col_sq_;
   std::vector<double> buf_;     // fp64 copy of a chunk of rows
-  std::vector<float> s32_;      // fp32_batches: one batch's X^T X
   bool fp32_batches_ = false;
 };
 

@@ -98,8 +98,7 @@ class CpuCalibrationRunner final : public CalibrationRunner {
       acc.emplace_back("model.layers." + std::to_string(l) + "." + linear_input_name(static_cast<LinearInput>(r)),
                        in_dims[r], 0, fp32_hessian_);
     const LinearHook hook = [&](int64_t, LinearInput role, const float* x, int64_t rows, int64_t) {
-      ops::BlasAllThreads all;  // block_forward runs BLAS single-threaded; dsyrk wants every core
-      acc[size_t(input_index(role))].add(x, rows);
+      acc[size_t(input_index(role))].add(x, rows);  // spreads its products over the OpenMP threads
     };
     for (int64_t s = 0; s < S_; ++s) {
       std::copy_n(acts_.data() + s * T_ * Hd_, T_ * Hd_, scratch_.data());

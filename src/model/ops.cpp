@@ -1,6 +1,8 @@
 // CPU fp32 kernels (see ops.h).
 #include "model/ops.h"
 
+#include "model/vmath.h"
+
 #include <cblas.h>
 
 #include <omp.h>
@@ -50,13 +52,6 @@ std::string blas_description() {
          std::to_string(openblas_get_num_threads()) + " threads";
 }
 
-BlasThreads::BlasThreads(int n) : prev_(openblas_get_num_threads()) {
-  if (n != prev_) openblas_set_num_threads(n);
-}
-BlasThreads::~BlasThreads() {
-  if (openblas_get_num_threads() != prev_) openblas_set_num_threads(prev_);
-}
-BlasAllThreads::BlasAllThreads() : BlasThreads(omp_get_max_threads()) {}
 
 namespace {
 
@@ -211,15 +206,8 @@ void attention_causal(const float* q, const float* k, const float* v, int64_t T,
     for (int64_t row_i = 0; row_i < rows; ++row_i) {
       float* row = S + row_i * nk;
       const int64_t visible = i0 + row_i % bq + 1;  // causal: keys 0..position
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        const float e = std::exp(row[j] - mx);
-        row[j] = e;
-        sum += e;
-      }
-      inv_sum[row_i] = 1.0f / sum;
+      const float mx = vmath::max_value(row, visible);
+      inv_sum[row_i] = 1.0f / vmath::exp_shifted_sum(row, visible, mx);
       std::fill(row + visible, row + nk, 0.0f);
     }
     // Og[rows, hd] = P[rows, nk] V[nk, hd], scattered back to each head's columns
@@ -238,10 +226,13 @@ void attention_causal(const float* q, const float* k, const float* v, int64_t T,
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+  // Chunks of 64 Ki elements (multiples of every vector width) spread over the threads.
+  constexpr int64_t chunk = int64_t(1) << 16;
+  const int64_t chunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i0 = c * chunk;
+    vmath::silu_mul(gate + i0, up + i0, std::min(chunk, n - i0));
   }
 }
 

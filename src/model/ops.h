@@ -9,21 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "common/blas_threads.h"
 #include "spense/model.h"
 
 namespace spense::ops {
 
-// Sets OpenBLAS to n threads for the scope's duration, then restores the previous setting.
-class BlasThreads {
- public:
-  explicit BlasThreads(int n);
-  ~BlasThreads();
-  BlasThreads(const BlasThreads&) = delete;
-  BlasThreads& operator=(const BlasThreads&) = delete;
-
- private:
-  int prev_;
-};
+using spense::BlasThreads;  // common/blas_threads.h
 
 // OpenBLAS (the Debian pthread build) keeps its own pool of spinning threads; alternating
 // its sgemm with OpenMP loops makes the two pools fight for the cores (measured 10-50x
@@ -48,13 +39,6 @@ struct BlasSingleThread : BlasThreads {
 void use_fast_blas_kernels(char** argv);
 // "OpenBLAS <its build config>, kernels <core>, <n> threads", for --version and reports.
 std::string blas_description();
-
-// The opposite, for one BLAS-heavy call made from inside a BlasSingleThread scope (a
-// LinearHook accumulating a Hessian with dsyrk): OpenBLAS gets all OpenMP threads until the
-// scope ends. Same rules: the calling thread, outside OpenMP regions.
-struct BlasAllThreads : BlasThreads {
-  BlasAllThreads();
-};
 
 // y[T, N] = x[T, K] W^T (+ beta * y) with W row-major [N, K] (the PyTorch linear layout).
 // Split over N across OpenMP threads, one single-threaded sgemm per slice (call it inside a

@@ -1,13 +1,16 @@
-// Calibration statistics: H = 2/n * X^T X accumulated in fp64 with cblas_dsyrk, plus the
-// column sums of squares for Wanda. fp32 batches of any size are cut into chunks converted to
-// fp64 (at least 512 rows, about 32 MB), so memory stays bounded whatever the batch.
+// Calibration statistics: H = 2/n * X^T X accumulated in fp64 (tiles of syrk / gemm over the
+// OpenMP threads), plus the column sums of squares for Wanda. fp32 batches of any size are cut
+// into chunks converted to fp64 (at least 512 rows, about 32 MB), so memory stays bounded
+// whatever the batch; with fp32_batches each batch's product is formed in fp32 instead.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <type_traits>
+#include <vector>
 
+#include "common/blas_threads.h"
 #include "spense/error.h"
 #include "spense/prune.h"
 
@@ -57,7 +60,7 @@ HessianAccumulator::HessianAccumulator(std::string layer, int64_t K, int64_t chu
 
 namespace {
 template <class T>
-void check_finite(const std::string& layer, const T* X, int64_t rows, int64_t K, int64_t n_before) {
+void throw_first_non_finite(const std::string& layer, const T* X, int64_t rows, int64_t K, int64_t n_before) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < K; ++j)
       if (!std::isfinite(X[i * K + j]))
@@ -65,59 +68,111 @@ void check_finite(const std::string& layer, const T* X, int64_t rows, int64_t K,
                     ", column " + std::to_string(j) + " is NaN or Inf");
 }
 
-// col_sq[j] += sum_i X[i, j]^2 in fp64 (Wanda's column norms).
+// sq[j] = sum_i X[i, j]^2 in fp64 (Wanda's column norms), columns split over the threads. A
+// non-finite sum means a NaN or Inf in X (the square of a finite float cannot overflow fp64),
+// so this pass is also the finiteness check.
 template <class T>
-void add_column_squares(const T* X, int64_t rows, int64_t K, std::vector<double>& col_sq) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < K; ++j) col_sq[size_t(j)] += double(X[i * K + j]) * double(X[i * K + j]);
+std::vector<double> column_squares(const T* X, int64_t rows, int64_t K) {
+  std::vector<double> sq(size_t(K), 0.0);
+  constexpr int64_t kCols = 256;
+  const int64_t parts = (K + kCols - 1) / kCols;
+#pragma omp parallel for schedule(static) if (double(rows) * double(K) >= 1e6)
+  for (int64_t p = 0; p < parts; ++p) {
+    const int64_t j0 = p * kCols, j1 = std::min(K, j0 + kCols);
+    double* out = sq.data() + j0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* x = X + i * K;
+      for (int64_t j = j0; j < j1; ++j) out[j - j0] += double(x[j]) * double(x[j]);
+    }
+  }
+  return sq;
 }
 
+// Square tiles of the upper triangle of a K x K product, largest work first. Tiles of 256
+// (512 above K = 2048) give 2x2 tiles or more per thread on the projections of real models,
+// each product large enough for BLAS to run near its peak.
+struct Tile {
+  int64_t i0, ni, j0, nj;
+};
+std::vector<Tile> upper_tiles(int64_t K) {
+  const int64_t tb = K > 2048 ? 512 : 256;
+  std::vector<Tile> t;
+  for (int64_t i0 = 0; i0 < K; i0 += tb)
+    for (int64_t j0 = i0; j0 < K; j0 += tb) t.push_back({i0, std::min(tb, K - i0), j0, std::min(tb, K - j0)});
+  std::stable_sort(t.begin(), t.end(), [](const Tile& a, const Tile& b) { return a.ni * a.nj > b.ni * b.nj; });
+  return t;
+}
+
+// S (upper triangle, row-major, fp64) += X^T X for X rows x K. The tiles are spread over the
+// OpenMP threads, each running single-threaded BLAS (OpenBLAS's own thread pool, woken for a
+// multi-threaded syrk, spins in sched_yield afterwards and takes the cores from the forward
+// pass's OpenMP threads: 10% of calibration time on 2 cores, docs/perf.md). T = float: each
+// tile's product in fp32 (ssyrk on the diagonal, sgemm off it), then added into S; T = double:
+// dsyrk / dgemm straight into S.
 template <class T>
-void accumulate(const T* X, int64_t rows, int64_t K, int64_t chunk_rows, std::vector<double>& buf,
-                std::vector<double>& S, std::vector<double>& col_sq) {
-  // fp64 input goes to dsyrk whole; fp32 input in chunks (large chunks keep dsyrk
-  // compute-bound: each call streams S once).
-  const int64_t chunk = std::is_same_v<T, double> ? rows : chunk_rows;
-  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-    const int64_t m = std::min(chunk, rows - r0);
-    const double* A;
+void add_gram(const T* X, int64_t rows, int64_t K, std::vector<double>& S) {
+  const std::vector<Tile> tiles = upper_tiles(K);
+  BlasThreads one(1);
+#pragma omp parallel for schedule(dynamic, 1) if (double(rows) * double(K) * double(K) >= 2e7)
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    const Tile& tl = tiles[t];
+    const bool diag = tl.i0 == tl.j0;
+    const int r = int(rows), ni = int(tl.ni), nj = int(tl.nj), ld = int(K);
     if constexpr (std::is_same_v<T, double>) {
-      A = X + r0 * K;
+      double* C = S.data() + tl.i0 * K + tl.j0;
+      if (diag) cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ni, r, 1.0, X + tl.i0, ld, 1.0, C, ld);
+      else cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, nj, r, 1.0, X + tl.i0, ld, X + tl.j0, ld, 1.0, C, ld);
     } else {
-      buf.resize(size_t(m * K));
-      for (int64_t i = 0; i < m * K; ++i) buf[size_t(i)] = double(X[r0 * K + i]);
-      A = buf.data();
+      thread_local std::vector<float> c;
+      if (c.size() < size_t(ni) * size_t(nj)) c.resize(size_t(ni) * size_t(nj));
+      if (diag) cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, ni, r, 1.0f, X + tl.i0, ld, 0.0f, c.data(), nj);
+      else cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, ni, nj, r, 1.0f, X + tl.i0, ld, X + tl.j0, ld, 0.0f, c.data(), nj);
+      for (int64_t a = 0; a < tl.ni; ++a) {
+        double* dst = S.data() + (tl.i0 + a) * K + tl.j0;
+        const float* src = c.data() + a * tl.nj;
+        for (int64_t b = diag ? a : 0; b < tl.nj; ++b) dst[b] += double(src[b]);
+      }
     }
-    // S (upper) += A^T A; A is m x K row-major.
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(K), int(m), 1.0, A, int(K), 1.0,
-                S.data(), int(K));
-    add_column_squares(A, m, K, col_sq);
   }
+}
+
+// Checks the batch and returns its column squares; throws (naming the first bad element)
+// before anything is accumulated.
+template <class T>
+std::vector<double> checked_column_squares(const std::string& layer, const T* X, int64_t rows, int64_t K,
+                                           int64_t n_before) {
+  std::vector<double> sq = column_squares(X, rows, K);
+  for (double v : sq)
+    if (!std::isfinite(v)) throw_first_non_finite(layer, X, rows, K, n_before);
+  return sq;
 }
 }  // namespace
 
 void HessianAccumulator::add(const float* X, int64_t rows) {
   if (rows <= 0) return;
-  check_finite(layer_, X, rows, K_, n_);
+  const std::vector<double> sq = checked_column_squares(layer_, X, rows, K_, n_);
   if (fp32_batches_) {
-    // The batch's X^T X in fp32 (upper triangle, into a K x K buffer kept between batches, so
-    // it is not faulted in again), then into S in fp64.
-    s32_.resize(size_t(K_) * size_t(K_));
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, int(K_), int(rows), 1.0f, X, int(K_), 0.0f, s32_.data(),
-                int(K_));
-    for (int64_t i = 0; i < K_; ++i)
-      for (int64_t j = i; j < K_; ++j) S_[size_t(i * K_ + j)] += double(s32_[size_t(i * K_ + j)]);
-    add_column_squares(X, rows, K_, col_sq_);
+    add_gram(X, rows, K_, S_);  // the batch's products in fp32, summed into S in fp64
   } else {
-    accumulate(X, rows, K_, chunk_, buf_, S_, col_sq_);
+    // fp64 products: rows converted in chunks, so memory stays bounded whatever the batch.
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk_) {
+      const int64_t m = std::min(chunk_, rows - r0);
+      buf_.resize(size_t(m * K_));
+      const float* src = X + r0 * K_;
+#pragma omp parallel for schedule(static) if (m * K_ >= (int64_t(1) << 20))
+      for (int64_t i = 0; i < m * K_; ++i) buf_[size_t(i)] = double(src[i]);
+      add_gram(buf_.data(), m, K_, S_);
+    }
   }
+  for (int64_t j = 0; j < K_; ++j) col_sq_[size_t(j)] += sq[size_t(j)];
   n_ += rows;
 }
 
 void HessianAccumulator::add(const double* X, int64_t rows) {
   if (rows <= 0) return;
-  check_finite(layer_, X, rows, K_, n_);
-  accumulate(X, rows, K_, chunk_, buf_, S_, col_sq_);
+  const std::vector<double> sq = checked_column_squares(layer_, X, rows, K_, n_);
+  add_gram(X, rows, K_, S_);
+  for (int64_t j = 0; j < K_; ++j) col_sq_[size_t(j)] += sq[size_t(j)];
   n_ += rows;
 }
 
