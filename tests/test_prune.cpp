@@ -345,6 +345,54 @@ TEST(Prune, StrategyErrorAxisOutEqualsARealSecondPass) {
   EXPECT_NEAR(b.report.error, x.report.error, 1e-10 * x.report.error);
 }
 
+// Projections sharing a Hessian (q/k/v) reuse its inverse factor through the cache: the same
+// result bit for bit as computing it again, no inverse time for the reuse, and a different
+// Hessian (or damping) computes its own. Plain SparseGPT (d = 0) goes the same way as axis out.
+TEST(Prune, InverseFactorCacheReusesTheFactorOfTheSameHessian) {
+  const Layer A = synth(64, 128, 256, 21), B = synth(64, 128, 256, 22);
+  for (SpenseAxis axis : {SpenseAxis::OUT, SpenseAxis::IN}) {
+    for (DenseStrategy st : {DenseStrategy::SALIENCY, DenseStrategy::ERROR}) {
+      SCOPED_TRACE(std::string(spense_axis_name(axis)) + " " + dense_strategy_name(st));
+      PruneOptions o = opts(PruneMethod::SPENSEGPT, axis, st);
+      const PruneResult fresh_a = prune_layer(o, A.W, A.H);
+      const PruneResult fresh_b = prune_layer(o, B.W, A.H);  // another weight on A's Hessian
+      InverseFactorCache cache;
+      o.factor_cache = &cache;
+      const PruneResult first = prune_layer(o, A.W, A.H);
+      // axis in with saliency factors only the permuted H (dense columns last), per projection
+      if (axis == SpenseAxis::IN && st == DenseStrategy::SALIENCY) {
+        EXPECT_FALSE(cache.factor);
+        EXPECT_EQ(first.W.data, fresh_a.W.data);
+        continue;
+      }
+      ASSERT_TRUE(cache.factor);
+      EXPECT_EQ(cache.H, &A.H);
+      const auto* kept = cache.factor.get();
+      const PruneResult second = prune_layer(o, B.W, A.H);
+      EXPECT_EQ(cache.factor.get(), kept);  // reused, not recomputed
+      EXPECT_EQ(first.W.data, fresh_a.W.data);
+      EXPECT_EQ(second.W.data, fresh_b.W.data);
+      EXPECT_EQ(second.report.dense_tiles, fresh_b.report.dense_tiles);
+      EXPECT_EQ(second.report.damping, fresh_b.report.damping);
+      // axis out never permutes H, so the reuse leaves no inverse work at all
+      if (axis == SpenseAxis::OUT) EXPECT_EQ(second.report.time.inverse_s, 0.0);
+      // another Hessian object: its own factor replaces the cached one
+      const PruneResult other = prune_layer(o, B.W, B.H);
+      EXPECT_EQ(cache.H, &B.H);
+      EXPECT_NE(cache.factor.get(), kept);
+      o.factor_cache = nullptr;
+      EXPECT_EQ(other.W.data, prune_layer(o, B.W, B.H).W.data);
+      // another damping on the same Hessian: recomputed too
+      o.factor_cache = &cache;
+      o.percdamp = 0.05;
+      const auto* before = cache.factor.get();
+      prune_layer(o, B.W, B.H);
+      EXPECT_NE(cache.factor.get(), before);
+      EXPECT_EQ(cache.percdamp, 0.05);
+    }
+  }
+}
+
 TEST(Prune, InverseFactorIsTheCholeskyFactorOfTheInverse) {
   // Reference: U^T U (H + lambda I) = I, U upper with a positive diagonal.
   const Layer L = synth(8, 64, 256, 9);

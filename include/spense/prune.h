@@ -16,6 +16,7 @@
 // HessianAccumulator), writing checkpoints, the packed format itself (spense/format.h).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -91,6 +92,16 @@ struct InverseFactor {
   int64_t n_dead = 0;
   double lambda = 0;           // damping actually used
   int retries = 0;             // tenfold increases of lambda after a failed Cholesky
+};
+
+// The inverse factor of one Hessian, kept for the next projection that reads the same input
+// (q/k/v share one Hessian, gate/up another): the factor depends only on H and percdamp, so
+// prune_layer computes it once per Hessian instead of once per projection (PruneOptions::
+// factor_cache). Holds one factor; a different Hessian replaces it.
+struct InverseFactorCache {
+  const Hessian* H = nullptr;  // the Hessian object the factor was computed from
+  double percdamp = 0;
+  std::shared_ptr<const InverseFactor> factor;
 };
 
 // Where prune_layer's heavy arithmetic runs. Implementations: cpu_prune_compute() (OpenBLAS
@@ -169,6 +180,9 @@ struct PruneOptions {
   bool compare_sparsegpt = false;
   // Where the arithmetic runs; nullptr = cpu_prune_compute(). Not owned.
   const PruneCompute* compute = nullptr;
+  // Reuse of the (unpermuted) inverse factor across projections with the same Hessian object;
+  // nullptr = computed for every call. Not owned. The Hessian must not change while cached.
+  InverseFactorCache* factor_cache = nullptr;
 };
 
 struct PruneTimings {

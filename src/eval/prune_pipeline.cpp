@@ -144,6 +144,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
     stream.acquire(l);
     const LayerWeights& lw = model.layer(l);
     std::vector<Hessian> hs = runner.hessians(model, l, {});
+    InverseFactorCache factors;  // q/k/v and gate/up share their Hessian's factor
     for (Proj p : kAllProjs) {
       const std::string name = proj_module(l, p);
       if (skip && std::regex_search(name, *skip)) continue;
@@ -154,6 +155,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
       PruneOptions po = opts.prune;
       po.layer = name;
       po.compute_error = false;
+      po.factor_cache = &factors;
       const int64_t dim = po.axis == SpenseAxis::OUT ? lin.out : lin.in;
       const int64_t ntiles = dim / po.tile;
       const int64_t tile_elems = po.tile * (po.axis == SpenseAxis::OUT ? lin.in : lin.out);
@@ -326,6 +328,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
     // 2. Prune the seven projections.
     double layer_err = 0, layer_energy = 0;
     int pruned = 0;
+    InverseFactorCache factors;  // q/k/v and gate/up share their Hessian's factor
     for (Proj p : kAllProjs) {
       PrunedProjection pp;
       pp.layer = l;
@@ -342,6 +345,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
       Matrix W = to_matrix(lin);
       PruneOptions po = opts.prune;
       po.layer = pp.name;
+      po.factor_cache = &factors;
       if (global) po.dense_tiles = global_tiles[size_t(l * 7 + static_cast<int>(p))];
       const auto tp = Clock::now();
       PruneResult pr = prune_layer(po, W, hs[size_t(input_index(proj_input(p)))]);
@@ -371,6 +375,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
       res.projections.push_back(std::move(pp));
       bar.update(++step);
     }
+    factors = {};
     hs.clear();
 
     // 3. The pruned block's outputs become the next layer's inputs.
