@@ -104,15 +104,18 @@ double bf16_round(float f) {
 // products then differ only by fp32 accumulation (relative 1e-6 expected), while the unrounded
 // fp32 product is about 3e-3 away (so the test sees that the inputs really were rounded).
 TEST(Ops, Bf16MatmulMatchesRoundedDefinition) {
-  if (!ops::bf16_matmul_available()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  using Fn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, float);
+  // matmul_nt_bf16 (oneDNN where this machine has it) and its sgemm path (every machine)
+  for (const auto& [path, fn] : {std::pair<const char*, Fn>{ops::bf16_matmul_onednn() ? "onednn" : "sgemm", ops::matmul_nt_bf16},
+                                 std::pair<const char*, Fn>{"sgemm", ops::matmul_nt_bf16_sgemm}})
   for (const auto& [T, N, K] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 7, 5}, {37, 29, 53}, {300, 1000, 96}}) {
-    SCOPED_TRACE("T=" + std::to_string(T) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    SCOPED_TRACE(std::string(path) + " T=" + std::to_string(T) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
     const auto x = randn(static_cast<size_t>(T * K), 7);
     const auto W = randn(static_cast<size_t>(N * K), 8, 0.1f);
     for (float beta : {0.0f, 1.0f}) {
       std::vector<float> y = randn(static_cast<size_t>(T * N), 9);
       const std::vector<float> y0 = y;
-      ops::matmul_nt_bf16(x.data(), T, W.data(), N, K, y.data(), beta);
+      fn(x.data(), T, W.data(), N, K, y.data(), beta);
       double num = 0, den = 0, num_unrounded = 0;
       for (int64_t t = 0; t < T; ++t)
         for (int64_t n = 0; n < N; ++n) {

@@ -4,7 +4,9 @@
 // even; the products accumulate in fp32. One primitive per (T, N, K, accumulate) and thread,
 // created on first use and kept: creating one costs more than running a small product, and
 // this OpenMP build of oneDNN runs a primitive only on the thread that created it. Written for
-// oneDNN 2.x (matmul::desc; CMake refuses 3.x).
+// oneDNN 2.x (matmul::desc; CMake refuses 3.x). Without oneDNN, or on a CPU it has no BF16
+// kernels for, the same arithmetic runs through fp32 sgemm on BF16-rounded copies (the product
+// of two BF16 values is exact in fp32), so the results do not depend on the build.
 #include "model/ops.h"
 
 #include <omp.h>
@@ -14,6 +16,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "model/vmath.h"
 #include "spense/error.h"
@@ -24,7 +27,6 @@
 
 namespace spense::ops {
 
-#ifdef SPENSE_HAVE_ONEDNN
 namespace {
 
 // f32_to_bf16 (dtype.h: nearest even, NaN kept), vectorised, in chunks over the threads.
@@ -34,6 +36,41 @@ void round_to_bf16(const float* src, int64_t n, uint16_t* dst) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
   for (int64_t c = 0; c < chunks; ++c) vmath::to_bf16(src + c * chunk, std::min(chunk, n - c * chunk), dst + c * chunk);
 }
+
+// The rounded values widened back to fp32 (exact).
+void round_to_bf16_as_f32(const float* src, int64_t n, std::vector<uint16_t>& tmp, std::vector<float>& dst) {
+  tmp.resize(size_t(n));
+  dst.resize(size_t(n));
+  round_to_bf16(src, n, tmp.data());
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
+  for (int64_t i = 0; i < n; ++i) dst[size_t(i)] = __builtin_bit_cast(float, uint32_t(tmp[size_t(i)]) << 16);
+}
+
+void check_bf16_args(int64_t K, int64_t T, int64_t N, float* y, float beta, bool* done) {
+  *done = T == 0 || N == 0;
+  if (*done) return;
+  if (beta != 0.0f && beta != 1.0f) throw Error("matmul_nt_bf16: beta must be 0 or 1", 1);
+  if (K == 0) {
+    if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<size_t>(T * N));
+    *done = true;
+  }
+}
+
+}  // namespace
+
+void matmul_nt_bf16_sgemm(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y, float beta) {
+  bool done = false;
+  check_bf16_args(K, T, N, y, beta, &done);
+  if (done) return;
+  thread_local std::vector<uint16_t> tmp;
+  thread_local std::vector<float> xr, wr;
+  round_to_bf16_as_f32(x, T * K, tmp, xr);
+  round_to_bf16_as_f32(W, N * K, tmp, wr);
+  matmul_nt(xr.data(), T, wr.data(), N, K, y, beta);
+}
+
+#ifdef SPENSE_HAVE_ONEDNN
+namespace {
 
 dnnl::matmul::primitive_desc matmul_desc(const dnnl::engine& eng, int64_t T, int64_t N, int64_t K, bool accumulate) {
   using dt = dnnl::memory::data_type;
@@ -71,7 +108,7 @@ struct Onednn {
 }  // namespace
 
 // oneDNN 2.x has BF16 matmuls only on CPUs with AVX-512 (or AMX): ask it for one.
-bool bf16_matmul_available() {
+bool bf16_matmul_onednn() {
   static const bool ok = [] {
     try {
       const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -85,12 +122,10 @@ bool bf16_matmul_available() {
 }
 
 void matmul_nt_bf16(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y, float beta) {
-  if (T == 0 || N == 0) return;
-  if (beta != 0.0f && beta != 1.0f) throw Error("matmul_nt_bf16: beta must be 0 or 1", 1);
-  if (K == 0) {
-    if (beta == 0.0f) std::memset(y, 0, sizeof(float) * static_cast<size_t>(T * N));
-    return;
-  }
+  bool done = false;
+  check_bf16_args(K, T, N, y, beta, &done);
+  if (done) return;
+  if (!bf16_matmul_onednn()) return matmul_nt_bf16_sgemm(x, T, W, N, K, y, beta);
   thread_local std::vector<uint16_t> xb, wb;
   xb.resize(static_cast<size_t>(T * K));
   wb.resize(static_cast<size_t>(N * K));
@@ -108,18 +143,17 @@ void matmul_nt_bf16(const float* x, int64_t T, const float* W, int64_t N, int64_
     o.strm.wait();
   } catch (const dnnl::error& e) {
     throw Error("BF16 product " + std::to_string(T) + " x " + std::to_string(K) + " by " + std::to_string(K) +
-                    " x " + std::to_string(N) + " failed in oneDNN: " + e.what() +
-                    (bf16_matmul_available() ? "" : " (this CPU has no BF16 support in oneDNN 2.x)"),
+                    " x " + std::to_string(N) + " failed in oneDNN: " + e.what(),
                 1);
   }
 }
 
 #else
 
-bool bf16_matmul_available() { return false; }
+bool bf16_matmul_onednn() { return false; }
 
-void matmul_nt_bf16(const float*, int64_t, const float*, int64_t, int64_t, float*, float) {
-  throw Error("BF16 products need oneDNN, and this build has none (install libdnnl-dev and rebuild)", 2);
+void matmul_nt_bf16(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y, float beta) {
+  matmul_nt_bf16_sgemm(x, T, W, N, K, y, beta);
 }
 
 #endif

@@ -46,12 +46,17 @@ std::string blas_description();
 void matmul_nt(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y,
                float beta = 0.0f);
 
-// The same product with x and W rounded to BF16 (nearest even) and fp32 accumulation, through
-// oneDNN (AMX / AVX-512 BF16 where the CPU has them; bf16_matmul.cpp). beta: 0 or 1. Call it
-// outside OpenMP regions. Throws when the build has no oneDNN (bf16_matmul_available()).
+// The same product with x and W rounded to BF16 (nearest even) and fp32 accumulation: through
+// oneDNN (AMX / AVX-512 BF16) where bf16_matmul_onednn(), otherwise through sgemm on rounded
+// copies (same arithmetic, fp32 speed; bf16_matmul.cpp). beta: 0 or 1. Call it outside OpenMP
+// regions.
 void matmul_nt_bf16(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y,
                     float beta = 0.0f);
-bool bf16_matmul_available();
+// True when matmul_nt_bf16 runs on oneDNN's BF16 kernels (built with oneDNN, CPU supported).
+bool bf16_matmul_onednn();
+// matmul_nt_bf16's path without oneDNN (public so that tests cover it on every machine).
+void matmul_nt_bf16_sgemm(const float* x, int64_t T, const float* W, int64_t N, int64_t K, float* y,
+                          float beta = 0.0f);
 
 // y[T, L.out] = x[T, L.in] W^T + b. accumulate: y += x W^T + b (residual add fused into
 // the product via beta = 1).

@@ -149,20 +149,27 @@ TEST(GpuPrune, PruneLayerMakesTheSameChoices) {
   }
 }
 
+// S windows of T random tokens, embedded: the first block's calibration activations.
+std::vector<float> embedded_windows(const Model& m, int64_t S, int64_t T, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, int32_t(m.vocab_size() - 1));
+  const int64_t Hd = m.hidden_size();
+  std::vector<float> acts(size_t(S * T * Hd));
+  for (int64_t s = 0; s < S; ++s) {
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (auto& t : ids) t = tok(rng);
+    m.embed(ids.data(), T, acts.data() + s * T * Hd);
+  }
+  return acts;
+}
+
 // The CPU and GPU runners' Hessians of every layer of a tiny model (dense weights), with the
 // GPU activations kept on the device and in host memory.
 TEST(GpuPrune, CalibrationHessiansMatchCpu) {
   for (const char* name : {"qwen3_tiny", "qwen2_tiny", "llama_tiny"}) {
     const Model m = Model::load(std::string(SPENSE_FIXTURES) + "/hf/" + name);
-    std::mt19937_64 rng(1);
-    std::uniform_int_distribution<int32_t> tok(0, int32_t(m.vocab_size() - 1));
-    const int64_t S = 3, T = 24, Hd = m.hidden_size();
-    std::vector<float> acts(size_t(S * T * Hd));
-    for (int64_t s = 0; s < S; ++s) {
-      std::vector<int32_t> ids(static_cast<size_t>(T));
-      for (auto& t : ids) t = tok(rng);
-      m.embed(ids.data(), T, acts.data() + s * T * Hd);
-    }
+    const int64_t S = 3, T = 24;
+    const std::vector<float> acts = embedded_windows(m, S, T, 1);
     auto cpu = make_cpu_calibration_runner();
     auto g = cuda::make_gpu_calibration_runner(cuda::ActivationPlacement::DEVICE);
     auto gh = cuda::make_gpu_calibration_runner(cuda::ActivationPlacement::HOST);
@@ -190,6 +197,50 @@ TEST(GpuPrune, CalibrationHessiansMatchCpu) {
       g->advance(m, l, {});
       gh->advance(m, l, {});
     }
+  }
+}
+
+// --forward-dtype bf16: the GPU runner's Hessians (cuBLAS on BF16-rounded operands) against the CPU
+// runner's with the same arithmetic (BF16-rounded operands, fp32 accumulation: oneDNN or its sgemm
+// path), layer after layer. Each side rounds its own activations to BF16, so a rounding flip
+// downstream moves an entry by 2^-8 of itself: 1e-3 relative. Against the fp32 CPU Hessians the
+// distance must be larger (the products really ran in BF16).
+TEST(GpuPrune, Bf16CalibrationHessiansMatchCpuBf16) {
+  for (const char* name : {"qwen3_tiny", "qwen2_tiny", "llama_tiny"}) {
+    const Model m = Model::load(std::string(SPENSE_FIXTURES) + "/hf/" + name);
+    const int64_t S = 3, T = 24;
+    const std::vector<float> acts = embedded_windows(m, S, T, 2);
+    auto cpu16 = make_cpu_calibration_runner(false, MatmulDType::BF16);
+    auto cpu32 = make_cpu_calibration_runner(false, MatmulDType::F32);
+    auto g16 = cuda::make_gpu_calibration_runner(cuda::ActivationPlacement::DEVICE, MatmulDType::BF16);
+    cpu16->reset(m, acts, S, T);
+    cpu32->reset(m, acts, S, T);
+    g16->reset(m, acts, S, T);
+    double worst_same = 0, worst_f32 = 0;
+    for (int64_t l = 0; l < m.num_layers(); ++l) {
+      const auto hc = cpu16->hessians(m, l, {});
+      const auto hf = cpu32->hessians(m, l, {});
+      const auto hg = g16->hessians(m, l, {});
+      ASSERT_EQ(hg.size(), 4u);
+      for (size_t r = 0; r < 4; ++r) {
+        ASSERT_EQ(hg[r].K, hc[r].K);
+        double d = 0, df = 0;
+        for (size_t i = 0; i < hc[r].H.size(); ++i) {
+          d = std::max(d, std::abs(hc[r].H[i] - hg[r].H[i]));
+          df = std::max(df, std::abs(hf[r].H[i] - hg[r].H[i]));
+        }
+        const double scale = max_abs(hc[r].H);
+        EXPECT_LT(d / scale, 1e-3) << name << " layer " << l << " input " << r;
+        worst_same = std::max(worst_same, d / scale);
+        if (l > 0 || r > 0) worst_f32 = std::max(worst_f32, df / scale);  // layer 0's q/k/v input is the embedding
+      }
+      cpu16->advance(m, l, {});
+      cpu32->advance(m, l, {});
+      g16->advance(m, l, {});
+    }
+    std::printf("[%s] bf16 Hessians: GPU vs CPU bf16 %.2e, GPU bf16 vs CPU f32 %.2e (relative to max |H|)\n", name,
+                worst_same, worst_f32);
+    EXPECT_GT(worst_f32, 3 * worst_same) << name << ": BF16 Hessians as close to fp32 as to each other";
   }
 }
 

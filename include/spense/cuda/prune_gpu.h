@@ -3,8 +3,10 @@
 //    cuSOLVER (Cholesky, triangular inverse) and cuBLAS (OBS trailing updates, errors) in fp64
 //    and our warp-per-row kernel for the column-by-column OBS recursion inside a block.
 //  - make_gpu_calibration_runner(): the calibration forwards (CalibrationRunner,
-//    spense/pipeline.h) in fp32 with cuBLAS SGEMM (no TF32) and kernels that follow the CPU
-//    reference operation by operation, and the Hessians as fp64 SYRK on the GPU. The
+//    spense/pipeline.h) with cuBLAS: the linear products in fp32 SGEMM (no TF32) or, with
+//    MatmulDType::BF16, on BF16-rounded inputs with fp32 accumulation (tensor cores; the
+//    CPU's --forward-dtype bf16 arithmetic), kernels that follow the CPU reference operation by
+//    operation, and the Hessians as fp64 SYRK on the GPU. The
 //    activations stay on the GPU when they fit in 90% of its free memory beside one block's
 //    needs, else in host memory (one window on the GPU at a time); see ActivationPlacement.
 // The OBS column block on the GPU is 128 whatever PruneOptions::blocksize says (lazy
@@ -30,7 +32,8 @@ enum class ActivationPlacement : uint8_t {
   DEVICE,  // on the GPU (cudaMalloc fails with a clear error if they do not fit)
   HOST,    // in host memory, one window copied to the GPU at a time
 };
-std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p = ActivationPlacement::AUTO);
+std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p = ActivationPlacement::AUTO,
+                                                               MatmulDType linear_dtype = MatmulDType::F32);
 
 // Largest device memory in use (total - free, all processes) seen by the GPU pruning code
 // since the process started: sampled after each of its own allocations (library workspaces
@@ -47,7 +50,7 @@ struct BenchPruneOptions {
   int64_t layers = 2, nsamples = 128, seqlen = 2048;
   uint64_t seed = 0;
   bool fp32_hessian = false;  // CPU runner: PipelineOptions::fp32_hessian
-  MatmulDType linear_dtype = MatmulDType::F32;  // CPU runner: PipelineOptions::linear_dtype
+  MatmulDType linear_dtype = MatmulDType::F32;  // both runners: precision of the linear products
   PruneOptions prune;  // method, axis, strategy, d, tile, precision
 };
 // False when --help was asked for (print bench_prune_usage()); throws spense::Error on bad flags.

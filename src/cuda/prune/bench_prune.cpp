@@ -32,9 +32,9 @@ std::string bench_prune_usage() {
          "block has the same shapes), and peak GPU and host memory. Layers are produced one at a time\n"
          "(the next one generated or read in the background) and dropped once pruned. With --synthetic\n"
          "the vocabulary is cut to 4096: embeddings and the LM head are neither pruned nor run during\n"
-         "calibration. --json FILE appends one JSON line with the numbers. CPU only: --fp32-hessian forms\n"
-         "each window's X^T X in fp32 (ssyrk) instead of fp64; --forward-dtype bf16 runs the forwards' linear\n"
-         "products with BF16 inputs and fp32 accumulation (oneDNN; as in `spense prune`).\n";
+         "calibration. --json FILE appends one JSON line with the numbers. --forward-dtype bf16 runs the\n"
+         "forwards' linear products with BF16 inputs and fp32 accumulation (CPU: oneDNN; GPU: cuBLAS; as in\n"
+         "`spense prune`). CPU only: --fp32-hessian forms each window's X^T X in fp32 (ssyrk) instead of fp64.\n";
 }
 
 bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOptions* o) {
@@ -85,11 +85,6 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
   if (synthetic && !o->model_dir.empty()) throw Error("bench-prune: give --synthetic or --model, not both");
   if (o->fp32_hessian && o->device == "cuda")
     throw Error("bench-prune: --fp32-hessian applies to --device cpu (the GPU accumulates its Hessians in fp64)");
-  if (o->linear_dtype == MatmulDType::BF16 && o->device == "cuda")
-    throw Error("bench-prune: --forward-dtype bf16 applies to --device cpu (the GPU runs its forwards in fp32)");
-  if (o->linear_dtype == MatmulDType::BF16 && !ops::bf16_matmul_available())
-    throw Error("bench-prune: --forward-dtype bf16 needs oneDNN with BF16 support on this CPU (libdnnl-dev, AVX-512 "
-                "or AMX), and this build or CPU has none");
   return true;
 }
 
@@ -137,7 +132,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
   std::unique_ptr<CalibrationRunner> runner;
   if (o.device == "cuda") {
     compute = make_gpu_prune_compute();
-    runner = make_gpu_calibration_runner();
+    runner = make_gpu_calibration_runner(ActivationPlacement::AUTO, o.linear_dtype);
     opts.prune.compute = compute.get();
     opts.runner = runner.get();
   }

@@ -7,6 +7,12 @@
 // Attention is computed with full T x T score matrices per head (cuBLAS strided batches over
 // the KV heads, one batch per query head of a group) and a causal softmax kernel.
 // The layer's weights are uploaded at every call (the pipeline changes them between calls).
+// With MatmulDType::BF16 the seven linear products take BF16-rounded weights (kept on the device
+// in BF16 only) and inputs (rounded into a scratch buffer before each product), accumulate in
+// fp32 on the tensor cores and write fp32, as ops::matmul_nt_bf16 does on the CPU; attention's
+// products stay fp32 on both.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -62,6 +68,12 @@ __global__ void silu_mul_kernel(float* __restrict__ g, const float* __restrict__
   }
 }
 
+// y = x rounded to BF16, nearest even (NaN stays NaN), as f32_to_bf16 (dtype.h).
+__global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
 // Row (head h, query t) of the T x T scores: softmax over keys 0..t, zeros after.
 __global__ void softmax_causal_kernel(float* __restrict__ S, int64_t T) {
   const int64_t row = blockIdx.x, t = row % T;
@@ -112,7 +124,7 @@ struct DeviceHessian {
 
 class GpuCalibrationRunner final : public CalibrationRunner {
  public:
-  explicit GpuCalibrationRunner(ActivationPlacement p) : placement_(p) {}
+  GpuCalibrationRunner(ActivationPlacement p, MatmulDType dt) : placement_(p), dtype_(dt) {}
   const char* name() const override { return "cuda"; }
 
   void reset(const Model& model, std::vector<float> acts, int64_t S, int64_t T) override {
@@ -137,6 +149,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     u_ = device_alloc<float>(T * I_);
     scores_ = device_alloc<float>(NH_ * T * T);
     wide_ = device_alloc<double>(T * std::max({H_, QD_, I_}));
+    if (dtype_ == MatmulDType::BF16) xb_ = device_alloc<__nv_bfloat16>(T * std::max({H_, QD_, I_}));
     bad_ = device_alloc<unsigned long long>(1);
     std::vector<float> cs, sn;
     ops::rope_tables(rope_inv_freq(c), T, cs, sn);
@@ -219,7 +232,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
  private:
   struct DevLinear {
     int64_t out = 0, in = 0;
-    DeviceBuffer w, b;
+    DeviceBuffer w, b;  // w: fp32, or BF16 with MatmulDType::BF16
   };
 
   void load_window(int64_t s, float* dst) {
@@ -242,6 +255,13 @@ class GpuCalibrationRunner final : public CalibrationRunner {
       DevLinear& d = lin_[static_cast<int>(p)];
       d.out = src.out, d.in = src.in;
       d.w = upload(src.weight);
+      if (dtype_ == MatmulDType::BF16 && d.w.get()) {  // keep the BF16 copy only
+        const int64_t n = int64_t(src.weight.size());
+        DeviceBuffer wb = device_alloc<__nv_bfloat16>(n);
+        to_bf16_kernel<<<grid_for(n), 256>>>(d.w.as<float>(), wb.as<__nv_bfloat16>(), n);
+        SPENSE_CUDA_CHECK_LAUNCH();
+        d.w = std::move(wb);
+      }
       d.b = upload(src.bias);
     }
     in_norm_ = upload(L.input_norm);
@@ -259,8 +279,17 @@ class GpuCalibrationRunner final : public CalibrationRunner {
   void linear(const float* x, Proj p, float* y, bool accumulate) {
     const DevLinear& d = lin_[static_cast<int>(p)];
     const float alpha = 1, beta = accumulate ? 1.0f : 0.0f;
-    SPENSE_CUDA_CHECK(cublasSgemm(blas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(d.out), int(T_), int(d.in), &alpha,
-                                  d.w.as<float>(), int(d.in), x, int(d.in), &beta, y, int(d.out)));
+    if (dtype_ == MatmulDType::BF16) {
+      __nv_bfloat16* xb = xb_.as<__nv_bfloat16>();
+      to_bf16_kernel<<<grid_for(T_ * d.in), 256>>>(x, xb, T_ * d.in);
+      SPENSE_CUDA_CHECK_LAUNCH();
+      SPENSE_CUDA_CHECK(cublasGemmEx(blas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(d.out), int(T_), int(d.in), &alpha,
+                                     d.w.get(), CUDA_R_16BF, int(d.in), xb, CUDA_R_16BF, int(d.in), &beta, y,
+                                     CUDA_R_32F, int(d.out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+      SPENSE_CUDA_CHECK(cublasSgemm(blas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, int(d.out), int(T_), int(d.in), &alpha,
+                                    d.w.as<float>(), int(d.in), x, int(d.in), &beta, y, int(d.out)));
+    }
     if (d.b.get()) {
       bias_kernel<<<grid_for(T_ * d.out), 256>>>(y, T_, d.out, d.b.as<float>());
       SPENSE_CUDA_CHECK_LAUNCH();
@@ -335,6 +364,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
   }
 
   ActivationPlacement placement_;
+  MatmulDType dtype_;
   BlasHandle blas_;
   int64_t S_ = 0, T_ = 0, H_ = 0, D_ = 0, NH_ = 0, NKV_ = 0, QD_ = 0, KVD_ = 0, I_ = 0;
   float eps_ = 1e-6f;
@@ -342,6 +372,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
   DeviceBuffer acts_dev_;
   std::vector<float> acts_host_;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, g_, u_, scores_, wide_, bad_, cos_, sin_;
+  DeviceBuffer xb_;  // MatmulDType::BF16: a product's input rounded to BF16
   DevLinear lin_[7];
   DeviceBuffer in_norm_, post_norm_, q_norm_, k_norm_;
   std::vector<DeviceHessian> hs_;
@@ -349,11 +380,11 @@ class GpuCalibrationRunner final : public CalibrationRunner {
 
 }  // namespace
 
-std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p) {
+std::unique_ptr<CalibrationRunner> make_gpu_calibration_runner(ActivationPlacement p, MatmulDType linear_dtype) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0)
     throw Error("--device cuda: no CUDA device is available");
-  return std::make_unique<GpuCalibrationRunner>(p);
+  return std::make_unique<GpuCalibrationRunner>(p, linear_dtype);
 }
 
 }  // namespace spense::cuda
