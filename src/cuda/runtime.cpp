@@ -3,7 +3,9 @@
 // away, and throwing from a destructor would terminate).
 #include "spense/cuda/runtime.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -77,9 +79,64 @@ void check_compute_capability(int major, int minor, int need_major, int need_min
 
 DeviceBuffer device_upload(const void* src, size_t bytes) {
   DeviceBuffer b(bytes);
-  if (bytes) SPENSE_CUDA_CHECK(cudaMemcpy(b.get(), src, bytes, cudaMemcpyDefault));
+  copy_to_device(b.get(), src, bytes);
   SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
   return b;
+}
+
+namespace {
+
+// copy_to_device's pinned buffers and stream, one set per thread (allocated on first use).
+struct Staging {
+  static constexpr size_t kChunk = size_t(32) << 20;
+  void* buf[2] = {nullptr, nullptr};
+  cudaStream_t stream = nullptr;  // blocking: ordered with the legacy stream both ways
+  cudaEvent_t done[2] = {nullptr, nullptr};
+  Staging() {
+    for (int i = 0; i < 2; ++i) {
+      SPENSE_CUDA_CHECK(cudaMallocHost(&buf[i], kChunk));
+      SPENSE_CUDA_CHECK(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming));
+    }
+    SPENSE_CUDA_CHECK(cudaStreamCreate(&stream));
+  }
+  ~Staging() {
+    for (int i = 0; i < 2; ++i) {
+      if (buf[i]) cudaFreeHost(buf[i]);
+      if (done[i]) cudaEventDestroy(done[i]);
+    }
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+bool pageable_host(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return true;
+  }
+  return a.type == cudaMemoryTypeUnregistered;
+}
+
+}  // namespace
+
+void copy_to_device(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  if (bytes < (size_t(4) << 20) || !pageable_host(src)) {
+    SPENSE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+    return;
+  }
+  thread_local Staging st;
+  bool pending[2] = {false, false};
+  for (size_t off = 0, i = 0; off < bytes; off += Staging::kChunk, ++i) {
+    const int b = int(i & 1);
+    const size_t n = std::min(Staging::kChunk, bytes - off);
+    if (pending[b]) SPENSE_CUDA_CHECK(cudaEventSynchronize(st.done[b]));  // its previous chunk has left
+    std::memcpy(st.buf[b], static_cast<const char*>(src) + off, n);
+    SPENSE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, st.buf[b], n, cudaMemcpyHostToDevice, st.stream));
+    SPENSE_CUDA_CHECK(cudaEventRecord(st.done[b], st.stream));
+    pending[b] = true;
+  }
+  SPENSE_CUDA_CHECK(cudaStreamSynchronize(st.stream));
 }
 
 float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup, int reps) {

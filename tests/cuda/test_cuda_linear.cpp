@@ -16,10 +16,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "cuda_test_util.h"
 #include "spense/cuda/kernels.h"
@@ -502,6 +504,36 @@ TEST(CudaLinearHost, BucketsAndLayouts) {
   EXPECT_EQ(t.size(), 200u);
   EXPECT_TRUE(std::is_sorted(t.begin(), t.end()));
   EXPECT_EQ(std::adjacent_find(t.begin(), t.end()), t.end());
+}
+
+// copy_to_device (runtime.h): pageable sources through the pinned staging (sizes below, at and
+// across its 4 MiB threshold and 32 MiB chunks, with a tail), pinned and device sources
+// directly; every byte arrives, and the copy is ordered after earlier legacy-stream work.
+TEST_F(CudaLinear, CopyToDeviceEveryPathAndSize) {
+  const size_t MiB = size_t(1) << 20;
+  for (size_t bytes : {size_t(0), size_t(1000), 4 * MiB - 1, 4 * MiB, 32 * MiB, 97 * MiB + 3}) {
+    SCOPED_TRACE(std::to_string(bytes) + " bytes");
+    std::vector<uint8_t> src(bytes), back(bytes);
+    for (size_t i = 0; i < bytes; ++i) src[i] = uint8_t((i * 2654435761u) >> 13);
+    DeviceBuffer d(std::max<size_t>(bytes, 1));
+    // pending legacy-stream work on the destination must land first (the copy then overwrites it)
+    if (bytes) SPENSE_CUDA_CHECK(cudaMemsetAsync(d.get(), 0xab, bytes, 0));
+    copy_to_device(d.get(), src.data(), bytes);
+    if (bytes) SPENSE_CUDA_CHECK(cudaMemcpy(back.data(), d.get(), bytes, cudaMemcpyDeviceToHost));
+    EXPECT_TRUE(back == src) << "pageable";
+    if (!bytes) continue;
+    void* pinned = nullptr;
+    SPENSE_CUDA_CHECK(cudaMallocHost(&pinned, bytes));
+    std::memcpy(pinned, src.data(), bytes);
+    DeviceBuffer d2(bytes);
+    copy_to_device(d2.get(), pinned, bytes);
+    SPENSE_CUDA_CHECK(cudaFreeHost(pinned));
+    DeviceBuffer d3(bytes);
+    copy_to_device(d3.get(), d2.get(), bytes);  // device source
+    std::fill(back.begin(), back.end(), 0);
+    SPENSE_CUDA_CHECK(cudaMemcpy(back.data(), d3.get(), bytes, cudaMemcpyDeviceToHost));
+    EXPECT_TRUE(back == src) << "pinned, then device";
+  }
 }
 
 // Last on purpose: exercises cusparseLtMatmulSearch (layers of >= 2^20 weights search; see

@@ -2,7 +2,7 @@
 # Device calls for GPU pruning with BF16 calibration forwards (--forward-dtype bf16 on the GPU,
 # issue 8; docs/perf.md "BF16 forwards on the GPU"). From the repository root on the GPU machine,
 # with .devdeps carried (tools/device_env.sh). Builds only what it runs.
-#   bash tools/device/prune_bf16_runs.sh check   # GPU pruning + engine tests; 8B 3 blocks f32 / bf16; 32B 2 blocks bf16
+#   bash tools/device/prune_bf16_runs.sh check   # GPU tests; 8B 3 blocks f32 / bf16; 32B 2 blocks bf16
 #   bash tools/device/prune_bf16_runs.sh 8b      # Qwen3-8B, 36 of 36 blocks, bf16 forwards (measured, not extrapolated)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -14,7 +14,7 @@ t0=$(date +%s)
 cmake -S src/cuda/standalone -B build-gpu -G Ninja -DCUSPARSELT_ROOT="$CSL" -DCMAKE_CUDA_ARCHITECTURES=90a \
   > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 targets=(spense_gpu)
-[[ ${1:-check} == check ]] && targets+=(test_cuda_prune test_cuda_engine)
+[[ ${1:-check} == check ]] && targets+=(test_cuda_prune test_cuda_engine test_cuda_linear)
 cmake --build build-gpu -j16 --target "${targets[@]}" > "$OUT/build.log" 2>&1 ||
   { grep -E "error" -A4 "$OUT/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -25,7 +25,7 @@ bp() {  # label, flags...
 }
 case "${1:-check}" in
   check)
-    for t in test_cuda_prune test_cuda_engine; do
+    for t in test_cuda_prune test_cuda_linear test_cuda_engine; do
       t1=$(date +%s)
       build-gpu/$t > "$OUT/$t.log" 2>&1; rc=$?
       grep -E "Failure|Expected|Which is|bf16 Hessians|mask entries|perplexity|PASSED|FAILED" "$OUT/$t.log" | head -40

@@ -96,6 +96,14 @@ bool stream_is_capturing(cudaStream_t s);
 // legacy stream, so this synchronises the device after the copy.
 DeviceBuffer device_upload(const void* src, size_t bytes);
 
+// Host-to-device copy of `bytes` bytes, complete on return, ordered after earlier work on the
+// legacy stream. Pageable host memory goes through two pinned staging buffers of the calling
+// thread (32 MiB each, on a blocking stream), so that the host memcpy of one chunk overlaps
+// the DMA of the previous one: pageable cudaMemcpy moves 6.8 GiB/s host-to-device on the H200
+// machine against 50 from pinned memory (docs/perf.md). Pinned or device sources, and copies
+// under 4 MiB, are one cudaMemcpy.
+void copy_to_device(void* dst, const void* src, size_t bytes);
+
 // Milliseconds that `reps` calls of run(s) take on stream s after `warmup` untimed calls
 // (CUDA events; a quick sum for choosing between kernels, not a reported median).
 float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup = 3, int reps = 10);

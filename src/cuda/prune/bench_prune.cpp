@@ -3,17 +3,21 @@
 // the standalone `spense_gpu bench-prune`.
 #include "spense/cuda/prune_gpu.h"
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "model/ops.h"
 #include "spense/cuda/bench.h"
+#include "spense/cuda/runtime.h"
 #include "spense/engine_plan.h"
 #include "spense/error.h"
 #include "spense/model.h"
@@ -88,6 +92,30 @@ bool parse_bench_prune_args(const std::vector<std::string>& args, BenchPruneOpti
   return true;
 }
 
+namespace {
+
+// GiB/s of a 512 MiB host-to-device copy from pageable memory: plain cudaMemcpy, and
+// copy_to_device (pinned staging, runtime.h), best of three each.
+std::pair<double, double> upload_rates() {
+  const size_t bytes = size_t(512) << 20;
+  std::vector<char> host(bytes, 1);
+  DeviceBuffer dev(bytes);
+  auto best = [&](const std::function<void()>& copy) {
+    double b = 1e30;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      copy();
+      b = std::min(b, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return double(bytes) / double(1 << 30) / b;
+  };
+  const double plain = best([&] { SPENSE_CUDA_CHECK(cudaMemcpy(dev.get(), host.data(), bytes, cudaMemcpyHostToDevice)); });
+  const double staged = best([&] { copy_to_device(dev.get(), host.data(), bytes); });
+  return {plain, staged};
+}
+
+}  // namespace
+
 void run_bench_prune(const BenchPruneOptions& o) {
   using Clock = std::chrono::steady_clock;
   keep_freed_memory_mapped();
@@ -143,6 +171,12 @@ void run_bench_prune(const BenchPruneOptions& o) {
                (long long)cfg.num_heads, (long long)cfg.num_kv_heads, (long long)o.layers, (long long)full_layers,
                (long long)o.nsamples, (long long)o.seqlen, prune_method_name(o.prune.method),
                o.device == "cuda" ? gpu_device_name().c_str() : "cpu", from_disk ? "loaded" : "generated", gen_s);
+  std::pair<double, double> upload{0, 0};
+  if (o.device == "cuda") {
+    upload = upload_rates();
+    std::fprintf(stderr, "host-to-device copies of 512 MiB from pageable memory: cudaMemcpy %.1f GiB/s, "
+                         "through pinned staging %.1f GiB/s\n", upload.first, upload.second);
+  }
   const auto t0 = Clock::now();
   // Like `spense prune`, which writes each finished layer out: nothing packed is kept.
   const PipelineResult res = prune_model(model, windows, opts, [](const Model&, int64_t, PrunedProjection* projs) {
@@ -208,6 +242,7 @@ void run_bench_prune(const BenchPruneOptions& o) {
     j["other_seconds"] = other;
     j["peak_gpu_bytes"] = peak_gpu;
     j["peak_rss_bytes"] = peak_rss_bytes();
+    if (o.device == "cuda") j["upload_gib_s"] = {{"pageable", upload.first}, {"staged", upload.second}};
     std::ofstream f(o.json, std::ios::app);
     if (!f) throw Error(o.json + ": cannot open for appending");
     f << j.dump() << "\n";

@@ -240,7 +240,7 @@ class GpuCalibrationRunner final : public CalibrationRunner {
     if (on_device_)
       SPENSE_CUDA_CHECK(cudaMemcpy(dst, acts_dev_.as<float>() + s * T_ * H_, bytes, cudaMemcpyDeviceToDevice));
     else
-      SPENSE_CUDA_CHECK(cudaMemcpy(dst, acts_host_.data() + s * T_ * H_, bytes, cudaMemcpyHostToDevice));
+      copy_to_device(dst, acts_host_.data() + s * T_ * H_, bytes);
   }
 
   static DeviceBuffer upload(const std::vector<float>& v) {

@@ -296,7 +296,7 @@ class GpuPruneCompute final : public PruneCompute {
     const double one = 1, zero = 0;
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
       const int64_t m = std::min(chunk, N - r0);
-      SPENSE_CUDA_CHECK(cudaMemcpy(dV.get(), V + r0 * K, size_t(m * K) * sizeof(double), cudaMemcpyHostToDevice));
+      copy_to_device(dV.get(), V + r0 * K, size_t(m * K) * sizeof(double));
       // Column-major: C (K x m) = H (K x K, symmetric) * V^T (K x m).
       SPENSE_CUDA_CHECK(cublasDgemm(blas_.get(), CUBLAS_OP_N, CUBLAS_OP_N, int(K), int(m), int(K), &one,
                                     dH.as<double>(), int(K), dV.as<double>(), int(K), &zero, dC.as<double>(), int(K)));

@@ -220,7 +220,7 @@ class EngineImpl final : public Engine {
         }
         const size_t bytes = w.size() * 2;
         if (tmp.size() < bytes) tmp = DeviceBuffer(bytes);
-        SPENSE_CUDA_CHECK(cudaMemcpy(tmp.get(), w.data(), bytes, cudaMemcpyHostToDevice));
+        copy_to_device(tmp.get(), w.data(), bytes);
         return build_linear(ctx_, p, tmp.get(), opts_, stream_.get());
       };
       for (const auto& p : lp.qkv) L.qkv.push_back(make(p));
