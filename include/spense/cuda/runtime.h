@@ -98,10 +98,10 @@ DeviceBuffer device_upload(const void* src, size_t bytes);
 
 // Host-to-device copy of `bytes` bytes, complete on return, ordered after earlier work on the
 // legacy stream. Pageable host memory goes through two pinned staging buffers of the calling
-// thread (32 MiB each, on a blocking stream), so that the host memcpy of one chunk overlaps
-// the DMA of the previous one: pageable cudaMemcpy moves 6.8 GiB/s host-to-device on the H200
-// machine against 50 from pinned memory (docs/perf.md). Pinned or device sources, and copies
-// under 4 MiB, are one cudaMemcpy.
+// thread (32 MiB each, on a blocking stream), so that the host memcpy of one chunk (split over
+// up to 4 threads) overlaps the DMA of the previous one: pageable cudaMemcpy moves 6.8-7.4 GiB/s
+// host-to-device on the H100/H200 machines against 50 from pinned memory (docs/perf.md). Pinned
+// or device sources, and copies under 4 MiB, are one cudaMemcpy.
 void copy_to_device(void* dst, const void* src, size_t bytes);
 
 // Milliseconds that `reps` calls of run(s) take on stream s after `warmup` untimed calls
