@@ -221,7 +221,9 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
-// ---- Tensor-core path (BF16 weights) -------------------------------------------------------
+// ---- Tensor-core path (BF16 or E4M3 weights, BF16 activations) ---------------------------------
+// E4M3 weights are widened to BF16 in registers (exact) and scaled per row in the epilogue, so
+// both precisions run the BF16 MMAs on the BF16 activations as they are.
 // The same stored layout as above, read by mma.sp (2:4 rows) and mma (dense rows) with the
 // tokens as the N = 8 side of each MMA. A block owns one unit: kBM stored rows of one kind
 // (2:4 row blocks first, then dense ones), a tile of up to 8 * NT tokens and one K slice, and
@@ -246,23 +248,30 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
 //   C (16 x 8): {row g, tokens 2t, 2t+1}, {row g+8, tokens 2t, 2t+1}.
 constexpr int kTcRowBytes = 128;               // weight bytes per row per stage
 constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weight row
-constexpr int kTcMetaBytes = 16;               // metadata of a 2:4 stage's 128 columns
-constexpr int kTcXCols = 128;                  // token columns per stage (a dense stage uses 64)
-constexpr int kTcXPitch = 2 * kTcXCols + 16;
 
-// MT 16-row tiles per warp, NT 8-token tiles, W warps, S stages.
-template <int MT, int NT, int W, int S>
+// MT 16-row tiles per warp, NT 8-token tiles, W warps, S stages; BF16 or E4M3 weights. A stage
+// holds 128 bytes of every weight row either way, so E4M3 stages span twice the columns (and
+// twice the metadata and token columns) of BF16 ones.
+template <int MT, int NT, int W, int S, bool FP8 = false>
 struct TcCfg {
+  static constexpr bool kFP8 = FP8;
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
-  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kTcMetaBytes, kX = kTok * kTcXPitch;
+  static constexpr int kSparseCols = FP8 ? 256 : 128;  // columns of a 2:4 stage
+  static constexpr int kDenseCols = FP8 ? 128 : 64;    // columns of a dense stage
+  static constexpr int kMetaBytes = kSparseCols / 8;   // a 2:4 stage's metadata per row
+  static constexpr int kXPitch = 2 * kSparseCols + 16;  // shared-memory pitch of a token's columns
+  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kMetaBytes, kX = kTok * kXPitch;
   static constexpr int kStage = kA + kMeta + kX;
   static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
   static constexpr int kSmem = S * kStage;    // the reduction reuses the drained pipeline
   static constexpr int kARowsPerPass = kThreads / 8;  // 8 16-byte copies per weight row
   static constexpr int kAChunks = kBM / kARowsPerPass;
-  static_assert(kBM % kARowsPerPass == 0 && kBM <= kThreads, "one metadata copy per thread at most");
+  static constexpr int kMetaChunks = kBM * kMetaBytes / 16;  // 16-byte metadata copies per stage
+  static constexpr int kMetaPerThread = (kMetaChunks + kThreads - 1) / kThreads;
+  static_assert(kBM % kARowsPerPass == 0 && kMetaPerThread <= 2, "two metadata copies per thread at most");
   static_assert(kBM * kRedPitch * 4 <= kSmem, "the partial tile must fit in the pipeline's memory");
+  static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
 };
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -317,34 +326,35 @@ __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t r
   t.rows = t.sparse ? w.ns : w.nd;
   t.first = t.sparse ? 0 : w.ns;
   t.m0 = (u / row_blocks) * C::kTok;
-  const int64_t steps = w.k / (t.sparse ? 128 : 64);
+  const int64_t steps = w.k / (t.sparse ? C::kSparseCols : C::kDenseCols);
   t.begin = steps * slice / slices;
   t.end = steps * (slice + 1) / slices;
   return t;
 }
 
 // This thread's share of every stage's copies, addressed once: weight chunk j is row
-// (tid / 8) + j * kARowsPerPass, bytes 16 * (tid % 8) of the row's 128; the metadata copy is
-// row tid (tid < kBM); token chunk j is tid + j * kThreads of the tile's kTok x XCH chunks.
-// Stage i reads 128 bytes further along each weight row than stage 0, 16 further along the
-// metadata and 2 * kCols along each token row.
+// (tid / 8) + j * kARowsPerPass, bytes 16 * (tid % 8) of the row's 128; metadata chunk j is
+// tid + j * kThreads of the kBM x (kMetaBytes / 16) chunks; token chunk j is tid + j * kThreads
+// of the tile's kTok x XCH chunks. Stage i reads 128 bytes further along each weight row than
+// stage 0, kMetaBytes further along the metadata and 2 * kCols along each token row.
 template <class C, bool SPARSE>
 struct TcCopies {
-  static constexpr int kCols = SPARSE ? 128 : 64;  // weight columns per stage
-  static constexpr int XCH = kCols / 8;            // 16-byte chunks of a token's stage columns
+  static constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;  // weight columns per stage
+  static constexpr int XCH = kCols / 8;  // 16-byte chunks of a token's stage columns
   static constexpr int XN = (C::kTok * XCH + C::kThreads - 1) / C::kThreads;
+  static constexpr int MN = C::kMetaPerThread;
   const uint8_t* a[C::kAChunks];
-  const uint8_t* meta;
+  const uint8_t* meta[MN];
   const uint8_t* xs[XN];
-  uint32_t a_dst, x_dst[XN];
-  uint32_t a_ok = 0, x_ok = 0, x_any = 0;
-  bool meta_ok = false;
+  uint32_t a_dst, meta_dst[MN], x_dst[XN];
+  uint32_t a_ok = 0, meta_ok = 0, meta_any = 0, x_ok = 0, x_any = 0;
 
   __device__ __forceinline__ TcCopies(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total,
                                       const TcUnit& t) {
     const int tid = threadIdx.x;
     const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
-    const size_t arow = SPARSE ? size_t(w.k) : size_t(w.dense_ld) * 2;  // bytes between weight rows
+    const size_t eb = C::kFP8 ? 1 : 2;
+    const size_t arow = (SPARSE ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;  // bytes between weight rows
     const size_t k0 = size_t(t.begin) * kTcRowBytes;
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j) {
@@ -354,11 +364,17 @@ struct TcCopies {
       a_ok |= uint32_t(ok) << j;
     }
     a_dst = (tid / 8) * kTcRowPitch + 16 * (tid % 8);
-    meta = nullptr;
-    if (SPARSE && tid < C::kBM) {
-      meta_ok = t.row0 + tid < t.rows;
-      meta = reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(meta_ok ? t.row0 + tid : 0) * size_t(w.k / 8) +
-             size_t(t.begin) * kTcMetaBytes;
+#pragma unroll
+    for (int j = 0; j < MN; ++j) {
+      constexpr int per_row = C::kMetaBytes / 16;
+      const int c = tid + j * C::kThreads, row = c / per_row, piece = c % per_row;
+      const bool any = SPARSE && c < C::kMetaChunks, ok = any && t.row0 + row < t.rows;
+      meta[j] = SPARSE ? reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(ok ? t.row0 + row : 0) * size_t(w.k / 8) +
+                             size_t(t.begin) * C::kMetaBytes + 16 * piece
+                       : nullptr;
+      meta_dst[j] = C::kA + row * C::kMetaBytes + 16 * piece;
+      meta_ok |= uint32_t(ok) << j;
+      meta_any |= uint32_t(any) << j;
     }
 #pragma unroll
     for (int j = 0; j < XN; ++j) {
@@ -366,7 +382,7 @@ struct TcCopies {
       const int tk = c / XCH, q = c % XCH;
       const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
       xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + t.begin * kCols + q * 8);
-      x_dst[j] = C::kA + C::kMeta + tk * kTcXPitch + q * 16;
+      x_dst[j] = C::kA + C::kMeta + tk * C::kXPitch + q * 16;
       x_ok |= uint32_t(ok) << j;
       x_any |= uint32_t(any) << j;
     }
@@ -377,18 +393,43 @@ struct TcCopies {
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j)
       cp16(stage + a_dst + j * C::kARowsPerPass * kTcRowPitch, a[j] + i * kTcRowBytes, (a_ok >> j) & 1);
-    if (SPARSE && meta) cp16(stage + C::kA + threadIdx.x * kTcMetaBytes, meta + i * kTcMetaBytes, meta_ok);
+#pragma unroll
+    for (int j = 0; j < MN; ++j)
+      if ((meta_any >> j) & 1) cp16(stage + meta_dst[j], meta[j] + i * C::kMetaBytes, (meta_ok >> j) & 1);
 #pragma unroll
     for (int j = 0; j < XN; ++j)
       if ((x_any >> j) & 1) cp16(stage + x_dst[j], xs[j] + i * 2 * kCols, (x_ok >> j) & 1);
   }
 };
 
-// acc += this warp's rows of one landed stage times its tokens.
+// Two E4M3 weights (bytes 0 and 1 of v) as a BF16 pair (low half first), exactly (every E4M3
+// value is a BF16 value), in four integer operations and one multiply: each byte's sign goes to
+// bit 15 of its half and its 7 exponent-mantissa bits to bits 4-10, which reads as the E4M3 value
+// times 2^-120 (BF16's exponent bias exceeds E4M3's by 120; E4M3 subnormals land on BF16
+// subnormals with the same mantissa), and a BF16 multiply by 2^120 restores the value. It
+// replaced a chain of conversion instructions (E4M3 -> F16 -> F32 -> BF16, which issue at a
+// quarter of the integer rate) without a measurable change in speed (docs/perf.md): the path is
+// limited elsewhere, and this form issues fewer instructions.
+__device__ __forceinline__ uint32_t bf16x2_of_e4m3x2(uint32_t v) {
+  const uint32_t x = __byte_perm(v, 0u, 0x4140u) << 4;  // bytes (b0, 0, b1, 0) << 4: signs at bits 11, 27
+  const uint32_t r = x + (x & 0x08000800u) * 15u;        // signs moved to bits 15, 31
+  constexpr uint32_t kTwo120 = 0x7B807B80u;               // BF16 2^120, twice
+  const __nv_bfloat162 h = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&r),
+                                   *reinterpret_cast<const __nv_bfloat162*>(&kTwo120));
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t bf16x2_of_e4m3_smem(const uint8_t* p) {
+  return bf16x2_of_e4m3x2(*reinterpret_cast<const uint16_t*>(p));
+}
+
+// acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
+// fragments by ldmatrix; E4M3 weights by 2-byte shared loads of the fragment's element pairs
+// (row g or g + 8, columns 2t and 2t + 8 of the k-step: 4 rows' pitches apart are 16 banks, so
+// the warp's loads hit distinct banks), widened to BF16 in registers.
 template <class C, bool SPARSE>
 __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, NT = C::kNT;
-  constexpr int kCols = SPARSE ? 128 : 64;
+  constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const uint8_t* A = stage;
   const uint8_t* M = A + C::kA;
@@ -396,28 +437,50 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
   // ldmatrix row addresses of this lane (see the fragment notes above).
   const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
   const uint32_t a_addr = smem_addr(A + (warp * 16 * MT + a_row) * kTcRowPitch + a_byte);
-  const uint32_t b_addr = smem_addr(X + (lane & 7) * kTcXPitch + 16 * (lane >> 3));
+  const uint32_t b_addr = smem_addr(X + (lane & 7) * C::kXPitch + 16 * (lane >> 3));
   const int g = lane >> 2, p = lane & 1;
+  const uint8_t* a8 = A + (warp * 16 * MT + g) * kTcRowPitch + 2 * (lane & 3);  // E4M3: row g, column 2t
+  constexpr int P8 = 8 * kTcRowPitch;                                           // row g + 8
 #pragma unroll
   for (int ks = 0; ks < kCols / 32; ++ks) {  // 32-column k-steps
     uint32_t b[NT][4];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * kTcXPitch + ks * 64, b[j]);
+    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * C::kXPitch + ks * 64, b[j]);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       if constexpr (SPARSE) {
         uint32_t a[4];
-        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 32, a);
+        if constexpr (C::kFP8) {
+          const uint8_t* q = a8 + mt * 16 * kTcRowPitch + ks * 16;  // 16 kept values per k-step
+          a[0] = bf16x2_of_e4m3_smem(q);
+          a[1] = bf16x2_of_e4m3_smem(q + P8);
+          a[2] = bf16x2_of_e4m3_smem(q + 8);
+          a[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
+        } else {
+          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 32, a);
+        }
         const int r = warp * 16 * MT + mt * 16 + g;
-        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * kTcMetaBytes + 4 * ks);
-        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * kTcMetaBytes + 4 * ks);
+        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * ks);
+        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * ks);
         const uint32_t e = (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
 #pragma unroll
         for (int j = 0; j < NT; ++j) mma_sp_bf16(acc[mt][j], a, b[j], e);
       } else {
         uint32_t a0[4], a1[4];
-        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64, a0);
-        ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64 + 32, a1);
+        if constexpr (C::kFP8) {
+          const uint8_t* q = a8 + mt * 16 * kTcRowPitch + ks * 32;
+          a0[0] = bf16x2_of_e4m3_smem(q);
+          a0[1] = bf16x2_of_e4m3_smem(q + P8);
+          a0[2] = bf16x2_of_e4m3_smem(q + 8);
+          a0[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
+          a1[0] = bf16x2_of_e4m3_smem(q + 16);
+          a1[1] = bf16x2_of_e4m3_smem(q + P8 + 16);
+          a1[2] = bf16x2_of_e4m3_smem(q + 24);
+          a1[3] = bf16x2_of_e4m3_smem(q + P8 + 24);
+        } else {
+          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64, a0);
+          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64 + 32, a1);
+        }
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
           mma_bf16(acc[mt][j], a0, b[j][0], b[j][1]);
@@ -444,7 +507,7 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
   auto out = [&](int r, int tk, float v) {  // r: row of the unit, tk: token of the tile
     if (t.row0 + r >= t.rows || t.m0 + tk >= m_total) return;
     const int64_t s = t.first + t.row0 + r;
-    store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), v);
+    store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), w.scales ? v * w.scales[s] : v);
   };
   if (slices == 1) {
 #pragma unroll
@@ -553,9 +616,9 @@ const TcDevice& tc_device() {
   return d;
 }
 
-template <int MT, int NT, int W, int S>
+template <int MT, int NT, int W, int S, bool FP8>
 void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  using C = TcCfg<MT, NT, W, S>;
+  using C = TcCfg<MT, NT, W, S, FP8>;
   static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
@@ -571,7 +634,7 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   int slices = 1;
   if (w.tc_slices > 0) slices = tc_effective_slices(w, w.tc_slices);
   else
-    while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / 128 >= 8 * slices) slices *= 2;
+    while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / C::kSparseCols >= 8 * slices) slices *= 2;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(units), 1, static_cast<unsigned>(slices));
   cfg.blockDim = dim3(C::kThreads);
@@ -634,6 +697,27 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
   meta[size_t(i) * chunks + c] = m;
 }
 
+// Two shapes per token-tile size, the best two of a sweep on the Qwen3-32B layers (H200,
+// docs/perf.md); make_gemv_linear times both. First: the one for untimed M. E4M3 stages carry
+// twice the token columns, so the 64-token tile takes 4 warps (8 would exceed 227 KB).
+template <bool FP8>
+void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  const int v = w.tc_shape;
+  if (m <= 8) {
+    if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 1, 4, 5, FP8>(w, x, ldx, m, y, ldy, s);
+  } else if (m <= 16) {
+    if (v == 1) launch_tc<1, 2, 4, 6, FP8>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+  } else if (m <= 32) {
+    if (v == 1) launch_tc<1, 4, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 4, 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
+  } else {
+    if (v == 1) launch_tc<2, 8, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<2, 8, FP8 ? 4 : 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
+  }
+}
+
 }  // namespace
 
 int tc_effective_slices(const Weights& w, int requested) {
@@ -643,33 +727,21 @@ int tc_effective_slices(const Weights& w, int requested) {
 int tc_max_slices(const Weights& w) {
   if (!tc_device().clusters) return 1;
   // Clusters of up to 8 blocks (the portable limit), each slice keeping >= 4 2:4 stages.
-  return int(std::max<int64_t>(1, std::min<int64_t>(8, w.k / 128 / 4)));
+  return int(std::max<int64_t>(1, std::min<int64_t>(8, w.k / (w.fp8 ? 256 : 128) / 4)));
 }
 
 bool tc_eligible(const Weights& w) {
-  return !w.fp8 && w.k % 128 == 0 && (w.nd == 0 || w.dense_ld % 8 == 0);
+  // Whole stages (128 weight bytes per row) along K, and 16-byte aligned dense rows.
+  if (w.fp8) return w.k % 256 == 0 && (w.nd == 0 || w.dense_ld % 16 == 0);
+  return w.k % 128 == 0 && (w.nd == 0 || w.dense_ld % 8 == 0);
 }
 
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
   // cp.async moves 16-byte pieces of the token rows.
   if (w.tensor_cores && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    // Two shapes per token-tile size, the best two of a sweep on the Qwen3-32B layers (H200,
-    // docs/perf.md); make_gemv_linear times both. First: the one for untimed M.
-    const int v = w.tc_shape;
-    if (m <= 8) {
-      if (v == 1) launch_tc<1, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc<1, 1, 4, 5>(w, x, ldx, m, y, ldy, s);
-    } else if (m <= 16) {
-      if (v == 1) launch_tc<1, 2, 4, 6>(w, x, ldx, m, y, ldy, s);
-      else launch_tc<1, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
-    } else if (m <= 32) {
-      if (v == 1) launch_tc<1, 4, 8, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc<1, 4, 8, 3>(w, x, ldx, m, y, ldy, s);
-    } else {
-      if (v == 1) launch_tc<2, 8, 4, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc<2, 8, 8, 3>(w, x, ldx, m, y, ldy, s);
-    }
+    if (w.fp8) launch_tc_m<true>(w, x, ldx, m, y, ldy, s);
+    else launch_tc_m<false>(w, x, ldx, m, y, ldy, s);
     return;
   }
   switch (m < kMaxM ? m : kMaxM) {

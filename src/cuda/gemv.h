@@ -1,6 +1,6 @@
 // Our own small-M kernels (src/cuda/gemv.cu) behind make_gemv_linear(): y = x W^T for M <= 8
-// token rows per launch pass on CUDA cores, or (BF16) up to 64 token rows per pass on tensor
-// cores, weights streamed once from HBM. The weight rows are
+// token rows per launch pass on CUDA cores, or up to 64 token rows per pass on tensor cores
+// (E4M3 weights widened to BF16 in registers), weights streamed once from HBM. The weight rows are
 // held in a stored order: first the 2:4 rows, compressed (the kept values, and per group of 4
 // one nibble p0 | p1 << 2 with the kept positions, 16 bits per 16 columns: the Spense v1 meta
 // layout), then the dense rows as they are; row_map[stored] = original output row, so y comes
@@ -34,7 +34,8 @@ struct Weights {
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear.
 inline constexpr int kTcShapes = 2;
-// Whether w can take the tensor-core path: BF16, K a multiple of 128, dense rows 16-byte aligned.
+// Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
+// 16-byte aligned.
 bool tc_eligible(const Weights& w);
 // The largest K split of the tensor-core path for w on the current device (1 without clusters).
 int tc_max_slices(const Weights& w);

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -261,20 +262,21 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 }
 
 // Our small-M kernel (make_gemv_linear), each path forced and then chosen by timing (AUTO):
-// the CUDA-core path (any M in passes of 8; BF16 and FP8) and the tensor-core path (BF16, K a
-// multiple of 128: mma.sp for the 2:4 rows, mma for the dense rows, a cp.async pipeline, K split
-// over a thread-block cluster when the layer has few row blocks) against the fp64 reference, for
-// 2:4 layers, Spense axis=out with random dense tiles, and all tiles dense. The shapes give
-// partial row blocks of both kinds (n = 192, 320), K split into 8 uneven slices (k = 8320 = 65
-// stages of 128), K not a multiple of 128 (k = 336: CUDA cores only); M covers partial token
-// tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
+// the CUDA-core path (any M in passes of 8; BF16 and FP8) and the tensor-core path (K a multiple
+// of 128 for BF16, 256 for FP8: mma.sp for the 2:4 rows, mma for the dense rows, FP8 weights
+// widened to BF16 in registers, a cp.async pipeline, K split over a thread-block cluster when the
+// layer has few row blocks) against the fp64 reference, for 2:4 layers, Spense axis=out with
+// random dense tiles, and all tiles dense. The shapes give partial row blocks of both kinds
+// (n = 192, 320), K split into 8 uneven slices (k = 8448 = 66 BF16 stages of 128 columns, 33 FP8
+// stages of 256), K not a multiple of 128 (k = 336: CUDA cores only) or, for FP8, of 256 (k = 640);
+// M covers partial token tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
 // weights with the BF16 activations exactly and rounds only the output.
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
   const std::vector<int64_t> many{1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100};
   std::mt19937 rng(11);
   for (const S& sh : {S{256, 512, 64, many}, S{192, 640, 16, many}, S{128, 336, 16, {1, 3, 9, 17, 64}},
-                      S{320, 8320, 32, {1, 3, 8, 16, 33, 64, 100}}})
+                      S{320, 8448, 32, {1, 3, 8, 16, 33, 64, 100}}})
     for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
       if (p == LinearPrecision::FP8 && (!fp8_ok() || sh.k % 32 != 0)) continue;
       const int64_t tiles = sh.n / sh.tile;
@@ -306,7 +308,6 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
           o.small_m_tc_shape = kk.shape;
           auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
           for (int64_t m : sh.ms) {
-            if (p == LinearPrecision::FP8 && m > 9) continue;  // one path for FP8; keep the test short
             L->prepare(m);
             SCOPED_TRACE(std::string(precision_name(p)) + " n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) +
                          " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
@@ -317,12 +318,12 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
             // the kernel), so the reference is the product with the weights' stored values.
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2);
             if (kern == SmallMKernel::TENSOR_CORES) {  // the forced path is the one that ran
-              EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos,
-                        p == LinearPrecision::BF16 && sh.k % 128 == 0) << L->plan_info(m);
-              if (kk.slices > 0 && p == LinearPrecision::BF16) {
+              const bool tc = sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
+              EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
+              if (kk.slices > 0 && tc) {
                 EXPECT_NE(L->plan_info(m).find(std::to_string(kk.slices) + " slice"), std::string::npos) << L->plan_info(m);
               }
-              if (p == LinearPrecision::BF16 && sh.k % 128 == 0) {
+              if (tc) {
                 EXPECT_NE(L->plan_info(m).find("block shape " + std::to_string(kk.shape)), std::string::npos)
                     << L->plan_info(m);
               }
@@ -330,6 +331,75 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
           }
         }
       }
+    }
+}
+
+// Every E4M3 code through the small-M kernel, exactly. The weights of a Spense axis=out layer
+// (2:4 tiles and dense tiles) hold all 254 finite codes, subnormals and both zeros included;
+// scales are 1 and each token is one-hot, so every output is one weight times 1, which BF16
+// holds exactly: the output must equal the code's value bit for bit. The expected values come
+// from the E4M3 definition (OCP FP8: bias 7, subnormals m/8 * 2^-6), not from the kernel's
+// widening (bit moves and a multiply by 2^120 on the tensor-core path, the cvt instructions on
+// the CUDA-core path). Token counts 8 / 16 / 32 / 64 reach every token tile size.
+TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
+  if (!fp8_ok()) GTEST_SKIP() << "FP8 needs compute capability 8.9";
+  const int64_t n = 256, k = 256;
+  auto e4m3 = [](uint8_t b) {
+    const int e = (b >> 3) & 15, m = b & 7;
+    const float mag = e == 0 ? std::ldexp(float(m) / 8.f, -6) : std::ldexp(1.f + float(m) / 8.f, e - 7);
+    return (b & 0x80) ? -mag : mag;
+  };
+  GemvLayout gl;
+  gl.tile = 64;
+  gl.dense_tiles = {1, 3};
+  HostWeights w;
+  w.n = n;
+  w.k = k;
+  w.prec = LinearPrecision::FP8;
+  w.wq.assign(size_t(n * k), 0);
+  w.scales.assign(size_t(n), 1.f);
+  for (int64_t r = 0; r < n; ++r) {
+    const bool dense = (r / 64) % 2 == 1;
+    for (int64_t c = 0; c < k; ++c) {
+      uint8_t code = uint8_t((r * 7 + c) % 256);
+      if ((code & 0x7f) == 0x7f) code = 0x01;  // NaN codes: the smallest subnormal instead
+      const int64_t g = c / 4, pos = c % 4;
+      if (dense || pos == (r + g) % 4 || pos == (r + g + 2) % 4) w.wq[size_t(r * k + c)] = code;
+    }
+  }
+  for (uint8_t b : w.wq) w.ref.push_back(e4m3(b));
+  for (SmallMKernel kern : {SmallMKernel::TENSOR_CORES, SmallMKernel::CUDA_CORES})
+    for (int shape : {0, 1}) {
+      if (kern == SmallMKernel::CUDA_CORES && shape == 1) continue;
+      LinearOptions o;
+      o.name = "gemv-fp8-codes";
+      o.small_m_kernel = kern;
+      o.small_m_tc_shape = kern == SmallMKernel::TENSOR_CORES ? shape : -1;
+      auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
+      for (int64_t m : {8, 16, 32, 64})
+        for (int64_t base = 0; base < k; base += m) {
+          HostActs a;
+          a.x.assign(size_t(m * k), 0.f);
+          a.x16.assign(size_t(m * k), 0);
+          for (int64_t i = 0; i < m; ++i) {
+            a.x[size_t(i * k + base + i)] = 1.f;
+            a.x16[size_t(i * k + base + i)] = 0x3F80;  // BF16 1.0
+          }
+          L->prepare(m);
+          const std::vector<float> y = run_layer(*L, a, m, stream_.get());
+          int64_t wrong = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t r = 0; r < n; ++r) {
+              const float want = w.ref[size_t(r * k + base + i)], got = y[size_t(i * n + r)];
+              if (!(got == want) && wrong++ < 3)
+                ADD_FAILURE() << small_m_kernel_name(kern) << " shape " << shape << " m=" << m << " row " << r
+                              << " code 0x" << std::hex << int(w.wq[size_t(r * k + base + i)]) << std::dec
+                              << ": got " << got << ", want " << want << " (" << L->plan_info(m) << ")";
+            }
+          EXPECT_EQ(wrong, 0) << small_m_kernel_name(kern) << " m=" << m << " base " << base;
+          if (kern == SmallMKernel::TENSOR_CORES)
+            EXPECT_NE(L->plan_info(m).find("tensor cores"), std::string::npos) << L->plan_info(m);
+        }
     }
 }
 

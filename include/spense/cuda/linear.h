@@ -156,7 +156,7 @@ std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, L
                                            const LinearOptions& opts = {});
 
 // Our own small-M kernel (src/cuda/gemv.cu), for decoding: at most gemv_max_m() token rows
-// per pass on CUDA cores, or (BF16, K a multiple of 128) up to 64 per pass on tensor cores
+// per pass on CUDA cores, or (K a multiple of 128 for BF16, 256 for E4M3) up to 64 per pass on tensor cores
 // (mma.sp / mma); per M the fastest of these and, for dense layers, cuBLASLt is timed once and
 // kept (LinearOptions::small_m_kernel). One launch per layer with no fork/join, no activation
 // quantization and no output gather: dense rows and 2:4 rows (kept values + 2-bit positions) in one kernel that writes y
