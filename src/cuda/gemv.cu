@@ -228,12 +228,14 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
 // tokens as the N = 8 side of each MMA. A block owns one unit: kBM stored rows of one kind
 // (2:4 row blocks first, then dense ones), a tile of up to 8 * NT tokens and one K slice, and
 // streams it through a cp.async pipeline of S stages in shared memory. Per stage: 128 bytes of
-// every weight row (2:4: 128 columns = 64 kept values, plus their 16 metadata bytes; dense: 64
-// columns) and the stage's columns of the unit's tokens, which all W warps share. Each thread
+// every weight row (BF16 2:4: 128 columns = 64 kept values, plus their 16 metadata bytes; BF16
+// dense: 64 columns; E4M3: twice the columns and metadata) and the stage's columns of the unit's
+// tokens, which all W warps share. Each thread
 // computes its 16-byte copies' addresses once and advances them by a constant per stage: Nsight
 // Compute showed the first version bound by instruction issue, mostly address arithmetic of the
 // copies, at 19% occupancy (docs/perf.md). Fragments come from shared memory by ldmatrix (rows
-// padded by 16 bytes, so the 8 rows of each 8x8 matrix sit on distinct banks). Layers with few
+// padded by 16 bytes, so the 8 rows of each 8x8 matrix sit on distinct banks; E4M3 A fragments
+// by 2-byte loads, see tc_compute). Layers with few
 // row blocks split K over a thread-block cluster of up to 8 blocks (grid z), whose fp32 partial
 // tiles are summed through distributed shared memory: one launch, no workspace.
 // Fragments (PTX ISA, mma.m16n8k16 / mma.sp.m16n8k32, 16-bit types; g = lane / 4, t = lane % 4):
@@ -309,8 +311,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// A block's unit: kBM stored rows of one kind, one tile of up to kTok tokens, and the 2:4
-// (128-column) or dense (64-column) stages [begin, end) of its K slice.
+// A block's unit: kBM stored rows of one kind, one tile of up to kTok tokens, and the 2:4 or
+// dense stages [begin, end) of its K slice (TcCfg::kSparseCols / kDenseCols columns each).
 struct TcUnit {
   bool sparse;
   int64_t row0, rows, first, m0, begin, end;  // first: stored index of the kind's row 0
@@ -402,8 +404,9 @@ struct TcCopies {
   }
 };
 
-// Two E4M3 weights (bytes 0 and 1 of v) as a BF16 pair (low half first), exactly (every E4M3
-// value is a BF16 value), in four integer operations and one multiply: each byte's sign goes to
+// Two E4M3 weights (bytes 0 and 1 of v) as a BF16 pair (low half first), exactly (every finite
+// E4M3 value is a BF16 value; the NaN codes 0x7F / 0xFF come out as -+480, not NaN: weights are
+// quantized from finite values), in four integer operations and one multiply: each byte's sign goes to
 // bit 15 of its half and its 7 exponent-mantissa bits to bits 4-10, which reads as the E4M3 value
 // times 2^-120 (BF16's exponent bias exceeds E4M3's by 120; E4M3 subnormals land on BF16
 // subnormals with the same mantissa), and a BF16 multiply by 2^120 restores the value. It
@@ -424,8 +427,9 @@ __device__ __forceinline__ uint32_t bf16x2_of_e4m3_smem(const uint8_t* p) {
 
 // acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
 // fragments by ldmatrix; E4M3 weights by 2-byte shared loads of the fragment's element pairs
-// (row g or g + 8, columns 2t and 2t + 8 of the k-step: 4 rows' pitches apart are 16 banks, so
-// the warp's loads hit distinct banks), widened to BF16 in registers.
+// (row g or g + 8, columns 2t and 2t + 8 of the k-step: a row pitch of 144 bytes is 4 banks, so
+// rows g = 0..7 land on banks 4g and 4g + 1 and the warp's loads do not conflict), widened to
+// BF16 in registers.
 template <class C, bool SPARSE>
 __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, NT = C::kNT;
@@ -602,6 +606,7 @@ __global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16
 struct TcDevice {
   int sms = 0;
   bool clusters = false;
+  int smem_optin = 0;  // bytes of shared memory a block may opt in to
 };
 const TcDevice& tc_device() {
   static const TcDevice d = [] {
@@ -611,6 +616,7 @@ const TcDevice& tc_device() {
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev));
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     r.clusters = major >= 9;
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     return r;
   }();
   return d;
@@ -731,6 +737,10 @@ int tc_max_slices(const Weights& w) {
 }
 
 bool tc_eligible(const Weights& w) {
+  // The block shapes' shared memory (launch_tc_m; sized for Hopper's 227 KB) must fit the device:
+  // elsewhere (A100: 163 KB, Ada: 99 KB) the CUDA-core path runs.
+  constexpr int kLargestBf16 = TcCfg<2, 8, 8, 3, false>::kSmem, kLargestFp8 = TcCfg<2, 8, 4, 4, true>::kSmem;
+  if (tc_device().smem_optin < (w.fp8 ? kLargestFp8 : kLargestBf16)) return false;
   // Whole stages (128 weight bytes per row) along K, and 16-byte aligned dense rows.
   if (w.fp8) return w.k % 256 == 0 && (w.nd == 0 || w.dense_ld % 16 == 0);
   return w.k % 128 == 0 && (w.nd == 0 || w.dense_ld % 8 == 0);

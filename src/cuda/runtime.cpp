@@ -122,13 +122,19 @@ void parallel_memcpy(void* dst, const void* src, size_t n) {
     return;
   }
   const size_t piece = (n / parts + 4095) & ~size_t(4095);  // page-aligned pieces
+  auto copy_piece = [=](size_t i) {
+    std::memcpy(static_cast<char*>(dst) + i * piece, static_cast<const char*>(src) + i * piece,
+                std::min(piece, n - i * piece));
+  };
   std::vector<std::thread> workers;
-  for (size_t i = 1; i < parts && i * piece < n; ++i)
-    workers.emplace_back([=] {
-      std::memcpy(static_cast<char*>(dst) + i * piece, static_cast<const char*>(src) + i * piece,
-                  std::min(piece, n - i * piece));
-    });
-  std::memcpy(dst, src, std::min(piece, n));
+  workers.reserve(parts);
+  size_t i = 1;
+  try {
+    for (; i < parts && i * piece < n; ++i) workers.emplace_back(copy_piece, i);
+  } catch (...) {  // no thread to be had (system_error, bad_alloc): the caller copies the rest
+    for (; i < parts && i * piece < n; ++i) copy_piece(i);
+  }
+  copy_piece(0);
   for (auto& w : workers) w.join();
 }
 
