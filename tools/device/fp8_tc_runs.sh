@@ -8,15 +8,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-T0=$(date +%s)
-bash src/cuda/standalone/device_run.sh build 2>&1 | tail -3; [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1  # no stale binaries
-source tools/device_env.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-step() {  # label, seconds allowed, command...
-  local label=$1 lim=$2 t; shift 2; t=$(date +%s)
-  timeout "$lim" "$@" > "$OUT/$label.log" 2>&1
-  echo "[$label] rc=$? $(( $(date +%s) - t )) s"
-}
+LOGS=$OUT
+source tools/device/lib.sh
 step test_linear 240 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.CopyToDevice*'
 grep -E "Failure|Expected|Which is|PASSED|FAILED|^\[  " "$OUT/test_linear.log" | grep -v "RUN\|OK \]" | head -30
 step test_engine 120 ./build-gpu/test_cuda_engine

@@ -52,6 +52,7 @@ struct EngineOptions {
   bool sparse_search = true;    // cuSPARSELt algorithm search per M bucket
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
+  bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
 };
@@ -107,6 +108,14 @@ class Engine {
   // Captures (if graphs) and warms up step(B) so that later timings exclude plan making.
   virtual void prepare_step(int64_t batch) = 0;
   virtual cudaStream_t stream() const = 0;
+
+  // Where one decode step's GPU time goes: the step for slots 0..B-1 with a timing event after
+  // every operation (embedding, each projection, norm, rope, attention, SwiGLU, LM head,
+  // sampling), captured into its own graph when graphs are on (else launched eagerly), replayed
+  // `reps` times; per operation kind, the median over replays of its summed time per step, in
+  // ms, in the order the kinds first run. The event nodes cost a little time of their own, so
+  // the sum exceeds a plain step's time; the slots' lengths and tokens advance as with step().
+  virtual std::vector<std::pair<std::string, double>> profile_step(int64_t batch, int reps) = 0;
 };
 
 struct GenerateOptions {

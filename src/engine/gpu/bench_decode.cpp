@@ -29,6 +29,13 @@ LinearPrecision parse_dtype(const std::string& s) {
   return p;
 }
 
+struct ProfileRow {
+  std::string dtype, format, backend;
+  int64_t batch;
+  std::string op;
+  double ms, step_ms;
+};
+
 struct Row {
   std::string dtype, format, backend;
   int64_t batch;
@@ -57,7 +64,10 @@ std::string bench_decode_usage() {
          "  --steps N            timed decode steps, median reported (default 64)\n"
          "  --warmup N           untimed steps first (default 8)\n"
          "  --no-graph           launch steps without CUDA graphs\n"
+         "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
+         "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
+         "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
@@ -67,7 +77,15 @@ std::string bench_decode_usage() {
 bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
-    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";
+    if (args[i] == "--profile") {  // optional count
+      o->profile_reps = 16;
+      if (i + 1 < args.size() && !args[i + 1].empty() && args[i + 1][0] != '-')
+        o->profile_reps = static_cast<int>(to_number("--profile", args[++i]));
+      if (o->profile_reps < 1) throw Error("bench-decode: --profile needs a positive count");
+      continue;
+    }
+    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
+                      args[i] == "--no-pdl";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -96,6 +114,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--warmup") o->warmup = static_cast<int>(to_number(a, val));
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
+    else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(to_number(a, val));
     else throw Error("bench-decode: unknown flag '" + a + "'\n" + bench_decode_usage());
@@ -133,16 +152,17 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.steps, o.graphs ? "on" : "off");
+              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
   std::vector<Row> rows;
+  std::vector<ProfileRow> prof_rows;
   std::map<std::tuple<std::string, std::string, int64_t>, double> dense_ms;  // (dtype, backend, batch)
   std::map<std::pair<std::string, int64_t>, double> best_dense_ms;          // (dtype, batch)
   for (const auto& dt : o.dtypes) {
@@ -157,11 +177,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.plan.mixed_axis = o.axis == "mixed";
       eo.plan.tile = o.tile;
       eo.max_batch = max_b;
-      eo.max_ctx = o.ctx + o.warmup + o.steps + 8;
+      eo.max_ctx = o.ctx + o.warmup + o.steps + o.profile_reps + 8;
       eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
       eo.small_m_kernel = o.small_m_kernel;
+      eo.pdl = o.pdl;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.
@@ -228,6 +249,19 @@ void run_bench_decode(const BenchDecodeOptions& o) {
                     r.roofline_frac, r.speedup > 0 ? (std::to_string(r.speedup).substr(0, 5) + "x vs dense").c_str() : "");
         std::fflush(stdout);
         rows.push_back(r);
+        if (o.profile_reps > 0) {
+          const auto prof = e->profile_step(b, o.profile_reps);
+          double sum = 0;
+          for (const auto& p : prof) sum += p.second;
+          std::printf("  profile (ms/step, median of %d replays with an event after every operation; sum %.3f ms "
+                      "vs %.3f plain):\n   ", o.profile_reps, sum, r.ms);
+          for (const auto& p : prof) {
+            std::printf(" %s %.3f (%.0f%%)", p.first.c_str(), p.second, 100 * p.second / sum);
+            prof_rows.push_back({dt, fmt, be, b, p.first, p.second, r.ms});
+          }
+          std::printf("\n");
+          std::fflush(stdout);
+        }
       }
     }
   }
@@ -265,6 +299,19 @@ void run_bench_decode(const BenchDecodeOptions& o) {
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
         << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
+    if (!prof_rows.empty()) {
+      std::string pc = o.csv;
+      if (pc.size() > 4 && pc.substr(pc.size() - 4) == ".csv") pc.resize(pc.size() - 4);
+      pc += "_profile.csv";
+      std::ofstream pf(pc);
+      if (!pf) throw Error("bench-decode: cannot write " + pc);
+      pf << "device,model,layers,dtype,backend,format,batch,ctx,op,ms_per_step,plain_step_ms\n";
+      for (const auto& p : prof_rows)
+        pf << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
+           << p.dtype << "," << p.backend << "," << p.format << "," << p.batch << "," << o.ctx << "," << p.op << ","
+           << p.ms << "," << p.step_ms << "\n";
+      std::printf("wrote %s\n", pc.c_str());
+    }
   }
 }
 

@@ -97,6 +97,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   lo.dense_search = eo.dense_search;
   lo.concurrent = eo.concurrent;
   lo.small_m_kernel = eo.small_m_kernel;
+  lo.pdl = eo.pdl;
   WeightsView wv{w_dev, DType::BF16, nullptr};
   DeviceBuffer q, scales;
   if (eo.precision == LinearPrecision::FP8) {
@@ -471,7 +472,101 @@ class EngineImpl final : public Engine {
 
   cudaStream_t stream() const override { return stream_.get(); }
 
+  std::vector<std::pair<std::string, double>> profile_step(int64_t batch, int reps) override {
+    check_batch(batch);
+    if (reps < 1) throw Error("profile_step: reps must be positive");
+    for (int64_t r = 0; r < batch; ++r)
+      if (lens_[static_cast<size_t>(r)] + reps + 1 > opts_.max_ctx)
+        throw Error("profile_step: slot " + std::to_string(r) + " has no room for " + std::to_string(reps + 1) +
+                    " more tokens (max context " + std::to_string(opts_.max_ctx) + ")");
+    prepare_step(batch);  // plans and scratch of every layer, outside any capture
+    cudaStream_t s = stream_.get();
+    SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
+    // One eager pass only counts the marks, so that every event exists before the capture.
+    Profile prof;
+    prof_ = &prof;
+    int64_t steps_run = 0;  // each advances the device lengths: the host's follow, also on a throw
+    try {
+      step_body(batch, s);
+      ++steps_run;
+      SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
+      for (size_t i = 0; i < prof.kinds.size(); ++i) prof.events.push_back(std::make_unique<Event>(true));
+      prof.kinds.clear();
+      prof.recording = true;
+      std::unique_ptr<GraphExec> g;
+      if (opts_.graphs) {
+        g = std::make_unique<GraphExec>();
+        g->begin_capture(s);
+        try {
+          step_body(batch, s);
+          g->end_capture(s);
+        } catch (const std::exception& e) {
+          // A capture that cannot take the event nodes between the kernels (e.g. before a kernel
+          // launched with programmatic dependent launch) falls back to eager replays.
+          cudaGraph_t dummy = nullptr;
+          (void)cudaStreamEndCapture(s, &dummy);
+          if (dummy) (void)cudaGraphDestroy(dummy);
+          (void)cudaGetLastError();
+          std::fprintf(stderr, "profile_step: capturing the marked step failed (%s); profiling eager launches\n",
+                       e.what());
+          g.reset();
+        }
+      }
+      prof_ = nullptr;
+      std::vector<std::string> order;
+      std::map<std::string, std::vector<double>> per_kind;
+      for (int r = 0; r < reps; ++r) {
+        if (g) g->launch(s);
+        else {
+          prof_ = &prof;
+          prof.kinds.clear();
+          step_body(batch, s);
+          prof_ = nullptr;
+        }
+        ++steps_run;
+        SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
+        std::map<std::string, double> sum;
+        for (size_t i = 1; i < prof.kinds.size(); ++i) {
+          float ms = 0;
+          SPENSE_CUDA_CHECK(cudaEventElapsedTime(&ms, prof.events[i - 1]->get(), prof.events[i]->get()));
+          if (!sum.count(prof.kinds[i]) && r == 0) order.push_back(prof.kinds[i]);
+          sum[prof.kinds[i]] += ms;
+        }
+        for (const auto& kv : sum) per_kind[kv.first].push_back(kv.second);
+      }
+      for (int64_t r = 0; r < batch; ++r) lens_[static_cast<size_t>(r)] += steps_run;
+      std::vector<std::pair<std::string, double>> out;
+      for (const auto& k : order) {
+        std::vector<double> v = per_kind[k];
+        std::sort(v.begin(), v.end());
+        out.emplace_back(k, v[v.size() / 2]);
+      }
+      return out;
+    } catch (...) {
+      prof_ = nullptr;
+      for (int64_t r = 0; r < batch; ++r) lens_[static_cast<size_t>(r)] += steps_run;
+      throw;
+    }
+  }
+
  private:
+  // Timing marks of profile_step: kinds[i] names the operation that ends at events[i].
+  struct Profile {
+    std::vector<std::string> kinds;
+    std::vector<std::unique_ptr<Event>> events;
+    bool recording = false;
+  };
+  void mark(const char* kind, cudaStream_t s) {
+    if (!prof_) return;
+    const size_t i = prof_->kinds.size();
+    prof_->kinds.push_back(kind);
+    if (!prof_->recording) return;
+    if (i >= prof_->events.size()) throw Error("profile_step: the step ran more operations than counted");
+    // External: inside a capture this becomes an event-record node rather than a dependency.
+    SPENSE_CUDA_CHECK(cudaEventRecordWithFlags(prof_->events[i]->get(), s,
+                                               stream_is_capturing(s) ? cudaEventRecordExternal : cudaEventRecordDefault));
+  }
+
   struct CapturedStep {
     std::unique_ptr<GraphExec> exec;
     uint64_t gen = 0;
@@ -525,6 +620,7 @@ class EngineImpl final : public Engine {
         engine::attention_workspace_floats(opts_.max_batch, NH_, D_, opts_.max_ctx, opts_.decode_kv_chunk),
         engine::attention_workspace_floats(opts_.prefill_chunk, NH_, D_, opts_.max_ctx, opts_.prefill_kv_chunk));
     alloc(attn_ws_, ws * 4);
+    alloc(attn_cnt_, cap * NKV_ * 4);  // zeroed; the attention kernel leaves it zero
     alloc(pf_ids_, cap * 4);
     alloc(pf_slot_, cap * 4);
     alloc(pf_pos_, cap * 4);
@@ -554,9 +650,11 @@ class EngineImpl final : public Engine {
   }
 
   void step_body(int64_t batch, cudaStream_t s) {
+    mark("start", s);
     forward(batch, tok_.as<int32_t>(), nullptr, lens_dev_.as<int32_t>(), opts_.decode_kv_chunk, 0, batch, s);
     engine::argmax_rows(logits_.as<float>(), V_, batch, tok_.as<int32_t>(), s);
     engine::advance(lens_dev_.as<int32_t>(), batch, s);
+    mark("argmax", s);
   }
 
   // The decoder over M token rows; logits of rows [row0, row0 + nrows) into logits_.
@@ -570,6 +668,7 @@ class EngineImpl final : public Engine {
     const size_t kv_layer = static_cast<size_t>(opts_.max_batch * NKV_ * opts_.max_ctx * D_);
     engine::embed_rows(ids, embed_.as<bf16_t>(), V_, H_, M, h, s);
     engine::residual_rmsnorm(h, nullptr, nullptr, layers_[0].in_norm.as<float>(), eps, xn, M, H_, s);
+    mark("embed+norm", s);
     for (size_t l = 0; l < layers_.size(); ++l) {
       const GpuLayer& L = layers_[l];
       engine::QkvView view{};
@@ -586,17 +685,22 @@ class EngineImpl final : public Engine {
         L.qkv[2]->forward(xn, vb, M, s);
         view = {qb, QD_, kb, KVD_, vb, KVD_};
       }
+      mark("qkv", s);
       bf16_t* kc = k_cache_.as<bf16_t>() + l * kv_layer;
       bf16_t* vc = v_cache_.as<bf16_t>() + l * kv_layer;
       engine::qkv_rope_cache(view, L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr,
                              L.has_qk_norm ? L.q_norm.as<float>() : nullptr,
                              L.has_qk_norm ? L.k_norm.as<float>() : nullptr, eps, inv_freq_.as<float>(), row_slot,
                              row_pos, M, NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s);
+      mark("qk-norm+rope+cache", s);
       engine::attention(qf_.as<float>(), kc, vc, row_slot, row_pos, M, NH_, NKV_, D_, opts_.max_ctx, kv_chunk,
-                        attn_ws_.as<float>(), attn_.as<bf16_t>(), s);
+                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s);
+      mark("attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
+      mark("o", s);
       engine::residual_rmsnorm(h, o_out_.as<bf16_t>(), L.has_o_bias ? L.o_bias.as<float>() : nullptr,
                                L.post_norm.as<float>(), eps, xn, M, H_, s);
+      mark("residual+norm", s);
       const bf16_t *g, *u;
       int64_t ldg, ldu;
       if (L.gate_up.size() == 1) {
@@ -611,12 +715,17 @@ class EngineImpl final : public Engine {
         u = gu + cap_ * I_;
         ldg = ldu = I_;
       }
+      mark("gate_up", s);
       engine::silu_mul(g, ldg, u, ldu, M, I_, act_.as<bf16_t>(), s);
+      mark("silu*up", s);
       L.down->forward(act_.as<bf16_t>(), d_out_.as<bf16_t>(), M, s);
+      mark("down", s);
       const float* next = l + 1 < layers_.size() ? layers_[l + 1].in_norm.as<float>() : final_norm_.as<float>();
       engine::residual_rmsnorm(h, d_out_.as<bf16_t>(), nullptr, next, eps, xn, M, H_, s);
+      mark("residual+norm", s);
     }
     lm_head_->forward(xn + row0 * H_, logits_.get(), nrows, s);
+    mark("lm_head", s);
   }
 
   Context& ctx_;
@@ -628,13 +737,14 @@ class EngineImpl final : public Engine {
   std::vector<GpuLayer> layers_;
   std::unique_ptr<Linear> lm_head_;
   DeviceBuffer embed_, final_norm_, inv_freq_;
-  DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_;
+  DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_, attn_cnt_;
   DeviceBuffer pf_ids_, pf_slot_, pf_pos_, tok_, lens_dev_;
   DeviceBuffer k_cache_, v_cache_;
   int64_t cap_ = 0;  // rows of every activation buffer (the cuSPARSELt bucket of the most rows)
   size_t activation_bytes_ = 0;
   std::vector<int64_t> lens_;
   std::map<int64_t, CapturedStep> graphs_;
+  Profile* prof_ = nullptr;  // set while profile_step runs
 };
 
 }  // namespace

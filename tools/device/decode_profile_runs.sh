@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One device call: where a decode step's time goes (bench-decode --profile: an event after every
+# operation of the captured step), Qwen3-32B shapes, FP8 and BF16, dense / 2:4 / Spense d=0.25 at
+# batch 1 and 16, with the engine's GPU tests first. Logs go into one tarball (the device tool
+# returns at most 8 files). From the repository root on the GPU machine, with .devdeps carried:
+#   bash tools/device/decode_profile_runs.sh [tag] [extra bench-decode flags...]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+tag=${1:-profile}; shift || true
+mkdir -p "$OUT/logs"
+L=$OUT/logs
+LOGS=$L
+source tools/device/lib.sh
+step test_linear 200 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
+grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
+step test_engine 240 ./build-gpu/test_cuda_engine
+grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -60
+step decode 300 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
+  --axis out --batch 1,16 --steps 32 --profile 16 --csv "$OUT/decode_h100_32b_$tag.csv" "$@"
+grep -E "^(fp8|bf16) |^    |^summary" "$L/decode.log"
+if [[ -n "${NOPDL:-}" ]]; then  # the same without programmatic dependent launch
+  step decode_nopdl 200 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
+    --axis out --batch 1,16 --steps 32 --no-pdl --csv "$OUT/decode_h100_32b_${tag}_nopdl.csv" "$@"
+  grep -E "^(fp8|bf16) " "$L/decode_nopdl.log"
+fi
+if [[ -f .devdeps/baseline.tgz && -n "${BASELINE:-}" ]]; then  # the previous commit, same GPU (git archive HEAD)
+  rm -rf /tmp/base && mkdir -p /tmp/base && tar xzf .devdeps/baseline.tgz -C /tmp/base && ln -s "$(pwd)/.devdeps" /tmp/base/.devdeps
+  (cd /tmp/base && OUT=$L/base bash src/cuda/standalone/device_run.sh build 2>&1 | tail -1)
+  step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 \
+    --backend auto --axis out --batch 1,16 --steps 32 --csv "$OUT/decode_base_$tag.csv"
+  grep -E "^(fp8|bf16) " "$L/decode_base.log"
+fi
+if [[ -n "${GEMM:-}" ]]; then  # per layer, our small-M kernel against cuBLASLt dense, M = 1 .. 64
+  step gemm 150 ./build-gpu/spense_bench_gemm --models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 \
+    --formats dense,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_$tag.csv"
+  grep -A40 "^summary" "$L/gemm.log"
+fi
+(cd "$OUT" && tar czf logs.tgz logs && rm -rf logs)

@@ -1,0 +1,14 @@
+# Sourced by the device-call scripts in tools/device/: builds the standalone GPU targets (stale
+# binaries never run: a failed build stops the call), loads .devdeps, prints the GPU, and defines
+#   step LABEL SECONDS COMMAND...   run COMMAND with a time limit, its output in $LOGS/LABEL.log
+LOGS=${LOGS:-$OUT}
+mkdir -p "$LOGS"
+T0=$(date +%s)
+bash src/cuda/standalone/device_run.sh build 2>&1 | tail -3; [[ ${PIPESTATUS[0]} -eq 0 ]] || exit 1
+source tools/device_env.sh
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+step() {
+  local label=$1 lim=$2 t; shift 2; t=$(date +%s)
+  timeout "$lim" "$@" > "$LOGS/$label.log" 2>&1
+  echo "[$label] rc=$? $(( $(date +%s) - t )) s"
+}
