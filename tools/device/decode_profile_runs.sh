@@ -7,9 +7,8 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 tag=${1:-profile}; shift || true
-mkdir -p "$OUT/logs"
 L=$OUT/logs
-LOGS=$L
+LOGS=$L  # lib.sh's step() writes there
 source tools/device/lib.sh
 step test_linear 200 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
 grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20

@@ -76,11 +76,11 @@ std::string bench_decode_usage() {
 bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
-    if (args[i] == "--profile") {  // optional count
+    if (args[i] == "--profile" || args[i].rfind("--profile=", 0) == 0) {  // optional count
+      auto count = [](const std::string& v) { return static_cast<int>(bench_count("bench-decode", "--profile", v, 1)); };
       o->profile_reps = 16;
-      if (i + 1 < args.size() && !args[i + 1].empty() && args[i + 1][0] != '-')
-        o->profile_reps = static_cast<int>(to_number("--profile", args[++i]));
-      if (o->profile_reps < 1) throw Error("bench-decode: --profile needs a positive count");
+      if (args[i] != "--profile") o->profile_reps = count(args[i].substr(10));
+      else if (i + 1 < args.size() && !args[i + 1].empty() && args[i + 1][0] != '-') o->profile_reps = count(args[++i]);
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";

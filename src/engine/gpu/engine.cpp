@@ -500,8 +500,8 @@ class EngineImpl final : public Engine {
           step_body(batch, s);
           g->end_capture(s);
         } catch (const std::exception& e) {
-          // A capture that cannot take the event nodes between the kernels (e.g. before a kernel
-          // launched with programmatic dependent launch) falls back to eager replays.
+          // A capture that cannot take the event nodes between the kernels falls back to eager
+          // replays (the times then include launch gaps).
           cudaGraph_t dummy = nullptr;
           (void)cudaStreamEndCapture(s, &dummy);
           if (dummy) (void)cudaGraphDestroy(dummy);
