@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cuda/async_copy.cuh"
 #include "cuda/gemv.h"
+#include "cuda/pdl.cuh"
 #include "spense/cuda/check.h"
 
 namespace spense::cuda::gemv {
@@ -162,6 +164,20 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
   const int mrows = static_cast<int>(m_total - m0 < M ? m_total - m0 : M);
   const uint16_t* xb = x + m0 * ldx;
   const size_t eb = FP8 ? 1 : 2;
+  {  // this lane's first weight spans toward L2 while the previous kernel may still run (PDL)
+    const bool sp = s0 < w.ns;
+    const size_t rb = (sp ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;
+    const int64_t spans = sp ? w.k / Span<FP8, true>::kCols : w.k / Span<FP8, false>::kCols;
+    const int64_t c = int64_t(part) * 32 + lane;
+    if (s0 < n && c < spans) {
+      const uint8_t* base = sp ? static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb
+                               : static_cast<const uint8_t*>(w.dense) + size_t(s0 - w.ns) * rb;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (s0 + r < n) prefetch_l2(base + r * rb + size_t(c) * 16);
+    }
+  }
+  griddep_wait();  // x is the previous kernel's output
   float acc[R][M];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -199,6 +215,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
   }
 }
 
+// The GPU's properties the launches need (the current device, read once).
+struct TcDevice {
+  int sms = 0;
+  bool clusters = false;
+  int smem_optin = 0;  // bytes of shared memory a block may opt in to
+};
+const TcDevice& tc_device() {
+  static const TcDevice d = [] {
+    int dev = 0, major = 0;
+    TcDevice r;
+    SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev));
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    r.clusters = major >= 9;
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return r;
+  }();
+  return d;
+}
+
 template <int M>
 void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   const int64_t row_groups = (w.ns + w.nd + kRowsPerWarp - 1) / kRowsPerWarp;
@@ -212,13 +248,19 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   // Spans in flight per lane: 4 at M = 1; 1 for larger M (measured on an H200, docs/perf.md:
   // at M = 2-4 the unrolled variants hold more registers and ran 20-35% slower).
   constexpr int U = M == 1 ? 4 : 1;
-  if (w.fp8)
-    gemv_k<M, true, U><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
-                                                     static_cast<uint16_t*>(y), ldy, wk);
-  else
-    gemv_k<M, false, U><<<grid, kWarps * 32, 0, s>>>(w, static_cast<const uint16_t*>(x), ldx, m,
-                                                      static_cast<uint16_t*>(y), ldy, wk);
-  SPENSE_CUDA_CHECK_LAUNCH();
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = w.pdl && tc_device().clusters ? 1 : 0;  // clusters: sm_90+, as PDL
+  const auto* xp = static_cast<const uint16_t*>(x);
+  auto* yp = static_cast<uint16_t*>(y);
+  if (w.fp8) SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, true, U>, w, xp, ldx, m, yp, ldy, wk));
+  else SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, false, U>, w, xp, ldx, m, yp, ldy, wk));
 }
 
 // ---- Tensor-core path (BF16 or E4M3 weights, BF16 activations) ---------------------------------
@@ -276,19 +318,6 @@ struct TcCfg {
   static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
 };
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte global -> shared copy through L2 only; zero-filled where !valid (src must still be a
-// mapped address).
-__device__ __forceinline__ void cp16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 __device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -390,17 +419,24 @@ struct TcCopies {
     }
   }
 
-  // Issues stage i (relative to t.begin) into the slot at shared address `stage` (not waited).
-  __device__ __forceinline__ void issue(int64_t i, uint32_t stage) const {
+  // Issues stage i (relative to t.begin) into the slot at shared address `stage` (not waited):
+  // its weights and metadata, then its activations.
+  __device__ __forceinline__ void issue_weights(int64_t i, uint32_t stage) const {
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j)
       cp16(stage + a_dst + j * C::kARowsPerPass * kTcRowPitch, a[j] + i * kTcRowBytes, (a_ok >> j) & 1);
 #pragma unroll
     for (int j = 0; j < MN; ++j)
       if ((meta_any >> j) & 1) cp16(stage + meta_dst[j], meta[j] + i * C::kMetaBytes, (meta_ok >> j) & 1);
+  }
+  __device__ __forceinline__ void issue_x(int64_t i, uint32_t stage) const {
 #pragma unroll
     for (int j = 0; j < XN; ++j)
       if ((x_any >> j) & 1) cp16(stage + x_dst[j], xs[j] + i * 2 * kCols, (x_ok >> j) & 1);
+  }
+  __device__ __forceinline__ void issue(int64_t i, uint32_t stage) const {
+    issue_weights(i, stage);
+    issue_x(i, stage);
   }
 };
 
@@ -568,9 +604,15 @@ __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int6
   const TcCopies<C, SPARSE> cp(w, x, ldx, m_total, t);
   const uint32_t base = smem_addr(smem);
   const int64_t n = t.end - t.begin;
+  // The first stages' weights go out before the wait for the previous kernel (PDL); they join
+  // the first commit group, so stage 0's wait covers them too.
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i)
+    if (i < n) cp.issue_weights(i, base + i * C::kStage);
+  griddep_wait();
 #pragma unroll
   for (int i = 0; i < S - 1; ++i) {
-    if (i < n) cp.issue(i, base + i * C::kStage);
+    if (i < n) cp.issue_x(i, base + i * C::kStage);
     cp_commit();
   }
   int slot = 0, next_slot = S - 1;  // stage i's slot, and stage i + S - 1's
@@ -603,25 +645,6 @@ __global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16
   else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
 }
 
-struct TcDevice {
-  int sms = 0;
-  bool clusters = false;
-  int smem_optin = 0;  // bytes of shared memory a block may opt in to
-};
-const TcDevice& tc_device() {
-  static const TcDevice d = [] {
-    int dev = 0, major = 0;
-    TcDevice r;
-    SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
-    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, dev));
-    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    r.clusters = major >= 9;
-    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return r;
-  }();
-  return d;
-}
-
 template <int MT, int NT, int W, int S, bool FP8>
 void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   using C = TcCfg<MT, NT, W, S, FP8>;
@@ -646,13 +669,22 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   cfg.blockDim = dim3(C::kThreads);
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 1;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = static_cast<unsigned>(slices);
+  cudaLaunchAttribute attr[2];
+  unsigned na = 0;
+  if (slices > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = 1;
+    attr[na].val.clusterDim.y = 1;
+    attr[na].val.clusterDim.z = static_cast<unsigned>(slices);
+    ++na;
+  }
+  if (w.pdl && dev.clusters) {  // clusters: sm_90+, as PDL
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na].val.programmaticStreamSerializationAllowed = 1;
+    ++na;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = slices > 1 ? 1 : 0;
+  cfg.numAttrs = na;
   SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<C>, w, static_cast<const uint16_t*>(x), ldx, m,
                                        static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks));
 }
@@ -703,25 +735,44 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
   meta[size_t(i) * chunks + c] = m;
 }
 
-// Two shapes per token-tile size, the best two of a sweep on the Qwen3-32B layers (H200,
-// docs/perf.md); make_gemv_linear times both. First: the one for untimed M. E4M3 stages carry
-// twice the token columns, so the 64-token tile takes 4 warps (8 would exceed 227 KB).
+// Three shapes per token-tile size; make_gemv_linear times each. The first two are the best two
+// of a sweep on the Qwen3-32B layers (H200, docs/perf.md); the third (added for M = 16-64, where
+// every block re-reads the token tile from L2 each stage) has more weight rows per block, so that
+// the token bytes per stage shrink against the weight bytes. First: the one for untimed M. E4M3
+// stages carry twice the token columns, so the 64-token tile takes 4 warps or fewer stages.
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   const int v = w.tc_shape;
   if (m <= 8) {
     if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 1, 4, 5, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 16) {
     if (v == 1) launch_tc<1, 2, 4, 6, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 32) {
     if (v == 1) launch_tc<1, 4, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 4, 8, FP8 ? 3 : 4, FP8>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 4, 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   } else {
     if (v == 1) launch_tc<2, 8, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<1, 8, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else launch_tc<2, 8, FP8 ? 4 : 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   }
+}
+
+// The most shared memory any shape above asks for (tc_eligible: the device must give it).
+template <bool FP8>
+constexpr int tc_largest_smem() {
+  constexpr int v[] = {TcCfg<1, 1, 8, 4, FP8>::kSmem, TcCfg<2, 1, 8, 4, FP8>::kSmem, TcCfg<1, 1, 4, 5, FP8>::kSmem,
+                       TcCfg<1, 2, 4, 6, FP8>::kSmem, TcCfg<2, 2, 8, 4, FP8>::kSmem, TcCfg<1, 2, 8, 4, FP8>::kSmem,
+                       TcCfg<1, 4, 8, 4, FP8>::kSmem, TcCfg<2, 4, 8, FP8 ? 3 : 4, FP8>::kSmem,
+                       TcCfg<1, 4, 8, 3, FP8>::kSmem, TcCfg<2, 8, 4, 4, FP8>::kSmem, TcCfg<1, 8, 8, 4, FP8>::kSmem,
+                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem};
+  int m = 0;
+  for (int x : v) m = x > m ? x : m;
+  return m;
 }
 
 }  // namespace
@@ -739,7 +790,7 @@ int tc_max_slices(const Weights& w) {
 bool tc_eligible(const Weights& w) {
   // The block shapes' shared memory (launch_tc_m; sized for Hopper's 227 KB) must fit the device:
   // elsewhere (A100: 163 KB, Ada: 99 KB) the CUDA-core path runs.
-  constexpr int kLargestBf16 = TcCfg<2, 8, 8, 3, false>::kSmem, kLargestFp8 = TcCfg<2, 8, 4, 4, true>::kSmem;
+  constexpr int kLargestBf16 = tc_largest_smem<false>(), kLargestFp8 = tc_largest_smem<true>();
   if (tc_device().smem_optin < (w.fp8 ? kLargestFp8 : kLargestBf16)) return false;
   // Whole stages (128 weight bytes per row) along K, and 16-byte aligned dense rows.
   if (w.fp8) return w.k % 256 == 0 && (w.nd == 0 || w.dense_ld % 16 == 0);

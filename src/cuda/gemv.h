@@ -30,10 +30,13 @@ struct Weights {
   bool tensor_cores = false;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
   int tc_shape = 0;   // block shape, 0 .. kTcShapes - 1 (warps, rows per warp, pipeline depth)
+  // Launch with programmatic dependent launch (src/cuda/pdl.cuh; sm_90+): the blocks may start,
+  // and fetch their first weights, while the kernel before them in the stream finishes.
+  bool pdl = false;
 };
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear.
-inline constexpr int kTcShapes = 2;
+inline constexpr int kTcShapes = 3;
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
 bool tc_eligible(const Weights& w);

@@ -583,6 +583,7 @@ class GemvLinearImpl final : public Linear {
     w.tensor_cores = c.path == Path::TENSOR_CORES;
     w.tc_slices = c.slices;
     w.tc_shape = c.shape;
+    w.pdl = opts_.pdl;
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
 

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "spense/config.h"
+#include "engine/gpu/engine_kernels.h"
 #include "spense/cuda/engine.h"
 #include "spense/dtype.h"
 #include "spense/engine_plan.h"
@@ -440,6 +441,89 @@ TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
     const double err = rel_err(out[1], out[0]);
     std::printf("profile_step (graphs %d): logits after it vs plain steps rel err %.2e\n", graphs, err);
     EXPECT_LT(err, 1e-5);
+  }
+}
+
+// The decode attention kernel against a double-precision softmax(q k^T / sqrt(D)) v on the host,
+// over the shapes that exercise its paths: one split (direct write) and many (the last block
+// combines), several key tiles per split, a split ending inside a tile, query groups of 1 to 16,
+// rows of different lengths in different slots, and repeated calls (the per-(row, kv head)
+// counters must come back to zero).
+TEST(EngineKernels, AttentionMatchesDoubleReference) {
+  struct Case { int64_t NH, NKV, D, max_ctx, chunk; std::vector<int32_t> pos, slot; };
+  const Case cases[] = {
+      {64, 8, 128, 1096, 64, {1023}, {0}},                 // Qwen3-32B decode: 16 splits of one tile hold keys, 2 do not
+      {64, 8, 128, 1096, 64, {5, 63, 64, 700}, {3, 0, 2, 1}},  // batch of lengths around tile edges
+      {16, 1, 64, 512, 256, {300, 40, 511}, {0, 1, 2}},    // G = 16, splits of 4 tiles (prefill chunk)
+      {4, 4, 256, 2048, 64, {2047, 100}, {1, 0}},          // G = 1, D = 256: 32 splits cap
+      {8, 2, 16, 64, 64, {0, 13}, {0, 1}},                 // D = 16, a single key
+      {8, 4, 32, 4096, 64, {4000}, {0}},                   // chunk grown to 128 (32 splits at most)
+  };
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (const Case& c : cases) {
+    const int64_t rows = static_cast<int64_t>(c.pos.size()), slots = 4, G = c.NH / c.NKV;
+    std::vector<float> q(static_cast<size_t>(rows * c.NH * c.D));
+    for (auto& x : q) x = nd(rng);
+    const size_t cache_n = static_cast<size_t>(slots * c.NKV * c.max_ctx * c.D);
+    std::vector<uint16_t> kc(cache_n), vc(cache_n);
+    std::vector<float> kf(cache_n), vf(cache_n);
+    for (size_t i = 0; i < cache_n; ++i) {
+      float a = nd(rng), b = nd(rng);
+      convert_from_f32(DType::BF16, &a, &kc[i], 1);
+      convert_from_f32(DType::BF16, &b, &vc[i], 1);
+      convert_to_f32(DType::BF16, &kc[i], &kf[i], 1);
+      convert_to_f32(DType::BF16, &vc[i], &vf[i], 1);
+    }
+    std::vector<double> ref(static_cast<size_t>(rows * c.NH * c.D));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t h = 0; h < c.NH; ++h) {
+        const int64_t kh = h / G, len = c.pos[r] + 1;
+        const size_t base = static_cast<size_t>((c.slot[r] * c.NKV + kh) * c.max_ctx * c.D);
+        std::vector<double> sc(static_cast<size_t>(len));
+        double mx = -1e300, den = 0;
+        for (int64_t t = 0; t < len; ++t) {
+          double d = 0;
+          for (int64_t e = 0; e < c.D; ++e) d += double(q[(r * c.NH + h) * c.D + e]) * kf[base + t * c.D + e];
+          sc[t] = d / std::sqrt(double(c.D));
+          mx = std::max(mx, sc[t]);
+        }
+        for (auto& x : sc) den += (x = std::exp(x - mx));
+        for (int64_t e = 0; e < c.D; ++e) {
+          double o = 0;
+          for (int64_t t = 0; t < len; ++t) o += sc[t] * vf[base + t * c.D + e];
+          ref[(r * c.NH + h) * c.D + e] = o / den;
+        }
+      }
+    DeviceBuffer dq(q.size() * 4), dk(cache_n * 2), dv(cache_n * 2), dpos(rows * 4), dslot(rows * 4),
+        dws(engine::attention_workspace_floats(rows, c.NH, c.D, c.max_ctx, c.chunk) * 4), dcnt(rows * c.NKV * 4),
+        dout(ref.size() * 2);
+    ASSERT_EQ(cudaMemcpy(dq.get(), q.data(), q.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dk.get(), kc.data(), cache_n * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dv.get(), vc.data(), cache_n * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dpos.get(), c.pos.data(), rows * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dslot.get(), c.slot.data(), rows * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemset(dcnt.get(), 0, dcnt.size()), cudaSuccess);
+    for (int call = 0; call < 3; ++call) {
+      ASSERT_EQ(cudaMemset(dout.get(), 0xff, dout.size()), cudaSuccess);  // NaNs where nothing is written
+      engine::attention(dq.as<float>(), dk.as<uint16_t>(), dv.as<uint16_t>(), dslot.as<int32_t>(),
+                        dpos.as<int32_t>(), rows, c.NH, c.NKV, c.D, c.max_ctx, c.chunk, dws.as<float>(),
+                        dcnt.as<int>(), dout.as<uint16_t>(), nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      std::vector<uint16_t> ob(ref.size());
+      std::vector<float> got(ref.size()), want(ref.begin(), ref.end());
+      ASSERT_EQ(cudaMemcpy(ob.data(), dout.get(), ob.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      convert_to_f32(DType::BF16, ob.data(), got.data(), got.size());
+      const double err = rel_err(got, want);
+      std::vector<int32_t> cnt(static_cast<size_t>(rows * c.NKV));
+      ASSERT_EQ(cudaMemcpy(cnt.data(), dcnt.get(), cnt.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      if (call == 0)
+        std::printf("attention NH %lld NKV %lld D %lld ctx %lld chunk %lld rows %lld: rel err %.2e vs double\n",
+                    (long long)c.NH, (long long)c.NKV, (long long)c.D, (long long)c.max_ctx, (long long)c.chunk,
+                    (long long)rows, err);
+      EXPECT_LT(err, 5e-3) << "call " << call;  // BF16 output rounding is about 2e-3
+      for (int32_t v : cnt) EXPECT_EQ(v, 0) << "call " << call;
+    }
   }
 }
 

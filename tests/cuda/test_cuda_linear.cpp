@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/gemv.h"
 #include "cuda_test_util.h"
 #include "spense/cuda/kernels.h"
 #include "spense/cuda/linear.h"
@@ -302,7 +303,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         // in each shape, then both timed.
         struct K { SmallMKernel kern; int slices, shape; };
         std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
-        for (int shape : {0, 1}) {  // the two shapes (gemv::kTcShapes)
+        for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
           kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
           if (sh.k >= 8192)
             for (int sl : {1, 2, 3, 4, 5, 6, 7, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
@@ -381,8 +382,8 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
   }
   for (uint8_t b : w.wq) w.ref.push_back(e4m3(b));
   for (SmallMKernel kern : {SmallMKernel::TENSOR_CORES, SmallMKernel::CUDA_CORES})
-    for (int shape : {0, 1}) {
-      if (kern == SmallMKernel::CUDA_CORES && shape == 1) continue;
+    for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
+      if (kern == SmallMKernel::CUDA_CORES && shape > 0) continue;
       LinearOptions o;
       o.name = "gemv-fp8-codes";
       o.small_m_kernel = kern;
@@ -417,13 +418,13 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
     }
 }
 
-// A forced block shape outside the kernel's two is refused at load, naming the option.
+// A forced block shape outside the kernel's three is refused at load, naming the option.
 TEST_F(CudaLinear, SmallMKernelRejectsUnknownShape) {
   const int64_t n = 64, k = 128;
   HostWeights w = make_weights(n, k, LinearPrecision::BF16, 5, true, std::vector<uint8_t>(size_t(n), 0));
   GemvLayout gl;
   gl.tile = 16;
-  for (int bad : {-2, 2}) {
+  for (int bad : {-2, gemv::kTcShapes}) {
     LinearOptions o;
     o.name = "gemv";
     o.small_m_tc_shape = bad;

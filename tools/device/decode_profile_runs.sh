@@ -17,6 +17,11 @@ grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine
 step decode 300 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
   --axis out --batch 1,16 --steps 32 --profile 16 --csv "$OUT/decode_h100_32b_$tag.csv" "$@"
 grep -E "^(fp8|bf16) |^    |^summary" "$L/decode.log"
+if [[ -n "${NOPDL:-}" ]]; then  # the same without programmatic dependent launch
+  step decode_nopdl 200 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
+    --axis out --batch 1,16 --steps 32 --no-pdl --csv "$OUT/decode_h100_32b_${tag}_nopdl.csv" "$@"
+  grep -E "^(fp8|bf16) " "$L/decode_nopdl.log"
+fi
 if [[ -f .devdeps/baseline.tgz && -n "${BASELINE:-}" ]]; then  # the previous commit, same GPU (git archive HEAD)
   rm -rf /tmp/base && mkdir -p /tmp/base && tar xzf .devdeps/baseline.tgz -C /tmp/base && ln -s "$(pwd)/.devdeps" /tmp/base/.devdeps
   (cd /tmp/base && OUT=$L/base bash src/cuda/standalone/device_run.sh build 2>&1 | tail -1)

@@ -94,6 +94,7 @@ struct BenchDecodeOptions {
   int warmup = 8;
   bool graphs = true;
   bool sparse_search = true;
+  bool pdl = true;                           // EngineOptions::pdl
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";

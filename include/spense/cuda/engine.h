@@ -52,6 +52,7 @@ struct EngineOptions {
   bool sparse_search = true;    // cuSPARSELt algorithm search per M bucket
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
+  bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
 };

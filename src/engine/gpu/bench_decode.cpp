@@ -67,6 +67,7 @@ std::string bench_decode_usage() {
          "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
+         "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
@@ -83,7 +84,8 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       else if (i + 1 < args.size() && !args[i + 1].empty() && args[i + 1][0] != '-') o->profile_reps = count(args[++i]);
       continue;
     }
-    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search";
+    const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
+                      args[i] == "--no-pdl";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -112,6 +114,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--warmup") o->warmup = static_cast<int>(to_number(a, val));
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
+    else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(to_number(a, val));
     else throw Error("bench-decode: unknown flag '" + a + "'\n" + bench_decode_usage());
@@ -149,12 +152,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.steps, o.graphs ? "on" : "off");
+              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
@@ -179,6 +182,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
       eo.small_m_kernel = o.small_m_kernel;
+      eo.pdl = o.pdl;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.

@@ -97,6 +97,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   lo.dense_search = eo.dense_search;
   lo.concurrent = eo.concurrent;
   lo.small_m_kernel = eo.small_m_kernel;
+  lo.pdl = eo.pdl;
   WeightsView wv{w_dev, DType::BF16, nullptr};
   DeviceBuffer q, scales;
   if (eo.precision == LinearPrecision::FP8) {
@@ -619,6 +620,7 @@ class EngineImpl final : public Engine {
         engine::attention_workspace_floats(opts_.max_batch, NH_, D_, opts_.max_ctx, opts_.decode_kv_chunk),
         engine::attention_workspace_floats(opts_.prefill_chunk, NH_, D_, opts_.max_ctx, opts_.prefill_kv_chunk));
     alloc(attn_ws_, ws * 4);
+    alloc(attn_cnt_, cap * NKV_ * 4);  // zeroed; the attention kernel leaves it zero
     alloc(pf_ids_, cap * 4);
     alloc(pf_slot_, cap * 4);
     alloc(pf_pos_, cap * 4);
@@ -692,7 +694,7 @@ class EngineImpl final : public Engine {
                              row_pos, M, NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s);
       mark("qk-norm+rope+cache", s);
       engine::attention(qf_.as<float>(), kc, vc, row_slot, row_pos, M, NH_, NKV_, D_, opts_.max_ctx, kv_chunk,
-                        attn_ws_.as<float>(), attn_.as<bf16_t>(), s);
+                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s);
       mark("attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
       mark("o", s);
@@ -735,7 +737,7 @@ class EngineImpl final : public Engine {
   std::vector<GpuLayer> layers_;
   std::unique_ptr<Linear> lm_head_;
   DeviceBuffer embed_, final_norm_, inv_freq_;
-  DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_;
+  DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_, attn_cnt_;
   DeviceBuffer pf_ids_, pf_slot_, pf_pos_, tok_, lens_dev_;
   DeviceBuffer k_cache_, v_cache_;
   int64_t cap_ = 0;  // rows of every activation buffer (the cuSPARSELt bucket of the most rows)

@@ -7,6 +7,8 @@
 #include <cfloat>
 #include <string>
 
+#include "cuda/async_copy.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/reduce.cuh"
 #include "engine/gpu/engine_kernels.h"
 #include "spense/cuda/check.h"
@@ -45,6 +47,7 @@ __global__ void embed_k(const int32_t* ids, const uint16_t* E, int64_t vocab, in
 
 __global__ void residual_rmsnorm_k(float* h, const uint16_t* delta, const float* bias, const float* w, float eps,
                                    uint16_t* out, int64_t H) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
   const int64_t r = blockIdx.x;
   float* hr = h + r * H;
   float ss = 0.f;
@@ -59,6 +62,49 @@ __global__ void residual_rmsnorm_k(float* h, const uint16_t* delta, const float*
   ss = block_sum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(H) + eps);
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[r * H + i] = stb(hr[i] * inv * w[i]);
+}
+
+// The same with H % 4 == 0, each thread holding V float4s of the row in registers: one round
+// of loads, no second read of h (at batch 1 the row is the whole launch, so latency is the cost).
+template <int V>
+__global__ void residual_rmsnorm_vec_k(float* h, const uint16_t* delta, const float* bias, const float* w, float eps,
+                                       uint16_t* out, int64_t H) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
+  const int64_t r = blockIdx.x;
+  const int n4 = static_cast<int>(H / 4);
+  float4* hr = reinterpret_cast<float4*>(h + r * H);
+  float4 x[V];
+  float ss = 0.f;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int i = threadIdx.x + v * blockDim.x;
+    if (i < n4) {
+      x[v] = hr[i];
+      if (delta) {
+        const uint2 d = reinterpret_cast<const uint2*>(delta + r * H)[i];
+        const float4 b = bias ? reinterpret_cast<const float4*>(bias)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+        x[v].x += __uint_as_float(d.x << 16) + b.x;
+        x[v].y += __uint_as_float(d.x & 0xffff0000u) + b.y;
+        x[v].z += __uint_as_float(d.y << 16) + b.z;
+        x[v].w += __uint_as_float(d.y & 0xffff0000u) + b.w;
+        hr[i] = x[v];
+      }
+      ss += x[v].x * x[v].x + x[v].y * x[v].y + x[v].z * x[v].z + x[v].w * x[v].w;
+    }
+  }
+  ss = block_sum(ss);
+  const float inv = rsqrtf(ss / static_cast<float>(H) + eps);
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    const int i = threadIdx.x + v * blockDim.x;
+    if (i < n4) {
+      const float4 wv = reinterpret_cast<const float4*>(w)[i];
+      uint2 o;
+      o.x = uint32_t(stb(x[v].x * inv * wv.x)) | (uint32_t(stb(x[v].y * inv * wv.y)) << 16);
+      o.y = uint32_t(stb(x[v].z * inv * wv.z)) | (uint32_t(stb(x[v].w * inv * wv.w)) << 16);
+      reinterpret_cast<uint2*>(out + r * H)[i] = o;
+    }
+  }
 }
 
 // One warp per head job: q heads (norm + rope -> q_out), k heads (norm + rope -> cache), v heads (-> cache).
@@ -127,129 +173,254 @@ __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_n
 
 constexpr int kMaxGroup = 16;
 constexpr int kAttnThreads = 128;
+constexpr int kAttnTile = 64;     // keys per shared-memory tile: one thread per (key, half of the heads)
+constexpr int kAttnMaxSplits = 32; // splits per row at most (the last block combines them serially)
+constexpr int kPPitch = kAttnTile + 4;  // floats per head row of probabilities (two heads per warp: distinct banks)
+static_assert(kAttnThreads == 2 * kAttnTile, "the score phase maps two threads to each key of a tile");
 
-// Block (split s, kv head kh, row r): softmax partials of the G query heads of kh over keys
-// [s*chunk, min((s+1)*chunk, len)). Writes m (max score), l (sum of exp) and o (unnormalised
-// weighted values) per (row, q head, split).
+// Shared memory of attn_k: the tile's keys (rows padded by 16 bytes, so that the threads of a
+// quarter warp, one key each, read distinct banks) and values, the G scaled queries (rows padded
+// by 4 floats), the tile's probabilities, and per head the running max, sum and this tile's rescale.
 template <int D>
-__global__ void __launch_bounds__(kAttnThreads) attn_partial_k(const float* q, const uint16_t* kc, const uint16_t* vc,
-                                                               const int32_t* row_slot, const int32_t* row_pos, int NH,
-                                                               int NKV, int64_t max_ctx, int chunk, int splits,
-                                                               float scale, float* part_o, float* part_ml) {
+struct AttnSmem {
+  static constexpr int kKPitch = D + 8;  // bf16
+  static constexpr int kQPitch = D + 4;  // floats
+  static constexpr int kTasks = (kMaxGroup * (D / 8) + kAttnThreads - 1) / kAttnThreads;  // (head, 8 dims) per thread
+  static size_t bytes(int G) {
+    return 2 * size_t(kAttnTile) * (kKPitch + D) + sizeof(float) * size_t(G) * (kQPitch + kPPitch + 3);
+  }
+};
+
+// Block (split s, kv head kh, row r): the G query heads of kh over keys [s*chunk, min((s+1)*chunk,
+// len)), in tiles of kAttnTile keys with an online softmax (cp.async tile loads; scores, softmax
+// and the value sum from shared memory). A row with one split writes its output directly; else
+// each split leaves (max, sum, unnormalised output) in the workspace and the block that finishes
+// last for (r, kh) (a counter per (r, kh), reset by that block) combines them: one launch per layer.
+template <int D>
+__global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uint16_t* kc, const uint16_t* vc,
+                                                       const int32_t* row_slot, const int32_t* row_pos, int NH, int NKV,
+                                                       int64_t max_ctx, int chunk, int splits, float scale,
+                                                       float* part_o, float* part_ml, int* counters, uint16_t* out) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
+  using S = AttnSmem<D>;
+  constexpr int C8 = D / 8;  // 8-element chunks of a head vector
   const int s = blockIdx.x, kh = blockIdx.y;
   const int64_t r = blockIdx.z;
   const int G = NH / NKV;
   const int64_t slot = row_slot ? row_slot[r] : r;
   const int64_t len = int64_t(row_pos[r]) + 1;
   const int64_t j0 = int64_t(s) * chunk;
-  const int tid = threadIdx.x;
-  auto part = [&](int g) { return (r * NH + int64_t(kh) * G + g) * splits + s; };
-  if (j0 >= len) {
-    for (int g = tid; g < G; g += blockDim.x) {
-      part_ml[2 * part(g)] = -FLT_MAX;
-      part_ml[2 * part(g) + 1] = 0.f;
-    }
-    return;
-  }
-  const int n = static_cast<int>(len - j0 < chunk ? len - j0 : chunk);
-  extern __shared__ float sm[];
-  float* qs = sm;           // [G][D]
-  float* sc = sm + G * D;   // [G][chunk]
-  const float* qr = q + r * int64_t(NH) * D + int64_t(kh) * G * D;
-  for (int i = tid; i < G * D; i += blockDim.x) qs[i] = qr[i] * scale;
-  __syncthreads();
+  if (j0 >= len) return;  // beyond this row's keys: not counted by the combine below
+  const int64_t j1 = len < j0 + chunk ? len : j0 + chunk;
+  // Splits holding keys (capped by the grid's, should a position exceed the cache: the counter
+  // below must reach ns - 1, or it is never reset).
+  const int ns = static_cast<int>(min(int64_t(splits), (len + chunk - 1) / chunk));
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  const size_t base = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D + size_t(j0) * D;
-  const uint4* kb = reinterpret_cast<const uint4*>(kc + base);
-  for (int t = tid; t < n; t += blockDim.x) {
-    float acc[kMaxGroup];
+  extern __shared__ __align__(16) uint8_t attn_smem[];
+  uint16_t* ks = reinterpret_cast<uint16_t*>(attn_smem);   // [tile][kKPitch]
+  uint16_t* vs = ks + kAttnTile * S::kKPitch;               // [tile][D]
+  float* qs = reinterpret_cast<float*>(vs + kAttnTile * D);  // [G][kQPitch]
+  float* ps = qs + G * S::kQPitch;                          // [G][kPPitch]
+  float* m_run = ps + G * kPPitch;
+  float* l_run = m_run + G;
+  float* alpha = l_run + G;
+
+  const float* qr = q + (r * NH + int64_t(kh) * G) * D;
+  for (int i = tid; i < G * D; i += kAttnThreads) qs[(i / D) * S::kQPitch + i % D] = qr[i] * scale;
+  for (int g = tid; g < G; g += kAttnThreads) {
+    m_run[g] = -FLT_MAX;
+    l_run[g] = 0.f;
+  }
+  float o[S::kTasks][8];
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g) acc[g] = 0.f;
+  for (int i = 0; i < S::kTasks; ++i)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[i][e] = 0.f;
+
+  const size_t head = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D;
+  for (int64_t t0 = j0; t0 < j1; t0 += kAttnTile) {
+    const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
+    const uint16_t* kg = kc + head + size_t(t0) * D;
+    const uint16_t* vg = vc + head + size_t(t0) * D;
+    for (int e = tid; e < n * C8; e += kAttnThreads) {
+      const int key = e / C8, c = e % C8;
+      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(e) * 8, true);
+      cp16(smem_addr(vs + key * D + c * 8), vg + size_t(e) * 8, true);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();  // the tile (and, first time round, the queries) are in shared memory
+
+    {  // scores: thread (key, h0) for heads h0, h0 + 2, ...
+      const int key = tid % kAttnTile, h0 = tid / kAttnTile;
+      float acc[kMaxGroup / 2];
+#pragma unroll
+      for (int i = 0; i < kMaxGroup / 2; ++i) acc[i] = 0.f;
+      if (key < n) {
 #pragma unroll 4
-    for (int c = 0; c < D / 8; ++c) {
-      float kf[8];
-      unpack8(kb[size_t(t) * (D / 8) + c], kf);
+        for (int c = 0; c < C8; ++c) {
+          float kf[8];
+          unpack8(*reinterpret_cast<const uint4*>(ks + key * S::kKPitch + c * 8), kf);
 #pragma unroll
-      for (int g = 0; g < kMaxGroup; ++g) {
-        if (g < G) {
-          const float* qg = qs + g * D + c * 8;
+          for (int i = 0; i < kMaxGroup / 2; ++i) {
+            const int g = h0 + 2 * i;
+            if (g < G) {
+              const float* qg = qs + g * S::kQPitch + c * 8;
 #pragma unroll
-          for (int e = 0; e < 8; ++e) acc[g] += qg[e] * kf[e];
+              for (int e = 0; e < 8; ++e) acc[i] += qg[e] * kf[e];
+            }
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxGroup / 2; ++i) {
+        const int g = h0 + 2 * i;
+        if (g < G) ps[g * kPPitch + key] = key < n ? acc[i] : -FLT_MAX;
+      }
+    }
+    __syncthreads();
+
+    for (int g = warp; g < G; g += kAttnThreads / 32) {  // online softmax, a warp per head
+      float mx = -FLT_MAX;
+      for (int t = lane; t < n; t += 32) mx = fmaxf(mx, ps[g * kPPitch + t]);
+      mx = warp_max(mx);
+      const float m_old = m_run[g], m_new = fmaxf(m_old, mx);
+      float sum = 0.f;
+      for (int t = lane; t < kAttnTile; t += 32) {
+        const float p = t < n ? __expf(ps[g * kPPitch + t] - m_new) : 0.f;
+        ps[g * kPPitch + t] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) {
+        const float a = __expf(m_old - m_new);  // 0 on the first tile (m_old = -FLT_MAX)
+        alpha[g] = a;
+        l_run[g] = l_run[g] * a + sum;
+        m_run[g] = m_new;
+      }
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int i = 0; i < S::kTasks; ++i) {  // values: thread task (head g, dims c*8 .. c*8+7)
+      const int task = tid + i * kAttnThreads;
+      if (task < G * C8) {
+        const int g = task / C8, c = task % C8;
+        const float a = alpha[g];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[i][e] *= a;
+        const float* p = ps + g * kPPitch;
+#pragma unroll 4
+        for (int t = 0; t < n; ++t) {
+          float vf[8];
+          unpack8(*reinterpret_cast<const uint4*>(vs + t * D + c * 8), vf);
+          const float pt = p[t];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) o[i][e] += pt * vf[e];
         }
       }
     }
+    __syncthreads();  // before the next tile overwrites keys, values and probabilities
+  }
+
+  const int64_t q0 = r * NH + int64_t(kh) * G;  // first query head of this block, over all rows
+  if (ns == 1) {
 #pragma unroll
-    for (int g = 0; g < kMaxGroup; ++g)
-      if (g < G) sc[g * chunk + t] = acc[g];
+    for (int i = 0; i < S::kTasks; ++i) {
+      const int task = tid + i * kAttnThreads;
+      if (task < G * C8) {
+        const int g = task / C8, c = task % C8;
+        const float inv = 1.f / l_run[g];
+        uint16_t* dst = out + (q0 + g) * D + c * 8;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dst[e] = stb(o[i][e] * inv);
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < S::kTasks; ++i) {
+    const int task = tid + i * kAttnThreads;
+    if (task < G * C8) {
+      const int g = task / C8, c = task % C8;
+      float* dst = part_o + ((q0 + g) * splits + s) * D + c * 8;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) dst[e] = o[i][e];
+    }
+  }
+  for (int g = tid; g < G; g += kAttnThreads) {
+    part_ml[2 * ((q0 + g) * splits + s)] = m_run[g];
+    part_ml[2 * ((q0 + g) * splits + s) + 1] = l_run[g];
+  }
+  __threadfence();  // this split's partials are visible device-wide before it is counted
+  __syncthreads();
+  __shared__ int is_last;
+  if (tid == 0) {
+    int* cnt = counters + r * NKV + kh;
+    is_last = atomicAdd(cnt, 1) == ns - 1;
+    if (is_last) *cnt = 0;  // every split of (r, kh) has counted: ready for the next launch
   }
   __syncthreads();
-
-  const int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-  for (int g = warp; g < G; g += nw) {
-    float m = -FLT_MAX;
-    for (int t = lane; t < n; t += 32) m = fmaxf(m, sc[g * chunk + t]);
-    m = warp_max(m);
-    float l = 0.f;
-    for (int t = lane; t < n; t += 32) {
-      const float p = __expf(sc[g * chunk + t] - m);
-      sc[g * chunk + t] = p;
-      l += p;
-    }
-    l = warp_sum(l);
-    if (lane == 0) {
-      part_ml[2 * part(g)] = m;
-      part_ml[2 * part(g) + 1] = l;
-    }
-  }
-  __syncthreads();
-
-  const uint4* vb = reinterpret_cast<const uint4*>(vc + base);
-  for (int task = tid; task < G * (D / 8); task += blockDim.x) {
-    const int g = task / (D / 8), c = task % (D / 8);
-    float o[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const float* p = sc + g * chunk;
-    for (int t = 0; t < n; ++t) {
-      float vf[8];
-      unpack8(vb[size_t(t) * (D / 8) + c], vf);
-      const float pt = p[t];
+  if (!is_last) return;
+  __threadfence();
 #pragma unroll
-      for (int e = 0; e < 8; ++e) o[e] += pt * vf[e];
-    }
-    float* dst = part_o + part(g) * D + c * 8;
+  for (int i = 0; i < S::kTasks; ++i) {
+    const int task = tid + i * kAttnThreads;
+    if (task < G * C8) {
+      const int g = task / C8, c = task % C8;
+      const int64_t p0 = (q0 + g) * splits;
+      float M = -FLT_MAX;
+      for (int k = 0; k < ns; ++k) M = fmaxf(M, __ldcg(part_ml + 2 * (p0 + k)));
+      float num[8] = {0, 0, 0, 0, 0, 0, 0, 0}, den = 0.f;
+#pragma unroll 4
+      for (int k = 0; k < ns; ++k) {
+        const float w = __expf(__ldcg(part_ml + 2 * (p0 + k)) - M);
+        den += w * __ldcg(part_ml + 2 * (p0 + k) + 1);
+        const float4* src = reinterpret_cast<const float4*>(part_o + (p0 + k) * D + c * 8);
+        const float4 a = __ldcg(src), b = __ldcg(src + 1);
+        num[0] += w * a.x; num[1] += w * a.y; num[2] += w * a.z; num[3] += w * a.w;
+        num[4] += w * b.x; num[5] += w * b.y; num[6] += w * b.z; num[7] += w * b.w;
+      }
+      const float inv = 1.f / den;
+      uint16_t* dst = out + (q0 + g) * D + c * 8;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) dst[e] = o[e];
+      for (int e = 0; e < 8; ++e) dst[e] = stb(num[e] * inv);
+    }
   }
-}
-
-// Block (q head h, row r), thread d: combine the valid splits of (r, h).
-__global__ void attn_combine_k(const float* part_o, const float* part_ml, const int32_t* row_pos, int NH, int D,
-                               int chunk, int splits, uint16_t* out) {
-  const int h = blockIdx.x;
-  const int64_t r = blockIdx.y;
-  const int d = threadIdx.x;
-  if (d >= D) return;
-  const int64_t len = int64_t(row_pos[r]) + 1;
-  const int ns = static_cast<int>((len + chunk - 1) / chunk);
-  const int64_t p0 = (r * NH + h) * splits;
-  float M = -FLT_MAX;
-  for (int s = 0; s < ns; ++s) M = fmaxf(M, part_ml[2 * (p0 + s)]);
-  float num = 0.f, den = 0.f;
-  for (int s = 0; s < ns; ++s) {
-    const float w = __expf(part_ml[2 * (p0 + s)] - M);
-    den += w * part_ml[2 * (p0 + s) + 1];
-    num += w * part_o[(p0 + s) * D + d];
-  }
-  out[r * int64_t(NH) * D + int64_t(h) * D + d] = stb(num / den);
 }
 
 __global__ void silu_mul_k(const uint16_t* gate, int64_t ldg, const uint16_t* up, int64_t ldu, int64_t rows,
                            int64_t I, uint16_t* act) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
   const size_t n = size_t(rows) * I;
   for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x) {
     const int64_t r = int64_t(e / I), i = int64_t(e % I);
     const float g = ldb(gate + r * ldg + i), u = ldb(up + r * ldu + i);
     act[e] = stb(g / (1.f + __expf(-g)) * u);
   }
+}
+
+// The same for I, ldg and ldu multiples of 8: 8 elements per thread (16-byte loads and stores),
+// grid (chunks of the row, rows), so no 64-bit division per element.
+__global__ void silu_mul_vec_k(const uint16_t* gate, int64_t ldg, const uint16_t* up, int64_t ldu, int64_t I,
+                               uint16_t* act) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
+  const int64_t r = blockIdx.y;
+  const int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * 8;
+  if (i >= I) return;
+  float g[8], u[8];
+  unpack8(*reinterpret_cast<const uint4*>(gate + r * ldg + i), g);
+  unpack8(*reinterpret_cast<const uint4*>(up + r * ldu + i), u);
+  uint4 o;
+  uint32_t* ow = reinterpret_cast<uint32_t*>(&o);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float a = g[2 * e] / (1.f + __expf(-g[2 * e])) * u[2 * e];
+    const float b = g[2 * e + 1] / (1.f + __expf(-g[2 * e + 1])) * u[2 * e + 1];
+    ow[e] = uint32_t(stb(a)) | (uint32_t(stb(b)) << 16);
+  }
+  *reinterpret_cast<uint4*>(act + r * I + i) = o;
 }
 
 __global__ void argmax_k(const float* logits, int64_t V, int32_t* out) {
@@ -295,6 +466,21 @@ void residual_rmsnorm(float* h, const bf16_t* delta, const float* bias, const fl
   if (rows <= 0) return;
   // About 4 elements per thread: at batch 1 the row is the whole launch, so go wide.
   const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (H / 4 + 31) / 32 * 32)));
+  const int64_t n4 = H / 4;
+  auto aligned = [](const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  if (H % 4 == 0 && n4 <= 4 * 1024 && aligned(h, 16) && aligned(bias, 16) && aligned(w, 16) && aligned(delta, 8) &&
+      aligned(out, 8)) {  // registers hold the row: up to 4 float4s per thread
+    const int t4 = static_cast<int>(std::min<int64_t>(1024, (n4 + 31) / 32 * 32));
+    const int64_t v = (n4 + t4 - 1) / t4;
+    auto launch = [&](auto kernel) {
+      kernel<<<static_cast<unsigned>(rows), t4, 0, s>>>(h, delta, bias, w, eps, out, H);
+    };
+    if (v == 1) launch(residual_rmsnorm_vec_k<1>);
+    else if (v == 2) launch(residual_rmsnorm_vec_k<2>);
+    else launch(residual_rmsnorm_vec_k<4>);
+    SPENSE_CUDA_CHECK_LAUNCH();
+    return;
+  }
   residual_rmsnorm_k<<<static_cast<unsigned>(rows), threads, 0, s>>>(h, delta, bias, w, eps, out, H);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
@@ -312,8 +498,18 @@ void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const fl
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+// Keys per split: the caller's chunk, grown (in whole tiles) so that a row has at most
+// kAttnMaxSplits splits, since the last block of each (row, kv head) combines them serially.
+int64_t attn_chunk(int64_t max_ctx, int64_t chunk) {
+  const int64_t need = (max_ctx + kAttnMaxSplits - 1) / kAttnMaxSplits;
+  const int64_t c = std::max(chunk, need);
+  return (c + kAttnTile - 1) / kAttnTile * kAttnTile;
+}
+}  // namespace
+
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk) {
-  const int64_t splits = (max_ctx + chunk - 1) / chunk;
+  const int64_t splits = (max_ctx + attn_chunk(max_ctx, chunk) - 1) / attn_chunk(max_ctx, chunk);
   return static_cast<size_t>(rows * NH * splits * (D + 2));
 }
 
@@ -321,51 +517,56 @@ namespace {
 template <int D>
 void launch_attn(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot, const int32_t* row_pos,
                  int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
-                 float* part_ml, cudaStream_t s) {
-  const int G = NH / NKV;
-  const size_t smem = sizeof(float) * size_t(G) * (D + chunk);
+                 float* part_ml, int* counters, bf16_t* out, cudaStream_t s) {
+  const size_t smem = AttnSmem<D>::bytes(NH / NKV);
   static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per D)
   if (smem > 48 * 1024 && !raised) {
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_partial_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(AttnSmem<D>::bytes(kMaxGroup))));
     raised = true;
   }
   dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  attn_partial_k<D><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
-                                                     1.f / sqrtf(float(D)), part_o, part_ml);
+  attn_k<D><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
+                                             1.f / sqrtf(float(D)), part_o, part_ml, counters, out);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 }  // namespace
 
 void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
-               int64_t chunk, float* workspace, bf16_t* out, cudaStream_t s) {
+               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s) {
   if (rows <= 0) return;
   if (NKV <= 0 || NH % NKV != 0 || NH / NKV > kMaxGroup)
     throw Error("attention: " + std::to_string(NH) + " query heads over " + std::to_string(NKV) +
                 " KV heads is not supported (at most " + std::to_string(kMaxGroup) + " query heads per KV head)");
-  if (chunk <= 0 || sizeof(float) * size_t(NH / NKV) * (D + chunk) > 96 * 1024)
-    throw Error("attention: KV chunk of " + std::to_string(chunk) + " keys does not fit in shared memory", 1);
-  const int splits = static_cast<int>((max_ctx + chunk - 1) / chunk);
+  if (chunk <= 0) throw Error("attention: the KV chunk must be positive", 1);
+  const int64_t ch = attn_chunk(max_ctx, chunk);
+  const int splits = static_cast<int>((max_ctx + ch - 1) / ch);
   float* part_o = workspace;
   float* part_ml = workspace + size_t(rows) * NH * splits * D;
-  const int nh = int(NH), nkv = int(NKV), ch = int(chunk);
+  const int nh = int(NH), nkv = int(NKV), c = int(ch);
   switch (D) {
-    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, ch, splits, part_o, part_ml, s); break;
-    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, ch, splits, part_o, part_ml, s); break;
-    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, ch, splits, part_o, part_ml, s); break;
-    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, ch, splits, part_o, part_ml, s); break;
-    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, ch, splits, part_o, part_ml, s); break;
+    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
+    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
+    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
+    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
+    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
     default: throw Error("attention: head_dim " + std::to_string(D) + " is not supported (16, 32, 64, 128 or 256)");
   }
-  dim3 grid(static_cast<unsigned>(NH), static_cast<unsigned>(rows));
-  const int threads = D < 32 ? 32 : int(D);
-  attn_combine_k<<<grid, threads, 0, s>>>(part_o, part_ml, row_pos, nh, int(D), ch, splits, out);
-  SPENSE_CUDA_CHECK_LAUNCH();
 }
 
 void silu_mul(const bf16_t* gate, int64_t ldg, const bf16_t* up, int64_t ldu, int64_t rows, int64_t I, bf16_t* act,
               cudaStream_t s) {
   if (rows <= 0) return;
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (I % 8 == 0 && ldg % 8 == 0 && ldu % 8 == 0 && aligned(gate) && aligned(up) && aligned(act)) {
+    const int64_t per_row = I / 8;  // threads per row
+    const int threads = static_cast<int>(std::min<int64_t>(256, (per_row + 31) / 32 * 32));
+    const dim3 grid(static_cast<unsigned>((per_row + threads - 1) / threads), static_cast<unsigned>(rows));
+    silu_mul_vec_k<<<grid, threads, 0, s>>>(gate, ldg, up, ldu, I, act);
+    SPENSE_CUDA_CHECK_LAUNCH();
+    return;
+  }
   silu_mul_k<<<blocks_for(size_t(rows) * I, 256), 256, 0, s>>>(gate, ldg, up, ldu, rows, I, act);
   SPENSE_CUDA_CHECK_LAUNCH();
 }

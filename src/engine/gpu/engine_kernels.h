@@ -38,14 +38,16 @@ void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const fl
                     int64_t max_ctx, cudaStream_t s);
 
 // Causal attention of each row's queries over its slot's keys 0..row_pos[r] (flash-decoding:
-// the KV range is cut into chunks of `chunk` keys, each chunk's partial softmax is computed by
-// its own block, then combined). q: fp32 [rows, NH*D]; out: BF16 [rows, NH*D]. part_o and
-// part_ml: workspace of attention_workspace_floats(rows, NH, D, max_ctx, chunk) floats.
-// Supports D in {16, 32, 64, 128, 256} and NH / NKV <= 16.
+// the KV range is cut into splits of `chunk` keys or more, at most 32 per row; each split's
+// partial softmax is computed by its own block, and the last block of each (row, kv head) to
+// finish combines them). q: fp32 [rows, NH*D]; out: BF16 [rows, NH*D]. workspace:
+// attention_workspace_floats(rows, NH, D, max_ctx, chunk) floats; counters: rows x NKV ints, zero
+// before the first call (each call leaves them zero). Supports D in {16, 32, 64, 128, 256} and
+// NH / NKV <= 16.
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk);
 void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
-               int64_t chunk, float* workspace, bf16_t* out, cudaStream_t s);
+               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s);
 
 // act[r, i] = bf16(silu(gate[r, i]) * up[r, i]) for i < I.
 void silu_mul(const bf16_t* gate, int64_t ldg, const bf16_t* up, int64_t ldu, int64_t rows, int64_t I, bf16_t* act,
