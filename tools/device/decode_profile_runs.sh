@@ -1,37 +1,47 @@
 #!/usr/bin/env bash
 # One device call: where a decode step's time goes (bench-decode --profile: an event after every
 # operation of the captured step), Qwen3-32B shapes, FP8 and BF16, dense / 2:4 / Spense d=0.25 at
-# batch 1 and 16, with the engine's GPU tests first. Logs go into one tarball (the device tool
-# returns at most 8 files). From the repository root on the GPU machine, with .devdeps carried:
-#   bash tools/device/decode_profile_runs.sh [tag] [extra bench-decode flags...]
+# batch 1 and 16. From the repository root on the GPU machine, with .devdeps carried:
+#   PARTS="tests decode nopdl base gemm" bash tools/device/decode_profile_runs.sh [tag] [bench-decode flags...]
+# PARTS (default "tests decode"): tests = the engine's and small-M kernel's GPU tests; decode = the
+# profile; nopdl = the same without programmatic dependent launch; base = the commit archived in
+# .devdeps/baseline.tgz (git archive), built and run on the same GPU; gemm = per-layer small-M
+# kernel against cuBLASLt, M = 1 .. 64. The logs are re-tarred into $OUT/logs.tgz after every step
+# (the device tool returns at most 8 files, and a call cut off by its time limit keeps what ran).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 tag=${1:-profile}; shift || true
-L=$OUT/logs
-LOGS=$L  # lib.sh's step() writes there
+PARTS=" ${PARTS:-tests decode} "
+L=/tmp/decode_logs_$tag
+rm -rf "$L"
+LOGS=$L TAR_TO=$OUT/logs.tgz  # lib.sh's step() writes there
 source tools/device/lib.sh
-step test_linear 200 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
-grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
-step test_engine 240 ./build-gpu/test_cuda_engine
-grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -60
-step decode 300 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
-  --axis out --batch 1,16 --steps 32 --profile 16 --csv "$OUT/decode_h100_32b_$tag.csv" "$@"
-grep -E "^(fp8|bf16) |^    |^summary" "$L/decode.log"
-if [[ -n "${NOPDL:-}" ]]; then  # the same without programmatic dependent launch
-  step decode_nopdl 200 ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto \
-    --axis out --batch 1,16 --steps 32 --no-pdl --csv "$OUT/decode_h100_32b_${tag}_nopdl.csv" "$@"
+has() { [[ $PARTS == *" $1 "* ]]; }
+decode_args=(--synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto --axis out --batch 1,16 --steps 32)
+if has tests; then
+  step test_linear 200 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
+  grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
+  step test_engine 240 ./build-gpu/test_cuda_engine
+  grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -60
+fi
+if has decode; then
+  step decode 300 ./build-gpu/spense_gpu bench-decode "${decode_args[@]}" --profile 16 \
+    --csv "$OUT/decode_h100_32b_$tag.csv" "$@"
+  grep -E "^(fp8|bf16) |^    |^summary" "$L/decode.log"
+fi
+if has nopdl; then
+  step decode_nopdl 200 ./build-gpu/spense_gpu bench-decode "${decode_args[@]}" --no-pdl \
+    --csv "$OUT/decode_h100_32b_${tag}_nopdl.csv" "$@"
   grep -E "^(fp8|bf16) " "$L/decode_nopdl.log"
 fi
-if [[ -f .devdeps/baseline.tgz && -n "${BASELINE:-}" ]]; then  # the previous commit, same GPU (git archive HEAD)
+if has base && [[ -f .devdeps/baseline.tgz ]]; then
   rm -rf /tmp/base && mkdir -p /tmp/base && tar xzf .devdeps/baseline.tgz -C /tmp/base && ln -s "$(pwd)/.devdeps" /tmp/base/.devdeps
   (cd /tmp/base && OUT=$L/base bash src/cuda/standalone/device_run.sh build 2>&1 | tail -1)
-  step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --compare --dtype fp8,bf16 \
-    --backend auto --axis out --batch 1,16 --steps 32 --csv "$OUT/decode_base_$tag.csv"
+  step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode "${decode_args[@]}" --csv "$OUT/decode_base_$tag.csv"
   grep -E "^(fp8|bf16) " "$L/decode_base.log"
 fi
-if [[ -n "${GEMM:-}" ]]; then  # per layer, our small-M kernel against cuBLASLt dense, M = 1 .. 64
+if has gemm; then
   step gemm 150 ./build-gpu/spense_bench_gemm --models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 \
     --formats dense,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_$tag.csv"
   grep -A40 "^summary" "$L/gemm.log"
 fi
-(cd "$OUT" && tar czf logs.tgz logs && rm -rf logs)

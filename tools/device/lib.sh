@@ -1,6 +1,7 @@
 # Sourced by the device-call scripts in tools/device/: builds the standalone GPU targets (stale
 # binaries never run: a failed build stops the call), loads .devdeps, prints the GPU, and defines
 #   step LABEL SECONDS COMMAND...   run COMMAND with a time limit, its output in $LOGS/LABEL.log
+#                                   (and $LOGS tarred into $TAR_TO after it, when TAR_TO is set)
 LOGS=${LOGS:-$OUT}
 mkdir -p "$LOGS"
 T0=$(date +%s)
@@ -11,4 +12,5 @@ step() {
   local label=$1 lim=$2 t; shift 2; t=$(date +%s)
   timeout "$lim" "$@" > "$LOGS/$label.log" 2>&1
   echo "[$label] rc=$? $(( $(date +%s) - t )) s"
+  [[ -z ${TAR_TO:-} ]] || tar czf "$TAR_TO" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
 }
