@@ -384,4 +384,60 @@ void prune24_16(void* w, DType type, int64_t rows, int64_t k, const uint8_t* row
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+constexpr int kPrefetchSpans = 4;
+constexpr uint32_t kPrefetchChunk = 16384;  // bytes per bulk prefetch
+struct PrefetchSpans {
+  const char* ptr[kPrefetchSpans];
+  uint64_t bytes[kPrefetchSpans];  // multiples of 16
+  int count;
+};
+
+__global__ void l2_prefetch_k(PrefetchSpans sp, bool evict_last) {
+  const uint64_t t0 = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x, nt = uint64_t(gridDim.x) * blockDim.x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint64_t policy;
+  if (evict_last) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  else asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
+#endif
+  for (int i = 0; i < sp.count; ++i) {
+    const uint64_t chunks = (sp.bytes[i] + kPrefetchChunk - 1) / kPrefetchChunk;
+    for (uint64_t c = t0; c < chunks; c += nt) {
+      const char* p = sp.ptr[i] + c * kPrefetchChunk;
+      const uint64_t left = sp.bytes[i] - c * kPrefetchChunk;
+      const uint32_t b = left < kPrefetchChunk ? static_cast<uint32_t>(left) : kPrefetchChunk;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(__cvta_generic_to_global(p)),
+                   "r"(b), "l"(policy)
+                   : "memory");
+#else
+      (void)evict_last;
+      for (uint32_t o = 0; o < b; o += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p + o));
+#endif
+    }
+  }
+}
+}  // namespace
+
+void l2_prefetch(const DeviceSpan* spans, int count, bool evict_last, cudaStream_t stream) {
+  for (int i0 = 0; i0 < count; i0 += kPrefetchSpans) {
+    PrefetchSpans sp{};
+    uint64_t chunks = 0;
+    for (int i = i0; i < count && i < i0 + kPrefetchSpans; ++i) {
+      const uint64_t b = spans[i].bytes / 16 * 16;
+      if (b == 0) continue;
+      if (reinterpret_cast<uintptr_t>(spans[i].ptr) % 16 != 0)
+        throw Error("l2_prefetch: span " + std::to_string(i) + " is not 16-byte aligned", 1);
+      sp.ptr[sp.count] = static_cast<const char*>(spans[i].ptr);
+      sp.bytes[sp.count++] = b;
+      chunks += (b + kPrefetchChunk - 1) / kPrefetchChunk;
+    }
+    if (sp.count == 0) continue;
+    // About one chunk per thread, in few blocks: the kernel only issues requests and exits.
+    const int blocks = static_cast<int>(std::min<uint64_t>((chunks + 127) / 128, 64));
+    l2_prefetch_k<<<blocks, 128, 0, stream>>>(sp, evict_last);
+    SPENSE_CUDA_CHECK_LAUNCH();
+  }
+}
+
 }  // namespace spense::cuda
