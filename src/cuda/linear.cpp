@@ -99,14 +99,6 @@ DeviceBuffer upload_floats(const std::vector<float>& v) { return upload(v.data()
 
 DeviceBuffer copy_device(const DeviceBuffer& b) { return device_upload(b.get(), b.size()); }
 
-// The non-empty buffers among bufs (null entries skipped), as spans.
-std::vector<DeviceSpan> spans_of(std::initializer_list<const DeviceBuffer*> bufs) {
-  std::vector<DeviceSpan> out;
-  for (const DeviceBuffer* b : bufs)
-    if (b && b->size() > 0) out.push_back({b->get(), b->size()});
-  return out;
-}
-
 size_t round16(size_t b) { return (b + 15) / 16 * 16; }
 
 // Guards forward(): plans for m must exist; made here unless a graph is being captured.
@@ -178,7 +170,6 @@ class DenseLinearImpl final : public Linear {
   std::string plan_info(int64_t m) const override { return gemm_->plan_info(m); }
   const void* device_weights() const override { return w_.get(); }
   const float* device_scales() const override { return scales_ ? scales_->as<float>() : nullptr; }
-  std::vector<DeviceSpan> weight_spans() const override { return spans_of({&w_, scales_.get()}); }
 
  private:
   std::shared_ptr<LtGemm> gemm_;
@@ -237,7 +228,6 @@ class SparseLinearImpl final : public Linear {
 
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<SparseLinearImpl>(*this); }
   size_t weight_bytes() const override { return core_->compressed_bytes() + (scales_ ? scales_->size() : 0); }
-  std::vector<DeviceSpan> weight_spans() const override { return spans_of({&wc_, scales_.get()}); }
   std::string plan_info(int64_t m) const override { return core_->plan_info(rows_bucket(m)); }
 
  private:
@@ -366,9 +356,6 @@ class HybridLinearImpl final : public Linear {
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<HybridLinearImpl>(*this); }
   size_t weight_bytes() const override {
     return (core_ ? core_->compressed_bytes() : 0) + wd_.size() + (scales_ ? scales_->size() : 0);
-  }
-  std::vector<DeviceSpan> weight_spans() const override {
-    return spans_of({&wc_, &wd_, scales_.get(), out_map_.get(), in_map_.get()});
   }
   std::string plan_info(int64_t m) const override {
     std::string s;
@@ -547,10 +534,6 @@ class GemvLinearImpl final : public Linear {
   size_t weight_bytes() const override {
     if (inner_) return inner_->weight_bytes();
     return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) + row_map_->size();
-  }
-  std::vector<DeviceSpan> weight_spans() const override {
-    if (inner_) return inner_->weight_spans();
-    return spans_of({&values_, &meta_, &dense_, scales_.get(), row_map_.get()});
   }
   std::string plan_info(int64_t m) const override {
     const auto it = choice_.find(m);

@@ -382,10 +382,8 @@ ModelConfig small_config() {
 // A synthetic engine of small_config() with 4 slots filled to 100 random tokens. Engines built
 // apart time their kernels independently; our small-M kernel's path is pinned so that they run
 // the same kernels (the auto back end's library-or-ours choice is one-sided at these shapes).
-std::unique_ptr<Engine> small_engine(Context& ctx, GemmBackend be, WeightFormat f, bool graphs, uint64_t seed,
-                                     double l2_prefetch_mb = 0) {
+std::unique_ptr<Engine> small_engine(Context& ctx, GemmBackend be, WeightFormat f, bool graphs, uint64_t seed) {
   EngineOptions eo = test_options(be, 256);
-  eo.l2_prefetch_mb = l2_prefetch_mb;
   eo.plan.format = f;
   eo.max_batch = 4;
   eo.graphs = graphs;
@@ -444,38 +442,6 @@ TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
     std::printf("profile_step (graphs %d): logits after it vs plain steps rel err %.2e\n", graphs, err);
     EXPECT_LT(err, 1e-5);
   }
-}
-
-// L2 prefetches (EngineOptions::l2_prefetch_mb) only read weights on a side stream: the same
-// logits as without, with plain launches and with graphs, whether the budget holds every span
-// (64 MB) or trims them (0.01 MB: 10 KB of each projection, spans cut to non-multiples of 16).
-TEST(Engine, L2PrefetchLeavesLogitsUnchanged) {
-  for (GemmBackend be : {GemmBackend::LIBRARY, GemmBackend::SPENSE})
-    for (int graphs = 0; graphs < 2; ++graphs) {
-      std::vector<float> out[3];
-      const double mb[3] = {0, 64, 0.01};
-      for (int i = 0; i < 3; ++i) {
-        Context ctx;
-        auto e = small_engine(ctx, be, WeightFormat::SPENSE, graphs == 1, 9, mb[i]);
-        for (int t = 0; t < 4; ++t) e->step(4);
-        out[i] = e->logits(4);
-      }
-      for (int i = 1; i < 3; ++i) {
-        const double err = rel_err(out[i], out[0]);
-        std::printf("l2 prefetch %g MB [%s] (graphs %d): logits vs no prefetch rel err %.2e\n", mb[i],
-                    gemm_backend_name(be), graphs, err);
-        EXPECT_EQ(err, 0.0);
-      }
-    }
-}
-
-TEST(EngineKernels, L2PrefetchChecksAlignment) {
-  DeviceBuffer b(4096);
-  const DeviceSpan ok[2] = {{b.get(), 4096}, {b.as<char>() + 16, 1000}};  // 1000 B: rounded down to 992
-  EXPECT_NO_THROW(l2_prefetch(ok, 2, true, nullptr));
-  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
-  const DeviceSpan bad[1] = {{b.as<char>() + 8, 64}};
-  EXPECT_THROW(l2_prefetch(bad, 1, false, nullptr), Error);
 }
 
 // The decode attention kernel against a double-precision softmax(q k^T / sqrt(D)) v on the host,

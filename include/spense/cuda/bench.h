@@ -95,8 +95,6 @@ struct BenchDecodeOptions {
   bool graphs = true;
   bool sparse_search = true;
   bool pdl = true;                           // EngineOptions::pdl
-  double l2_prefetch_mb = 0;                 // EngineOptions::l2_prefetch_mb
-  bool l2_evict_last = false;                // EngineOptions::l2_evict_last
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";

@@ -53,11 +53,6 @@ struct EngineOptions {
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
-  // After each projection, the next projection's weights (at most this many MB of them) are
-  // prefetched into L2 on a side stream, while the latency-bound kernels between the two run
-  // (attention, norms, RoPE, SwiGLU); 0 turns it off. l2_evict_last marks them keep-first.
-  double l2_prefetch_mb = 0;
-  bool l2_evict_last = false;
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
 };

@@ -47,17 +47,4 @@ void fill_random(void* dst, DType type, size_t count, uint64_t seed, float amp, 
 void prune24_16(void* w, DType type, int64_t rows, int64_t k, const uint8_t* row_dense,
                 const uint8_t* col_dense, cudaStream_t stream);
 
-// A range of device memory.
-struct DeviceSpan {
-  const void* ptr = nullptr;
-  size_t bytes = 0;
-};
-
-// Asks L2 to fetch spans[i].bytes bytes at spans[i].ptr for every i (fire and forget: nothing is
-// written and nothing waits for the data). Used to pull the next projection's weights into L2
-// while latency-bound kernels (attention, norms) leave the memory system idle. sm_90+: bulk L2
-// prefetches of up to 16 KB per instruction; older GPUs: one 128-byte line per prefetch.
-// evict_last marks the lines to be kept before normally cached ones. Pointers 16-byte aligned.
-void l2_prefetch(const DeviceSpan* spans, int count, bool evict_last, cudaStream_t stream);
-
 }  // namespace spense::cuda

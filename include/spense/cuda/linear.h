@@ -33,7 +33,6 @@
 #include <string>
 #include <vector>
 
-#include "spense/cuda/kernels.h"
 #include "spense/cuda/runtime.h"
 #include "spense/dtype.h"
 
@@ -121,9 +120,6 @@ class Linear {
   // FP8, the per-row scales; nullptr for other layers. Lets a second kernel share the weights.
   virtual const void* device_weights() const { return nullptr; }
   virtual const float* device_scales() const { return nullptr; }
-  // The device memory forward() reads as weights (values, metadata, dense part, scales, maps),
-  // for prefetching into L2 ahead of the call.
-  virtual std::vector<DeviceSpan> weight_spans() const = 0;
 
   const std::string& name() const { return opts_.name; }
   int64_t n() const { return n_; }

@@ -68,9 +68,6 @@ std::string bench_decode_usage() {
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
-         "  --l2-prefetch MB     after each projection, prefetch up to MB of the next one's weights\n"
-         "                       into L2 on a side stream, under attention / norms (default 0: off)\n"
-         "  --l2-evict-last      mark those prefetched lines evict-last (kept before other data)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
@@ -88,11 +85,11 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl" || args[i] == "--l2-evict-last";
+                      args[i] == "--no-pdl";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
-                                        "--small-m-kernel", "--l2-prefetch"};
+                                        "--small-m-kernel"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -118,10 +115,6 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
     else if (a == "--no-pdl") o->pdl = false;
-    else if (a == "--l2-prefetch") {
-      o->l2_prefetch_mb = to_number(a, val);
-      if (!(o->l2_prefetch_mb >= 0)) throw Error("bench-decode: --l2-prefetch must be a number of MB >= 0");
-    } else if (a == "--l2-evict-last") o->l2_evict_last = true;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(to_number(a, val));
     else throw Error("bench-decode: unknown flag '" + a + "'\n" + bench_decode_usage());
@@ -159,13 +152,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s, L2 prefetch %g MB%s\n",
+              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
-              o.l2_prefetch_mb, o.l2_evict_last ? " (evict last)" : "");
+              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
@@ -191,8 +183,6 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.sparse_search = o.sparse_search;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
-      eo.l2_prefetch_mb = o.l2_prefetch_mb;
-      eo.l2_evict_last = o.l2_evict_last;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.
@@ -301,14 +291,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
     f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
          "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
-         "speedup_vs_best_dense,weight_gb_total,device_gb_used,pdl,l2_prefetch_mb,l2_evict_last\n";
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
-        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << o.pdl << "," << o.l2_prefetch_mb << ","
-        << o.l2_evict_last << "\n";
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;

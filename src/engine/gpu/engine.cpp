@@ -669,7 +669,6 @@ class EngineImpl final : public Engine {
     engine::embed_rows(ids, embed_.as<bf16_t>(), V_, H_, M, h, s);
     engine::residual_rmsnorm(h, nullptr, nullptr, layers_[0].in_norm.as<float>(), eps, xn, M, H_, s);
     mark("embed+norm", s);
-    prefetch(layers_[0].qkv, s);
     for (size_t l = 0; l < layers_.size(); ++l) {
       const GpuLayer& L = layers_[l];
       engine::QkvView view{};
@@ -687,7 +686,6 @@ class EngineImpl final : public Engine {
         view = {qb, QD_, kb, KVD_, vb, KVD_};
       }
       mark("qkv", s);
-      prefetch(*L.o, s);
       bf16_t* kc = k_cache_.as<bf16_t>() + l * kv_layer;
       bf16_t* vc = v_cache_.as<bf16_t>() + l * kv_layer;
       engine::qkv_rope_cache(view, L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr,
@@ -700,7 +698,6 @@ class EngineImpl final : public Engine {
       mark("attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
       mark("o", s);
-      prefetch(L.gate_up, s);
       engine::residual_rmsnorm(h, o_out_.as<bf16_t>(), L.has_o_bias ? L.o_bias.as<float>() : nullptr,
                                L.post_norm.as<float>(), eps, xn, M, H_, s);
       mark("residual+norm", s);
@@ -719,53 +716,16 @@ class EngineImpl final : public Engine {
         ldg = ldu = I_;
       }
       mark("gate_up", s);
-      prefetch(*L.down, s);
       engine::silu_mul(g, ldg, u, ldu, M, I_, act_.as<bf16_t>(), s);
       mark("silu*up", s);
       L.down->forward(act_.as<bf16_t>(), d_out_.as<bf16_t>(), M, s);
       mark("down", s);
-      if (l + 1 < layers_.size()) prefetch(layers_[l + 1].qkv, s);
-      else prefetch(*lm_head_, s);
       const float* next = l + 1 < layers_.size() ? layers_[l + 1].in_norm.as<float>() : final_norm_.as<float>();
       engine::residual_rmsnorm(h, d_out_.as<bf16_t>(), nullptr, next, eps, xn, M, H_, s);
       mark("residual+norm", s);
     }
     lm_head_->forward(xn + row0 * H_, logits_.get(), nrows, s);
     mark("lm_head", s);
-    prefetch_join(s);
-  }
-
-  // L2 prefetch (EngineOptions::l2_prefetch_mb) of the given layers' weights on pf_stream_, from
-  // the point s has reached: a fork, joined back into s at the end of forward(). With more bytes
-  // than the budget, the same leading fraction of every span (the GEMMs' first blocks read the
-  // first rows of each).
-  void prefetch(const std::vector<std::unique_ptr<Linear>>& next, cudaStream_t s) {
-    if (opts_.l2_prefetch_mb <= 0) return;
-    std::vector<DeviceSpan> spans;
-    for (const auto& l : next)
-      for (const DeviceSpan& sp : l->weight_spans()) spans.push_back(sp);
-    prefetch_spans(std::move(spans), s);
-  }
-  void prefetch(const Linear& next, cudaStream_t s) {
-    if (opts_.l2_prefetch_mb > 0) prefetch_spans(next.weight_spans(), s);
-  }
-  void prefetch_spans(std::vector<DeviceSpan> spans, cudaStream_t s) {
-    size_t total = 0;
-    for (const DeviceSpan& sp : spans) total += sp.bytes;
-    if (total == 0) return;
-    const double budget = opts_.l2_prefetch_mb * 1048576.0;
-    if (double(total) > budget)
-      for (DeviceSpan& sp : spans) sp.bytes = static_cast<size_t>(double(sp.bytes) * (budget / double(total)));
-    SPENSE_CUDA_CHECK(cudaEventRecord(pf_fork_.get(), s));
-    SPENSE_CUDA_CHECK(cudaStreamWaitEvent(pf_stream_.get(), pf_fork_.get(), 0));
-    l2_prefetch(spans.data(), static_cast<int>(spans.size()), opts_.l2_evict_last, pf_stream_.get());
-    pf_pending_ = true;
-  }
-  void prefetch_join(cudaStream_t s) {
-    if (!pf_pending_) return;
-    SPENSE_CUDA_CHECK(cudaEventRecord(pf_join_.get(), pf_stream_.get()));
-    SPENSE_CUDA_CHECK(cudaStreamWaitEvent(s, pf_join_.get(), 0));
-    pf_pending_ = false;
   }
 
   Context& ctx_;
@@ -774,9 +734,6 @@ class EngineImpl final : public Engine {
   std::vector<LayerPlan> plan_;
   int64_t H_ = 0, D_ = 0, NH_ = 0, NKV_ = 0, QD_ = 0, KVD_ = 0, I_ = 0, V_ = 0;
   Stream stream_;
-  Stream pf_stream_;            // L2 prefetches (EngineOptions::l2_prefetch_mb)
-  Event pf_fork_, pf_join_;
-  bool pf_pending_ = false;     // a prefetch was forked and not yet joined
   std::vector<GpuLayer> layers_;
   std::unique_ptr<Linear> lm_head_;
   DeviceBuffer embed_, final_norm_, inv_freq_;
