@@ -576,9 +576,10 @@ void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, con
                const DecodeRope* rope_in) {
   if (rows <= 0) return;
   const DecodeRope rope = rope_in ? *rope_in : DecodeRope{};
-  if (rope.k_cache && (row_slot || rope.k_cache != k_cache || rope.v_cache != v_cache || !rope.inv_freq))
-    throw Error("attention: the fused decode RoPE needs row r = slot r (no row_slot), the caches attention reads "
-                "and the RoPE frequencies", 1);
+  if (rope.k_cache && (row_slot || rope.k_cache != k_cache || rope.v_cache != v_cache || !rope.inv_freq ||
+                       !rope.in.q || !rope.in.k || !rope.in.v))
+    throw Error("attention: the fused decode RoPE needs row r = slot r (no row_slot), q/k/v, the caches attention "
+                "reads and the RoPE frequencies", 1);
   if (NKV <= 0 || NH % NKV != 0 || NH / NKV > kMaxGroup)
     throw Error("attention: " + std::to_string(NH) + " query heads over " + std::to_string(NKV) +
                 " KV heads is not supported (at most " + std::to_string(kMaxGroup) + " query heads per KV head)");
