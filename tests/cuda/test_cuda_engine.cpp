@@ -531,8 +531,9 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
 // separate kernels (qkv_rope_cache, then attention) on the same inputs: same outputs and the same
 // caches afterwards (only each row's new position written). Cases: the new key first in a tile,
 // last in a tile, alone (position 0), in a later tile of a multi-tile split; with and without
-// biases and q/k norms; query groups of 1, 8 and 16; head sizes 64, 128 and 256. The two paths run the same norm/RoPE code in
-// different kernels, so they may differ in the last bit (FMA contraction), not more.
+// biases and q/k norms; query groups of 1, 8 and 16; head sizes 64, 128 and 256. The two paths
+// run the same norm/RoPE code in different kernels, so they may differ in the last bit (FMA
+// contraction), not more.
 TEST(EngineKernels, FusedDecodeRopeMatchesSeparateKernels) {
   struct Case { int64_t NH, NKV, D, max_ctx, chunk; std::vector<int32_t> pos; bool bias, norm; };
   const Case cases[] = {
