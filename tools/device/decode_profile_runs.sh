@@ -8,6 +8,7 @@
 # .devdeps/baseline.tgz (git archive), built and run on the same GPU; gemm = per-layer small-M
 # kernel against cuBLASLt, M = 1 .. 64. The logs are re-tarred into $OUT/logs.tgz after every step
 # (the device tool returns at most 8 files, and a call cut off by its time limit keeps what ran).
+# CSV names carry no device: the device is the CSV's first column.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 tag=${1:-profile}; shift || true
@@ -26,12 +27,12 @@ if has tests; then
 fi
 if has decode; then
   step decode 300 ./build-gpu/spense_gpu bench-decode "${decode_args[@]}" --profile 16 \
-    --csv "$OUT/decode_h100_32b_$tag.csv" "$@"
+    --csv "$OUT/decode_32b_$tag.csv" "$@"
   grep -E "^(fp8|bf16) |^    |^summary" "$L/decode.log"
 fi
 if has nopdl; then
   step decode_nopdl 200 ./build-gpu/spense_gpu bench-decode "${decode_args[@]}" --no-pdl \
-    --csv "$OUT/decode_h100_32b_${tag}_nopdl.csv" "$@"
+    --csv "$OUT/decode_32b_${tag}_nopdl.csv" "$@"
   grep -E "^(fp8|bf16) " "$L/decode_nopdl.log"
 fi
 if has base && [[ -f .devdeps/baseline.tgz ]]; then
@@ -42,6 +43,6 @@ if has base && [[ -f .devdeps/baseline.tgz ]]; then
 fi
 if has gemm; then
   step gemm 150 ./build-gpu/spense_bench_gemm --models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 \
-    --formats dense,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_$tag.csv"
+    --formats dense,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_32b_$tag.csv"
   grep -A40 "^summary" "$L/gemm.log"
 fi
