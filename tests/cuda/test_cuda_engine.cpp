@@ -416,7 +416,7 @@ TEST(Engine, SyntheticGraphReplaysEqualPlainLaunches) {
 // profile_step's replays are real decode steps (same logits as plain steps), and it names every
 // operation of the step in the order the forward runs them.
 TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
-  const std::vector<std::string> want = {"embed+norm", "qkv",     "qk-norm+rope+cache", "attention", "o",
+  const std::vector<std::string> want = {"embed+norm", "qkv",     "qk-norm+rope+attention", "o",
                                          "residual+norm", "gate_up", "silu*up", "down", "lm_head", "argmax"};
   for (int graphs = 0; graphs < 2; ++graphs) {
     std::vector<float> out[2];
@@ -523,6 +523,123 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
                     (long long)rows, err);
       EXPECT_LT(err, 5e-3) << "call " << call;  // BF16 output rounding is about 2e-3
       for (int32_t v : cnt) EXPECT_EQ(v, 0) << "call " << call;
+    }
+  }
+}
+
+// Decode attention with the fused q/k norm + RoPE + cache write (DecodeRope) against the two
+// separate kernels (qkv_rope_cache, then attention) on the same inputs: same outputs and the same
+// caches afterwards (only each row's new position written). Cases: the new key first in a tile,
+// last in a tile, alone (position 0), in a later tile of a multi-tile split; with and without
+// biases and q/k norms; query groups of 1, 8 and 16; head sizes 64, 128 and 256. The two paths
+// run the same norm/RoPE code in different kernels, so they may differ in the last bit (FMA
+// contraction), not more.
+TEST(EngineKernels, FusedDecodeRopeMatchesSeparateKernels) {
+  struct Case { int64_t NH, NKV, D, max_ctx, chunk; std::vector<int32_t> pos; bool bias, norm; };
+  const Case cases[] = {
+      {64, 8, 128, 1096, 64, {1023}, false, true},          // Qwen3-32B shapes, batch 1
+      {64, 8, 128, 1096, 64, {0, 63, 64, 700}, false, true}, // tile edges and a lone first key
+      {8, 8, 64, 512, 256, {300, 5, 511}, true, false},     // G = 1, Qwen2-style biases, 4-tile splits
+      {16, 2, 64, 256, 64, {130, 17}, true, true},
+      {16, 1, 256, 256, 64, {100, 255}, false, true},      // G = 16 (four heads per warp), D = 256
+  };
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto bf16_bits = [](const std::vector<float>& v) {
+    std::vector<uint16_t> b(v.size());
+    convert_from_f32(DType::BF16, v.data(), b.data(), v.size());
+    return b;
+  };
+  auto upload = [](const void* p, size_t bytes) {
+    DeviceBuffer d(bytes);
+    EXPECT_EQ(cudaMemcpy(d.get(), p, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+  };
+  auto floats = [&](size_t n, float lo) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = lo > 0 ? lo + std::abs(nd(rng)) : nd(rng);
+    return v;
+  };
+  for (const Case& c : cases) {
+    const int64_t rows = static_cast<int64_t>(c.pos.size()), W = (c.NH + 2 * c.NKV) * c.D;
+    const std::vector<uint16_t> qkv = bf16_bits(floats(static_cast<size_t>(rows * W), 0));
+    const std::vector<float> bias = floats(static_cast<size_t>(W), 0), qn = floats(c.D, 0.5f), kn = floats(c.D, 0.5f);
+    std::vector<float> inv_freq(static_cast<size_t>(c.D / 2));
+    for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = std::pow(1e6f, -2.f * float(i) / float(c.D));
+    const size_t cache_n = static_cast<size_t>(rows * c.NKV * c.max_ctx * c.D);
+    const std::vector<uint16_t> kc0 = bf16_bits(floats(cache_n, 0)), vc0 = bf16_bits(floats(cache_n, 0));
+    DeviceBuffer dqkv = upload(qkv.data(), qkv.size() * 2), dbias = upload(bias.data(), bias.size() * 4),
+                 dqn = upload(qn.data(), qn.size() * 4), dkn = upload(kn.data(), kn.size() * 4),
+                 dfreq = upload(inv_freq.data(), inv_freq.size() * 4), dpos = upload(c.pos.data(), rows * 4);
+    const uint16_t* base = dqkv.as<uint16_t>();
+    const engine::QkvView view{base, W, base + c.NH * c.D, W, base + (c.NH + c.NKV) * c.D, W};
+    // Run 0: the separate kernels; runs 1..kRuns: the fused kernel, each on fresh cache copies
+    // (repeated, since a missing barrier before the tile load would fail only some of the time).
+    constexpr int kRuns = 10;
+    std::vector<uint16_t> out[2], kc[2], vc[2];
+    auto to_f = [](const std::vector<uint16_t>& b) {
+      std::vector<float> f(b.size());
+      convert_to_f32(DType::BF16, b.data(), f.data(), b.size());
+      return f;
+    };
+    for (int run = 0; run <= kRuns; ++run) {
+      const int fused = run > 0 ? 1 : 0;
+      DeviceBuffer dk = upload(kc0.data(), cache_n * 2), dv = upload(vc0.data(), cache_n * 2),
+                   dq(static_cast<size_t>(rows * c.NH * c.D) * 4),
+                   dws(engine::attention_workspace_floats(rows, c.NH, c.D, c.max_ctx, c.chunk) * 4),
+                   dcnt(static_cast<size_t>(rows * c.NKV) * 4), dout(static_cast<size_t>(rows * c.NH * c.D) * 2);
+      ASSERT_EQ(cudaMemset(dcnt.get(), 0, dcnt.size()), cudaSuccess);
+      ASSERT_EQ(cudaMemset(dq.get(), 0xff, dq.size()), cudaSuccess);  // NaNs: the fused path must not read q
+      engine::DecodeRope rope;
+      rope.in = view;
+      rope.bias = c.bias ? dbias.as<float>() : nullptr;
+      rope.q_norm = c.norm ? dqn.as<float>() : nullptr;
+      rope.k_norm = c.norm ? dkn.as<float>() : nullptr;
+      rope.eps = 1e-6f;
+      rope.inv_freq = dfreq.as<float>();
+      if (fused) {
+        rope.k_cache = dk.as<uint16_t>();
+        rope.v_cache = dv.as<uint16_t>();
+      } else {
+        engine::qkv_rope_cache(view, rope.bias, rope.q_norm, rope.k_norm, rope.eps, rope.inv_freq, nullptr,
+                               dpos.as<int32_t>(), rows, c.NH, c.NKV, c.D, dq.as<float>(), dk.as<uint16_t>(),
+                               dv.as<uint16_t>(), c.max_ctx, nullptr);
+      }
+      engine::attention(dq.as<float>(), dk.as<uint16_t>(), dv.as<uint16_t>(), nullptr, dpos.as<int32_t>(), rows, c.NH,
+                        c.NKV, c.D, c.max_ctx, c.chunk, dws.as<float>(), dcnt.as<int>(), dout.as<uint16_t>(), nullptr,
+                        fused ? &rope : nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      out[fused].resize(dout.size() / 2);
+      kc[fused].resize(cache_n);
+      vc[fused].resize(cache_n);
+      ASSERT_EQ(cudaMemcpy(out[fused].data(), dout.get(), dout.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(kc[fused].data(), dk.get(), cache_n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(vc[fused].data(), dv.get(), cache_n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      if (!fused) continue;
+      const double e_out = rel_err(to_f(out[1]), to_f(out[0])), e_k = rel_err(to_f(kc[1]), to_f(kc[0]));
+      if (run == 1)
+        std::printf("fused decode rope NH %lld NKV %lld D %lld rows %lld: out rel err %.2e, k cache %.2e, v cache %s\n",
+                    (long long)c.NH, (long long)c.NKV, (long long)c.D, (long long)rows, e_out, e_k,
+                    vc[1] == vc[0] ? "equal" : "DIFFERENT");
+      EXPECT_LT(e_out, 1e-3) << "run " << run;
+      EXPECT_LT(e_k, 1e-4) << "run " << run;
+      EXPECT_EQ(vc[1], vc[0]) << "run " << run;  // v: one bias add and a rounding in both paths
+      // Both paths write exactly the new rows: (slot r, kv head, position pos[r]).
+      std::vector<char> new_row(cache_n, 0);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t kh = 0; kh < c.NKV; ++kh)
+          for (int64_t e = 0; e < c.D; ++e) new_row[static_cast<size_t>(((r * c.NKV + kh) * c.max_ctx + c.pos[r]) * c.D + e)] = 1;
+      size_t stray[2] = {0, 0}, changed = 0;
+      for (size_t i = 0; i < cache_n; ++i) {
+        if (new_row[i]) {
+          changed += kc[1][i] != kc0[i];
+          continue;
+        }
+        for (int f = 0; f < 2; ++f) stray[f] += kc[f][i] != kc0[i];
+      }
+      EXPECT_EQ(stray[0], 0u) << "separate kernels wrote outside the new rows";
+      EXPECT_EQ(stray[1], 0u) << "fused kernel wrote outside the new rows, run " << run;
+      EXPECT_GT(changed, 0u) << "run " << run;
     }
   }
 }

@@ -688,14 +688,28 @@ class EngineImpl final : public Engine {
       mark("qkv", s);
       bf16_t* kc = k_cache_.as<bf16_t>() + l * kv_layer;
       bf16_t* vc = v_cache_.as<bf16_t>() + l * kv_layer;
-      engine::qkv_rope_cache(view, L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr,
-                             L.has_qk_norm ? L.q_norm.as<float>() : nullptr,
-                             L.has_qk_norm ? L.k_norm.as<float>() : nullptr, eps, inv_freq_.as<float>(), row_slot,
-                             row_pos, M, NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s);
-      mark("qk-norm+rope+cache", s);
+      engine::DecodeRope rope;
+      rope.in = view;
+      rope.bias = L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr;
+      rope.q_norm = L.has_qk_norm ? L.q_norm.as<float>() : nullptr;
+      rope.k_norm = L.has_qk_norm ? L.k_norm.as<float>() : nullptr;
+      rope.eps = eps;
+      rope.inv_freq = inv_freq_.as<float>();
+      // Decode (no row_slot: row r is slot r, one new key each): attention does the q/k norm,
+      // RoPE and cache write itself. Prefill rows of one slot read each other's new keys, so
+      // there a separate kernel writes them all first.
+      const bool fused = row_slot == nullptr;
+      if (fused) {
+        rope.k_cache = kc;
+        rope.v_cache = vc;
+      } else {
+        engine::qkv_rope_cache(view, rope.bias, rope.q_norm, rope.k_norm, eps, rope.inv_freq, row_slot, row_pos, M,
+                               NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s);
+        mark("qk-norm+rope+cache", s);
+      }
       engine::attention(qf_.as<float>(), kc, vc, row_slot, row_pos, M, NH_, NKV_, D_, opts_.max_ctx, kv_chunk,
-                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s);
-      mark("attention", s);
+                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s, fused ? &rope : nullptr);
+      mark(fused ? "qk-norm+rope+attention" : "attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
       mark("o", s);
       engine::residual_rmsnorm(h, o_out_.as<bf16_t>(), L.has_o_bias ? L.o_bias.as<float>() : nullptr,

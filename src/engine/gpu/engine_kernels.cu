@@ -107,6 +107,36 @@ __global__ void residual_rmsnorm_vec_k(float* h, const uint16_t* delta, const fl
   }
 }
 
+// One warp, one head: x = src + b (D values; b nullable), RMS-normed with nrm when nrm is given,
+// rotated by RoPE at pos (HF rotate_half); put(i, value) receives every output element.
+template <class Put>
+__device__ __forceinline__ void norm_rope_head(const uint16_t* src, const float* b, const float* nrm, float eps,
+                                               const float* inv_freq, int64_t pos, int D, int lane, Put put) {
+  float inv = 1.f;
+  if (nrm) {
+    float ss = 0.f;
+    for (int i = lane; i < D; i += 32) {
+      const float x = ldb(src + i) + (b ? b[i] : 0.f);
+      ss += x * x;
+    }
+    ss = warp_sum(ss);
+    inv = rsqrtf(ss / static_cast<float>(D) + eps);
+  }
+  const int half = D / 2;
+  for (int i = lane; i < half; i += 32) {
+    float a = ldb(src + i) + (b ? b[i] : 0.f);
+    float c = ldb(src + i + half) + (b ? b[i + half] : 0.f);
+    if (nrm) {
+      a = a * inv * nrm[i];
+      c = c * inv * nrm[i + half];
+    }
+    const float f = static_cast<float>(pos) * inv_freq[i];
+    const float cs = cosf(f), sn = sinf(f);
+    put(i, a * cs - c * sn);
+    put(i + half, c * cs + a * sn);
+  }
+}
+
 // One warp per head job: q heads (norm + rope -> q_out), k heads (norm + rope -> cache), v heads (-> cache).
 __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_norm, const float* k_norm, float eps,
                                  const float* inv_freq, const int32_t* row_slot, const int32_t* row_pos, int NH,
@@ -115,7 +145,6 @@ __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_n
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int64_t slot = row_slot ? row_slot[r] : r;
   const int64_t pos = row_pos[r];
-  const int half = D / 2;
   for (int j = blockIdx.y * nw + warp; j < NH + 2 * NKV; j += gridDim.y * nw) {
     const uint16_t* src;
     const float* b = nullptr;
@@ -139,34 +168,12 @@ __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_n
       for (int i = lane; i < D; i += 32) v_cache[cache_off + i] = stb(ldb(src + i) + (b ? b[i] : 0.f));
       continue;
     }
-    float inv = 1.f;
-    if (nrm) {
-      float ss = 0.f;
-      for (int i = lane; i < D; i += 32) {
-        const float x = ldb(src + i) + (b ? b[i] : 0.f);
-        ss += x * x;
-      }
-      ss = warp_sum(ss);
-      inv = rsqrtf(ss / static_cast<float>(D) + eps);
-    }
-    for (int i = lane; i < half; i += 32) {
-      float a = ldb(src + i) + (b ? b[i] : 0.f);
-      float c = ldb(src + i + half) + (b ? b[i + half] : 0.f);
-      if (nrm) {
-        a = a * inv * nrm[i];
-        c = c * inv * nrm[i + half];
-      }
-      const float f = static_cast<float>(pos) * inv_freq[i];
-      const float cs = cosf(f), sn = sinf(f);
-      const float oa = a * cs - c * sn, oc = c * cs + a * sn;
-      if (j < NH) {
-        float* dst = q_out + r * int64_t(NH) * D + int64_t(j) * D;
-        dst[i] = oa;
-        dst[i + half] = oc;
-      } else {
-        k_cache[cache_off + i] = stb(oa);
-        k_cache[cache_off + i + half] = stb(oc);
-      }
+    if (j < NH) {
+      float* dst = q_out + r * int64_t(NH) * D + int64_t(j) * D;
+      norm_rope_head(src, b, nrm, eps, inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = v; });
+    } else {
+      uint16_t* dst = k_cache + cache_off;
+      norm_rope_head(src, b, nrm, eps, inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = stb(v); });
     }
   }
 }
@@ -200,7 +207,8 @@ template <int D>
 __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uint16_t* kc, const uint16_t* vc,
                                                        const int32_t* row_slot, const int32_t* row_pos, int NH, int NKV,
                                                        int64_t max_ctx, int chunk, int splits, float scale,
-                                                       float* part_o, float* part_ml, int* counters, uint16_t* out) {
+                                                       float* part_o, float* part_ml, int* counters, uint16_t* out,
+                                                       DecodeRope rope) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
   using S = AttnSmem<D>;
   constexpr int C8 = D / 8;  // 8-element chunks of a head vector
@@ -226,8 +234,46 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
   float* l_run = m_run + G;
   float* alpha = l_run + G;
 
-  const float* qr = q + (r * NH + int64_t(kh) * G) * D;
-  for (int i = tid; i < G * D; i += kAttnThreads) qs[(i / D) * S::kQPitch + i % D] = qr[i] * scale;
+  const size_t head = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D;
+  const int64_t pos = len - 1;
+  if (rope.k_cache && pos < j1) {  // fused decode: this split holds the row's new key; write it first
+    const size_t at = head + size_t(pos) * D;
+    const float* bias = rope.bias;
+    if (warp == 0) {
+      uint16_t* dst = rope.k_cache + at;
+      norm_rope_head(rope.in.k + r * rope.in.ldk + int64_t(kh) * D, bias ? bias + int64_t(NH + kh) * D : nullptr,
+                     rope.k_norm, rope.eps, rope.inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = stb(v); });
+    } else if (warp == 1) {
+      const uint16_t* src = rope.in.v + r * rope.in.ldv + int64_t(kh) * D;
+      const float* b = bias ? bias + int64_t(NH + NKV + kh) * D : nullptr;
+      for (int i = lane; i < D; i += 32) rope.v_cache[at + i] = stb(ldb(src + i) + (b ? b[i] : 0.f));
+    }
+    __syncthreads();  // the block's tile loads below read these two cache rows
+  }
+  auto load_tile = [&](int64_t t0) {  // keys [t0, t0 + n) into shared memory (cp.async, one group)
+    const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
+    const uint16_t* kg = kc + head + size_t(t0) * D;
+    const uint16_t* vg = vc + head + size_t(t0) * D;
+    for (int e = tid; e < n * C8; e += kAttnThreads) {
+      const int key = e / C8, c = e % C8;
+      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(e) * 8, true);
+      cp16(smem_addr(vs + key * D + c * 8), vg + size_t(e) * 8, true);
+    }
+    cp_commit();
+  };
+  load_tile(j0);  // in flight while the queries are made
+
+  if (rope.k_cache) {  // fused decode: q-norm + RoPE of this block's G query heads, straight into qs
+    for (int g = warp; g < G; g += kAttnThreads / 32) {
+      const int64_t h = int64_t(kh) * G + g;
+      float* dst = qs + g * S::kQPitch;
+      norm_rope_head(rope.in.q + r * rope.in.ldq + h * D, rope.bias ? rope.bias + h * D : nullptr, rope.q_norm,
+                     rope.eps, rope.inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = v * scale; });
+    }
+  } else {
+    const float* qr = q + (r * NH + int64_t(kh) * G) * D;
+    for (int i = tid; i < G * D; i += kAttnThreads) qs[(i / D) * S::kQPitch + i % D] = qr[i] * scale;
+  }
   for (int g = tid; g < G; g += kAttnThreads) {
     m_run[g] = -FLT_MAX;
     l_run[g] = 0.f;
@@ -238,17 +284,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
 #pragma unroll
     for (int e = 0; e < 8; ++e) o[i][e] = 0.f;
 
-  const size_t head = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D;
   for (int64_t t0 = j0; t0 < j1; t0 += kAttnTile) {
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
-    const uint16_t* kg = kc + head + size_t(t0) * D;
-    const uint16_t* vg = vc + head + size_t(t0) * D;
-    for (int e = tid; e < n * C8; e += kAttnThreads) {
-      const int key = e / C8, c = e % C8;
-      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(e) * 8, true);
-      cp16(smem_addr(vs + key * D + c * 8), vg + size_t(e) * 8, true);
-    }
-    cp_commit();
+    if (t0 != j0) load_tile(t0);
     cp_wait<0>();
     __syncthreads();  // the tile (and, first time round, the queries) are in shared memory
 
@@ -517,7 +555,7 @@ namespace {
 template <int D>
 void launch_attn(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot, const int32_t* row_pos,
                  int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
-                 float* part_ml, int* counters, bf16_t* out, cudaStream_t s) {
+                 float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
   const size_t smem = AttnSmem<D>::bytes(NH / NKV);
   static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per D)
   if (smem > 48 * 1024 && !raised) {
@@ -527,15 +565,21 @@ void launch_attn(const float* q, const bf16_t* kc, const bf16_t* vc, const int32
   }
   dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
   attn_k<D><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
-                                             1.f / sqrtf(float(D)), part_o, part_ml, counters, out);
+                                             1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 }  // namespace
 
 void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
-               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s) {
+               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s,
+               const DecodeRope* rope_in) {
   if (rows <= 0) return;
+  const DecodeRope rope = rope_in ? *rope_in : DecodeRope{};
+  if (rope.k_cache && (row_slot || rope.k_cache != k_cache || rope.v_cache != v_cache || !rope.inv_freq ||
+                       !rope.in.q || !rope.in.k || !rope.in.v))
+    throw Error("attention: the fused decode RoPE needs row r = slot r (no row_slot), q/k/v, the caches attention "
+                "reads and the RoPE frequencies", 1);
   if (NKV <= 0 || NH % NKV != 0 || NH / NKV > kMaxGroup)
     throw Error("attention: " + std::to_string(NH) + " query heads over " + std::to_string(NKV) +
                 " KV heads is not supported (at most " + std::to_string(kMaxGroup) + " query heads per KV head)");
@@ -546,11 +590,11 @@ void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, con
   float* part_ml = workspace + size_t(rows) * NH * splits * D;
   const int nh = int(NH), nkv = int(NKV), c = int(ch);
   switch (D) {
-    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
-    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
-    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
-    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
-    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, s); break;
+    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
+    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
+    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
+    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
+    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
     default: throw Error("attention: head_dim " + std::to_string(D) + " is not supported (16, 32, 64, 128 or 256)");
   }
 }

@@ -44,10 +44,26 @@ void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const fl
 // attention_workspace_floats(rows, NH, D, max_ctx, chunk) floats; counters: rows x NKV ints, zero
 // before the first call (each call leaves them zero). Supports D in {16, 32, 64, 128, 256} and
 // NH / NKV <= 16.
+//
+// rope (decode only, row_slot null so that row r is slot r and owns one new key): attention also
+// does qkv_rope_cache's work, one launch fewer per layer. Each block norms and rotates its G query
+// heads from rope.in straight into shared memory (q is not read), and the block whose split holds
+// position row_pos[r] first writes that row's new k (normed, rotated) and v into the cache.
+struct DecodeRope {
+  QkvView in{};
+  const float* bias = nullptr;    // fp32 [NH*D | NKV*D | NKV*D], nullable
+  const float* q_norm = nullptr;  // fp32 [D], nullable (with k_norm)
+  const float* k_norm = nullptr;
+  float eps = 0.f;
+  const float* inv_freq = nullptr;
+  bf16_t* k_cache = nullptr;      // the k_cache / v_cache attention reads; nullptr: no fused rope
+  bf16_t* v_cache = nullptr;
+};
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk);
 void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
-               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s);
+               int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s,
+               const DecodeRope* rope = nullptr);
 
 // act[r, i] = bf16(silu(gate[r, i]) * up[r, i]) for i < I.
 void silu_mul(const bf16_t* gate, int64_t ldg, const bf16_t* up, int64_t ldu, int64_t rows, int64_t I, bf16_t* act,
