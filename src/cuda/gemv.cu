@@ -17,6 +17,7 @@
 #include "cuda/async_copy.cuh"
 #include "cuda/gemv.h"
 #include "cuda/pdl.cuh"
+#include "cuda/wgmma.cuh"
 #include "spense/cuda/check.h"
 
 namespace spense::cuda::gemv {
@@ -220,7 +221,11 @@ struct TcDevice {
   int sms = 0;
   bool clusters = false;
   int smem_optin = 0;  // bytes of shared memory a block may opt in to
+  bool wgmma = false;  // an sm_90 GPU, and this binary holds sm_90a code (the warpgroup shapes)
 };
+
+// 1 where this code was compiled for sm_90a (wgmma), as seen by the GPU running it.
+__global__ void wgmma_compiled_k(int* out) { *out = SPENSE_WGMMA; }
 const TcDevice& tc_device() {
   static const TcDevice d = [] {
     int dev = 0, major = 0;
@@ -230,6 +235,16 @@ const TcDevice& tc_device() {
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     r.clusters = major >= 9;
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (major == 9) {
+      int* flag = nullptr;
+      int host = 0;
+      SPENSE_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+      wgmma_compiled_k<<<1, 1>>>(flag);
+      const cudaError_t launched = cudaGetLastError();
+      if (launched == cudaSuccess) SPENSE_CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost));
+      SPENSE_CUDA_CHECK(cudaFree(flag));
+      r.wgmma = launched == cudaSuccess && host == 1;
+    }
     return r;
   }();
   return d;
@@ -296,16 +311,23 @@ constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weigh
 // MT 16-row tiles per warp, NT 8-token tiles, W warps, S stages; BF16 or E4M3 weights. A stage
 // holds 128 bytes of every weight row either way, so E4M3 stages span twice the columns (and
 // twice the metadata and token columns) of BF16 ones.
-template <int MT, int NT, int W, int S, bool FP8 = false>
+// WG (warpgroup shapes, sm_90a): the MMAs are wgmma (src/cuda/wgmma.cuh), W a multiple of 4,
+// each warpgroup owning MT tiles of 64 rows (warp w % 4 the rows 16 (w % 4) .. of each), and the
+// token tile stored for wgmma's descriptor: K-major core matrices of 8 tokens x 16 bytes, chunk q
+// (columns 8q .. 8q + 7) of token tk at byte (q * kTok + tk) * 16 of the stage's token area
+// (kTok * 16 bytes between chunks along K, 128 between groups of 8 tokens).
+template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false>
 struct TcCfg {
-  static constexpr bool kFP8 = FP8;
+  static constexpr bool kFP8 = FP8, kWG = WG;
+  static_assert(!WG || W % 4 == 0, "warpgroup shapes take whole warpgroups");
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
   static constexpr int kSparseCols = FP8 ? 256 : 128;  // columns of a 2:4 stage
   static constexpr int kDenseCols = FP8 ? 128 : 64;    // columns of a dense stage
   static constexpr int kMetaBytes = kSparseCols / 8;   // a 2:4 stage's metadata per row
   static constexpr int kXPitch = 2 * kSparseCols + 16;  // shared-memory pitch of a token's columns
-  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kMetaBytes, kX = kTok * kXPitch;
+  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kMetaBytes;
+  static constexpr int kX = WG ? kTok * 2 * kSparseCols : kTok * kXPitch;
   static constexpr int kStage = kA + kMeta + kX;
   static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
   static constexpr int kSmem = S * kStage;    // the reduction reuses the drained pipeline
@@ -317,6 +339,14 @@ struct TcCfg {
   static_assert(kBM * kRedPitch * 4 <= kSmem, "the partial tile must fit in the pipeline's memory");
   static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
 };
+
+// The unit's first row of warp `warp`'s 16-row tile mt (see TcCfg: warpgroup shapes interleave
+// the warps of a warpgroup within each 64-row tile).
+template <class C>
+__device__ __forceinline__ int tc_row0(int warp, int mt) {
+  if constexpr (C::kWG) return (warp / 4) * 64 * C::kMT + mt * 64 + (warp % 4) * 16;
+  else return warp * 16 * C::kMT + mt * 16;
+}
 
 __device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -410,10 +440,13 @@ struct TcCopies {
 #pragma unroll
     for (int j = 0; j < XN; ++j) {
       const int c = tid + j * C::kThreads;
-      const int tk = c / XCH, q = c % XCH;
+      // Warpgroup shapes: pairs of chunks (one 32-byte sector) per token, tokens in turn, so
+      // that a warp's shared-memory writes fill contiguous runs of the core-matrix layout.
+      const int tk = C::kWG ? (c >> 1) % C::kTok : c / XCH;
+      const int q = C::kWG ? (c & 1) + 2 * ((c >> 1) / C::kTok) : c % XCH;
       const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
       xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + t.begin * kCols + q * 8);
-      x_dst[j] = C::kA + C::kMeta + tk * C::kXPitch + q * 16;
+      x_dst[j] = C::kA + C::kMeta + (C::kWG ? (q * C::kTok + tk) * 16 : tk * C::kXPitch + q * 16);
       x_ok |= uint32_t(ok) << j;
       x_any |= uint32_t(any) << j;
     }
@@ -531,6 +564,72 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
   }
 }
 
+// The warpgroup shapes' stage (TcCfg, WG): this warp's A fragments of every k-step of the stage
+// and every row tile go to registers first (ldmatrix, or E4M3 pairs widened as in tc_compute),
+// then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
+// area by descriptor, and waits for them before the stage's memory is reused.
+// wg_a_frag: the A fragment of 16 weight columns (BF16: 32 bytes, E4M3: 16) starting at BF16
+// byte col_bytes of the tile's rows row0 .. row0 + 15.
+template <class C>
+__device__ __forceinline__ void wg_a_frag(const uint8_t* A, int row0, int col_bytes, uint32_t (&a)[4]) {
+  const int lane = threadIdx.x & 31;
+  if constexpr (C::kFP8) {  // fragment row g's columns 2t, 2t + 1, 2t + 8, 2t + 9 (and row g + 8's)
+    const uint8_t* q = A + (row0 + (lane >> 2)) * kTcRowPitch + 2 * (lane & 3) + col_bytes / 2;
+    constexpr int P8 = 8 * kTcRowPitch;
+    a[0] = bf16x2_of_e4m3_smem(q);
+    a[1] = bf16x2_of_e4m3_smem(q + P8);
+    a[2] = bf16x2_of_e4m3_smem(q + 8);
+    a[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
+  } else {
+    const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
+    ldsm4(smem_addr(A + (row0 + a_row) * kTcRowPitch + a_byte + col_bytes), a);
+  }
+}
+
+template <class C, bool SPARSE>
+__device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
+  constexpr int MT = C::kMT, N = 8 * C::kNT, R = N / 2;
+  constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
+  // Fragments per stage: one per 2:4 k-step (32 columns, 16 kept), or per dense k16.
+  constexpr int KF = SPARSE ? kCols / 32 : kCols / 16;
+  constexpr uint32_t kLBO = C::kTok * 16;  // bytes between the token tile's chunks along K
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const uint8_t* A = stage;
+  const uint8_t* M = A + C::kA;
+  const uint32_t xb = smem_addr(M + C::kMeta);
+  auto& d = reinterpret_cast<float(&)[MT][R]>(acc);
+  uint32_t a[KF][MT][4], e[KF][MT];
+#pragma unroll
+  for (int f = 0; f < KF; ++f)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int row0 = tc_row0<C>(warp, mt);
+      wg_a_frag<C>(A, row0, 32 * f, a[f][mt]);
+      if constexpr (SPARSE) {  // as in tc_compute: the pair position's u16 of rows g and g + 8
+        const int r = row0 + (lane >> 2), p = lane & 1;
+        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * f);
+        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * f);
+        e[f][mt] = (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
+      }
+    }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
+  wgmma::fence();
+#pragma unroll
+  for (int f = 0; f < KF; ++f)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      // A 2:4 k-step spans 4 chunks of 8 columns along K, a dense k16 two.
+      const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
+      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse(d[mt], a[f][mt], b, e[f][mt]);
+      else wgmma::Wgmma<N>::dense(d[mt], a[f][mt], b);
+    }
+  wgmma::commit();
+  wgmma::wait<0>();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
+}
+
 __device__ __forceinline__ void store_bf16(uint16_t* y, float v) {
   const __nv_bfloat16 b = __float2bfloat16(v);
   *y = *reinterpret_cast<const uint16_t*>(&b);
@@ -554,7 +653,7 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
-        const int r = warp * 16 * MT + mt * 16 + g, tk = 8 * j + 2 * q4;
+        const int r = tc_row0<C>(warp, mt) + g, tk = 8 * j + 2 * q4;
         out(r, tk, acc[mt][j][0]);
         out(r, tk + 1, acc[mt][j][1]);
         out(r + 8, tk, acc[mt][j][2]);
@@ -570,7 +669,7 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      const int r = warp * 16 * MT + mt * 16 + g, tk = 8 * j + 2 * q4;
+      const int r = tc_row0<C>(warp, mt) + g, tk = 8 * j + 2 * q4;
       red[r * C::kRedPitch + tk] = acc[mt][j][0];
       red[r * C::kRedPitch + tk + 1] = acc[mt][j][1];
       red[(r + 8) * C::kRedPitch + tk] = acc[mt][j][2];
@@ -619,10 +718,12 @@ __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int6
 #pragma unroll 1
   for (int64_t i = 0; i < n; ++i) {
     cp_wait<S - 2>();
+    if constexpr (C::kWG) wgmma::fence_proxy_async_smem();  // wgmma reads the tokens through the async proxy
     __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
     if (i + S - 1 < n) cp.issue(i + S - 1, base + next_slot * C::kStage);
     cp_commit();
-    tc_compute<C, SPARSE>(smem + slot * C::kStage, acc);
+    if constexpr (C::kWG) tc_compute_wg<C, SPARSE>(smem + slot * C::kStage, acc);
+    else tc_compute<C, SPARSE>(smem + slot * C::kStage, acc);
     slot = slot + 1 == S ? 0 : slot + 1;
     next_slot = next_slot + 1 == S ? 0 : next_slot + 1;
   }
@@ -645,9 +746,9 @@ __global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16
   else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
 }
 
-template <int MT, int NT, int W, int S, bool FP8>
+template <int MT, int NT, int W, int S, bool FP8, bool WG = false>
 void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  using C = TcCfg<MT, NT, W, S, FP8>;
+  using C = TcCfg<MT, NT, W, S, FP8, WG>;
   static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
@@ -735,29 +836,39 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
   meta[size_t(i) * chunks + c] = m;
 }
 
-// Three shapes per token-tile size; make_gemv_linear times each. The first two are the best two
-// of a sweep on the Qwen3-32B layers (H200, docs/perf.md); the third (added for M = 16-64, where
-// every block re-reads the token tile from L2 each stage) has more weight rows per block, so that
-// the token bytes per stage shrink against the weight bytes. First: the one for untimed M. E4M3
-// stages carry twice the token columns, so the 64-token tile takes 4 warps or fewer stages.
+// Five shapes per token-tile size; make_gemv_linear times each. Shapes 0-2 (mma.sync): the first
+// two are the best two of a sweep on the Qwen3-32B layers (H200, docs/perf.md); the third (added
+// for M = 16-64, where every block re-reads the token tile from L2 each stage) has more weight
+// rows per block, so that the token bytes per stage shrink against the weight bytes. Shapes 3-4
+// (wgmma, sm_90a only: tc_wgmma_ok): one warpgroup of 64 rows, and two warpgroups of 128 rows
+// each (256 rows: a quarter of the token bytes per weight byte). First: the one for untimed M.
+// E4M3 stages carry twice the token columns, so large token tiles take fewer stages.
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  const int v = w.tc_shape;
+  const int v = w.tc_shape >= 3 && !tc_device().wgmma ? 0 : w.tc_shape;
   if (m <= 8) {
     if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 1, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 1, 8, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 1, 4, 5, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 16) {
     if (v == 1) launch_tc<1, 2, 4, 6, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 2, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 2, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 32) {
     if (v == 1) launch_tc<1, 4, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 4, 8, FP8 ? 3 : 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 4, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 4, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 4, 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   } else {
     if (v == 1) launch_tc<2, 8, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<1, 8, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 8, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 8, 8, FP8 ? 2 : 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<2, 8, FP8 ? 4 : 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   }
 }
@@ -769,13 +880,19 @@ constexpr int tc_largest_smem() {
                        TcCfg<1, 2, 4, 6, FP8>::kSmem, TcCfg<2, 2, 8, 4, FP8>::kSmem, TcCfg<1, 2, 8, 4, FP8>::kSmem,
                        TcCfg<1, 4, 8, 4, FP8>::kSmem, TcCfg<2, 4, 8, FP8 ? 3 : 4, FP8>::kSmem,
                        TcCfg<1, 4, 8, 3, FP8>::kSmem, TcCfg<2, 8, 4, 4, FP8>::kSmem, TcCfg<1, 8, 8, 4, FP8>::kSmem,
-                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem};
+                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem, TcCfg<1, 1, 4, 6, FP8, true>::kSmem,
+                       TcCfg<2, 1, 8, 4, FP8, true>::kSmem, TcCfg<1, 2, 4, 6, FP8, true>::kSmem,
+                       TcCfg<2, 2, 8, 3, FP8, true>::kSmem, TcCfg<1, 4, 4, 4, FP8, true>::kSmem,
+                       TcCfg<2, 4, 8, 3, FP8, true>::kSmem, TcCfg<1, 8, 4, 4, FP8, true>::kSmem,
+                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem};
   int m = 0;
   for (int x : v) m = x > m ? x : m;
   return m;
 }
 
 }  // namespace
+
+bool tc_wgmma_ok() { return tc_device().wgmma; }
 
 int tc_effective_slices(const Weights& w, int requested) {
   return std::max(1, std::min(requested, tc_max_slices(w)));

@@ -35,8 +35,13 @@ struct Weights {
   bool pdl = false;
 };
 
-// Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear.
-inline constexpr int kTcShapes = 3;
+// Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
+// 0-2 with mma.sync, 3-4 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
+// elsewhere they run as shape 0).
+inline constexpr int kTcShapes = 5;
+inline constexpr int kTcFirstWgmmaShape = 3;
+// Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
+bool tc_wgmma_ok();
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
 bool tc_eligible(const Weights& w);

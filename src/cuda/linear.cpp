@@ -570,6 +570,7 @@ class GemvLinearImpl final : public Linear {
     }
     for (int shape = 0; tc && shape < gemv::kTcShapes; ++shape)
       if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
+      else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstWgmmaShape && !gemv::tc_wgmma_ok()) continue;
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else

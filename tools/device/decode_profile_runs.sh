@@ -6,7 +6,7 @@
 # PARTS (default "tests decode"): tests = the engine's and small-M kernel's GPU tests; decode = the
 # profile; nopdl = the same without programmatic dependent launch; base = the commit archived in
 # .devdeps/baseline.tgz (git archive), built and run on the same GPU; gemm = per-layer small-M
-# kernel against cuBLASLt, M = 1 .. 64. The logs are re-tarred into $OUT/logs.tgz after every step
+# kernel against cuBLASLt, M = 1 .. 64; basegemm = the same with the base build (after base). The logs are re-tarred into $OUT/logs.tgz after every step
 # (the device tool returns at most 8 files, and a call cut off by its time limit keeps what ran).
 # CSV names carry no device: the device is the CSV's first column.
 set -uo pipefail
@@ -41,8 +41,12 @@ if has base && [[ -f .devdeps/baseline.tgz ]]; then
   step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode "${decode_args[@]}" --csv "$OUT/decode_base_$tag.csv"
   grep -E "^(fp8|bf16) " "$L/decode_base.log"
 fi
+gemm_args=(--models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 --formats dense,2:4-gemv,spense-out-gemv)
 if has gemm; then
-  step gemm 150 ./build-gpu/spense_bench_gemm --models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 \
-    --formats dense,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_32b_$tag.csv"
+  step gemm 150 ./build-gpu/spense_bench_gemm "${gemm_args[@]}" --csv "$OUT/gemm_32b_$tag.csv"
   grep -A40 "^summary" "$L/gemm.log"
+fi
+if has basegemm && [[ -x /tmp/base/build-gpu/spense_bench_gemm ]]; then
+  step gemm_base 150 /tmp/base/build-gpu/spense_bench_gemm "${gemm_args[@]}" --csv "$OUT/gemm_base_$tag.csv"
+  grep -A40 "^summary" "$L/gemm_base.log"
 fi

@@ -3,7 +3,8 @@
 # Qwen3-32B gate_up layer (2:4, tensor cores forced) at M = 1, 16, 32 and 64: the first launches
 # (the candidates make_gemv_linear times: each block shape at each K split; grid z = split),
 # plus the kernels' register and local-memory use (cuobjdump). From the repository root on the
-# GPU machine, with .devdeps carried:  bash tools/device/ncu_small_m_tc.sh
+# GPU machine, with .devdeps carried:
+#   [MS="16 64"] [DTYPES="bf16 fp8"] [LAUNCHES=10] bash tools/device/ncu_small_m_tc.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -14,13 +15,16 @@ cuobjdump --dump-resource-usage "$obj" 2>&1 | grep -A1 "gemv_tc_k" | grep -oE "T
 echo
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis"
-for m in 1 16 32 64; do
-  $NCU --clock-control none -k regex:gemv_tc --launch-count 10 $sec \
-    ./build-gpu/spense_bench_gemm --models qwen3-32b --layers gate_up --m $m --d 0.25 --dtypes bf16 \
-    --small-m-kernel tensor-cores --formats 2:4-gemv --iters 3 --warmup 1 --csv "$OUT/x.csv" > "$OUT/ncu_m$m.txt" 2>&1
-  echo "== m=$m rc=$?"
-  grep -E "gemv_tc_k<|^    Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Executed Ipc Active|Eligible Warps|Warp Cycles Per Issued|L1/TEX Hit|Mem Pipes Busy|Shared Memory  " "$OUT/ncu_m$m.txt" \
+for dt in ${DTYPES:-bf16}; do
+for m in ${MS:-1 16 32 64}; do
+  f="$OUT/ncu_${dt}_m$m.txt"
+  $NCU --clock-control none -k regex:gemv_tc --launch-count ${LAUNCHES:-10} $sec \
+    ./build-gpu/spense_bench_gemm --models qwen3-32b --layers gate_up --m $m --d 0.25 --dtypes $dt \
+    --small-m-kernel tensor-cores --formats 2:4-gemv --iters 3 --warmup 1 --csv "$OUT/x.csv" > "$f" 2>&1
+  echo "== $dt m=$m rc=$?"
+  grep -E "gemv_tc_k<|^    Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Executed Ipc Active|Eligible Warps|Warp Cycles Per Issued|L1/TEX Hit|Mem Pipes Busy|Shared Memory  " "$f" \
     | sed -E 's/void \(anonymous namespace\)::|void <unnamed>::|\(Weights.*\) \(/ (/; s/ +/ /g' | paste -sd' ' | sed 's/ gemv_tc_k/\ngemv_tc_k/g'
   echo
+done
 done
 (cd "$OUT" && tar czf /tmp/ncu.tgz ./*.txt && rm -f ./*.txt ./*.csv ./*.log && mv /tmp/ncu.tgz .)
