@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <string>
 
 #include "cuda/async_copy.cuh"
 #include "cuda/gemv.h"
@@ -636,28 +635,12 @@ __device__ __forceinline__ void store_bf16(uint16_t* y, float v) {
   *y = *reinterpret_cast<const uint16_t*>(&b);
 }
 
-// The last, partial wave of a launch (launch_tc): its units are split along K over `split`
-// blocks each, which leave fp32 partial tiles in `partials` (unit-major, kBM x kTok floats each);
-// the block that finishes last for a unit (a counter per unit, reset by that block, so the
-// launch can be replayed) sums them and writes the output. Blocks below main_units run whole
-// units. Why: a launch of U units on S resident slots runs ceil(U / S) waves, and with U / S =
-// 3.03 (Qwen3-32B gate_up at 16 tokens on an H100) the SMs sat idle a quarter of the time
-// (Nsight Compute: SM active cycles 0.75 of elapsed, docs/perf.md).
-struct TcTail {
-  int64_t main_units = 0;
-  int split = 1;  // 1: no tail split
-  int* counters = nullptr;
-  float* partials = nullptr;
-};
-inline constexpr int kTcTailCounters = 2048;  // ints at the start of the tail workspace
-
 // Writes unit t's products, summed over the cluster's K slices when slices > 1 (through `red`,
-// the block's drained pipeline memory), or over the tail split's blocks when tail_unit >= 0.
+// the block's drained pipeline memory).
 template <class C>
 __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, uint16_t* y, int64_t ldy,
                                             const TcUnit& t, float* red, int slice, int slices,
-                                            const float (&acc)[C::kMT][C::kNT][4], const TcTail& tail,
-                                            int64_t tail_unit) {
+                                            const float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, NT = C::kNT;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q4 = lane & 3;
   auto out = [&](int r, int tk, float v) {  // r: row of the unit, tk: token of the tile
@@ -665,38 +648,6 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
     const int64_t s = t.first + t.row0 + r;
     store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), w.scales ? v * w.scales[s] : v);
   };
-  if (tail_unit >= 0) {
-    constexpr int kTile = C::kBM * C::kTok;
-    float* mine = tail.partials + (size_t(tail_unit) * tail.split + slice) * kTile;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int r = tc_row0<C>(warp, mt) + g, tk = 8 * j + 2 * q4;
-        mine[r * C::kTok + tk] = acc[mt][j][0];
-        mine[r * C::kTok + tk + 1] = acc[mt][j][1];
-        mine[(r + 8) * C::kTok + tk] = acc[mt][j][2];
-        mine[(r + 8) * C::kTok + tk + 1] = acc[mt][j][3];
-      }
-    __threadfence();  // this block's partial tile is visible device-wide before it is counted
-    __syncthreads();
-    __shared__ int is_last;
-    if (threadIdx.x == 0) {
-      int* cnt = tail.counters + tail_unit;
-      is_last = atomicAdd(cnt, 1) == tail.split - 1;
-      if (is_last) *cnt = 0;  // every block of the unit has counted: ready for the next launch
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    const float* first = tail.partials + size_t(tail_unit) * tail.split * kTile;
-    for (int i = threadIdx.x; i < kTile; i += C::kThreads) {
-      float v = 0.f;
-      for (int q = 0; q < tail.split; ++q) v += __ldcg(first + size_t(q) * kTile + i);
-      out(i / C::kTok, i % C::kTok, v);
-    }
-    return;
-  }
   if (slices == 1) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -742,8 +693,7 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
 
 template <class C, bool SPARSE>
 __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total, uint16_t* y,
-                                       int64_t ldy, const TcUnit& t, uint8_t* smem, int slice, int slices,
-                                       const TcTail& tail, int64_t tail_unit) {
+                                       int64_t ldy, const TcUnit& t, uint8_t* smem, int slice, int slices) {
   constexpr int S = C::kStages;
   float acc[C::kMT][C::kNT][4];
 #pragma unroll
@@ -779,97 +729,44 @@ __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int6
   }
   cp_wait<0>();
   __syncthreads();  // every stage read: the memory can take the partial tile
-  tc_epilogue<C>(w, m_total, y, ldy, t, reinterpret_cast<float*>(smem), slice, slices, acc, tail, tail_unit);
+  tc_epilogue<C>(w, m_total, y, ldy, t, reinterpret_cast<float*>(smem), slice, slices, acc);
 }
 
-// grid (units, 1, slices), cluster (1, 1, slices); or, with a tail split (TcTail), grid
-// (main_units + tail units x split) and no cluster. Units: row blocks, 2:4 ones first, times
+// grid (units, 1, slices), cluster (1, 1, slices). Units: row blocks, 2:4 ones first, times
 // token tiles; one per block (persistent blocks measured slower on an H200, up to 2x with split
 // K, where every unit ends in cluster barriers: docs/perf.md).
 template <class C>
 __global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
                                                          uint16_t* y, int64_t ldy, int64_t sparse_blocks,
-                                                         int64_t row_blocks, TcTail tail) {
+                                                         int64_t row_blocks) {
   extern __shared__ __align__(16) uint8_t smem[];
-  int slices = int(gridDim.z), slice = int(blockIdx.z);
-  int64_t u = blockIdx.x, tail_unit = -1;
-  if (tail.split > 1 && u >= tail.main_units) {
-    tail_unit = (u - tail.main_units) / tail.split;
-    slice = int((u - tail.main_units) % tail.split);
-    slices = tail.split;
-    u = tail.main_units + tail_unit;
-  }
-  const TcUnit t = tc_unit<C>(w, u, row_blocks, sparse_blocks, slice, slices);
-  if (t.sparse) tc_run<C, true>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices, tail, tail_unit);
-  else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices, tail, tail_unit);
+  const int slices = int(gridDim.z), slice = int(blockIdx.z);
+  const TcUnit t = tc_unit<C>(w, blockIdx.x, row_blocks, sparse_blocks, slice, slices);
+  if (t.sparse) tc_run<C, true>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
+  else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
 }
 
-// Blocks of C resident per SM (its shared memory raised to C::kSmem on first use).
-template <class C>
-int tc_resident() {
-  static const int resident = [] {
+template <int MT, int NT, int W, int S, bool FP8, bool WG = false>
+void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  using C = TcCfg<MT, NT, W, S, FP8, WG>;
+  static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
     SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_tc_k<C>, C::kThreads, C::kSmem));
     return b > 0 ? b : 1;
   }();
-  return resident;
-}
-
-// Workspace bytes C's tail split may need: counters, then at most one partial tile per slot.
-template <class C>
-size_t tc_tail_bytes() {
-  return kTcTailCounters * sizeof(int) +
-         size_t(tc_device().sms) * tc_resident<C>() * C::kBM * C::kTok * sizeof(float);
-}
-
-// A launch of C for w at M = m: its units, grid size, K slices (a cluster each) and tail split.
-struct TcGrid {
-  int64_t sparse_blocks = 0, row_blocks = 0, units = 0, grid = 0;
-  int slices = 1;
-  TcTail tail;
-};
-
-template <class C>
-TcGrid tc_grid(const Weights& w, int64_t m) {
   const TcDevice& dev = tc_device();
-  const int64_t slots = int64_t(dev.sms) * tc_resident<C>();
-  TcGrid g;
-  g.sparse_blocks = (w.ns + C::kBM - 1) / C::kBM;
-  g.row_blocks = g.sparse_blocks + (w.nd + C::kBM - 1) / C::kBM;
-  g.units = g.row_blocks * ((m + C::kTok - 1) / C::kTok);
-  g.grid = g.units;
+  const int64_t slots = int64_t(dev.sms) * resident;
+  const int64_t sparse_blocks = (w.ns + C::kBM - 1) / C::kBM, dense_blocks = (w.nd + C::kBM - 1) / C::kBM;
+  const int64_t row_blocks = sparse_blocks + dense_blocks, units = row_blocks * ((m + C::kTok - 1) / C::kTok);
   // The split: Weights::tc_slices (make_gemv_linear times each per M), else the smallest that
   // fills every SM's resident slots twice.
-  if (w.tc_slices > 0) g.slices = tc_effective_slices(w, w.tc_slices);
+  int slices = 1;
+  if (w.tc_slices > 0) slices = tc_effective_slices(w, w.tc_slices);
   else
-    while (dev.clusters && g.slices < 8 && g.units * g.slices < 2 * slots && w.k / C::kSparseCols >= 8 * g.slices)
-      g.slices *= 2;
-  // Unsplit launches of more than one wave: whole waves run whole units, and the units of the
-  // last, partial wave are split along K over the slots that wave leaves (up to 16 blocks a
-  // unit, each keeping >= 4 stages of a 2:4 row), when the workspace holds their partials.
-  if (g.slices == 1 && w.tc_tail_ws && g.units > slots) {
-    const int64_t main = g.units / slots * slots, rest = g.units - main;
-    const int64_t split = std::min<int64_t>({16, slots / std::max<int64_t>(rest, 1), w.k / C::kSparseCols / 4});
-    const size_t need = kTcTailCounters * sizeof(int) + size_t(rest * split) * C::kBM * C::kTok * sizeof(float);
-    if (rest > 0 && rest <= kTcTailCounters && split >= 2 && need <= w.tc_tail_ws_bytes) {
-      g.tail.main_units = main;
-      g.tail.split = int(split);
-      g.tail.counters = static_cast<int*>(w.tc_tail_ws);
-      g.tail.partials = reinterpret_cast<float*>(static_cast<int*>(w.tc_tail_ws) + kTcTailCounters);
-      g.grid = main + rest * split;
-    }
-  }
-  return g;
-}
-
-template <class C>
-void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  const TcDevice& dev = tc_device();
-  const TcGrid g = tc_grid<C>(w, m);
-  const int slices = g.slices;
+    while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / C::kSparseCols >= 8 * slices) slices *= 2;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(g.grid), 1, static_cast<unsigned>(slices));
+  cfg.gridDim = dim3(static_cast<unsigned>(units), 1, static_cast<unsigned>(slices));
   cfg.blockDim = dim3(C::kThreads);
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = s;
@@ -890,12 +787,11 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   cfg.attrs = attr;
   cfg.numAttrs = na;
   SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<C>, w, static_cast<const uint16_t*>(x), ldx, m,
-                                       static_cast<uint16_t*>(y), ldy, g.sparse_blocks, g.row_blocks, g.tail));
+                                       static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks));
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
                              uint8_t* values, uint16_t* meta, unsigned long long* bad) {
-
   const int64_t chunks = k / 16;
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= ns * chunks) return;
@@ -947,81 +843,56 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 // (wgmma, sm_90a only: tc_wgmma_ok): one warpgroup of 64 rows, and two warpgroups of 128 rows
 // each (256 rows: a quarter of the token bytes per weight byte). First: the one for untimed M.
 // E4M3 stages carry twice the token columns, so large token tiles take fewer stages.
-// with_tc_cfg calls f(C{}) with the TcCfg of token count m and shape v.
-template <bool FP8, class F>
-void with_tc_cfg(int64_t m, int v, F&& f) {
-  if (m <= 8) {
-    if (v == 1) f(TcCfg<1, 1, 8, 4, FP8>{});
-    else if (v == 2) f(TcCfg<2, 1, 8, 4, FP8>{});
-    else if (v == 3) f(TcCfg<1, 1, 4, 6, FP8, true>{});
-    else if (v == 4) f(TcCfg<2, 1, 8, 4, FP8, true>{});
-    else f(TcCfg<1, 1, 4, 5, FP8>{});
-  } else if (m <= 16) {
-    if (v == 1) f(TcCfg<1, 2, 4, 6, FP8>{});
-    else if (v == 2) f(TcCfg<2, 2, 8, 4, FP8>{});
-    else if (v == 3) f(TcCfg<1, 2, 4, 6, FP8, true>{});
-    else if (v == 4) f(TcCfg<2, 2, 8, 3, FP8, true>{});
-    else f(TcCfg<1, 2, 8, 4, FP8>{});
-  } else if (m <= 32) {
-    if (v == 1) f(TcCfg<1, 4, 8, 4, FP8>{});
-    else if (v == 2) f(TcCfg<2, 4, 8, FP8 ? 3 : 4, FP8>{});
-    else if (v == 3) f(TcCfg<1, 4, 4, 4, FP8, true>{});
-    else if (v == 4) f(TcCfg<2, 4, 8, 3, FP8, true>{});
-    else f(TcCfg<1, 4, 8, 3, FP8>{});
-  } else {
-    if (v == 1) f(TcCfg<2, 8, 4, 4, FP8>{});
-    else if (v == 2) f(TcCfg<1, 8, 8, 4, FP8>{});
-    else if (v == 3) f(TcCfg<1, 8, 4, 4, FP8, true>{});
-    else if (v == 4) f(TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>{});
-    else f(TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>{});
-  }
-}
-
-// The shape that runs for w (the wgmma shapes fall back to shape 0 where wgmma is not available).
-int tc_shape_run(const Weights& w) { return w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape; }
-
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  with_tc_cfg<FP8>(m, tc_shape_run(w), [&](auto c) { launch_tc<decltype(c)>(w, x, ldx, m, y, ldy, s); });
+  const int v = w.tc_shape >= 3 && !tc_device().wgmma ? 0 : w.tc_shape;
+  if (m <= 8) {
+    if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 1, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 1, 8, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 1, 4, 5, FP8>(w, x, ldx, m, y, ldy, s);
+  } else if (m <= 16) {
+    if (v == 1) launch_tc<1, 2, 4, 6, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 2, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 2, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+  } else if (m <= 32) {
+    if (v == 1) launch_tc<1, 4, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<2, 4, 8, FP8 ? 3 : 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 4, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 4, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<1, 4, 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
+  } else {
+    if (v == 1) launch_tc<2, 8, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 2) launch_tc<1, 8, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<1, 8, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<2, 8, 8, FP8 ? 2 : 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else launch_tc<2, 8, FP8 ? 4 : 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
+  }
 }
 
 // The most shared memory any shape above asks for (tc_eligible: the device must give it).
 template <bool FP8>
-int tc_largest_smem() {
-  int most = 0;
-  for (int m : {8, 16, 32, 64})
-    for (int v = 0; v < kTcShapes; ++v) with_tc_cfg<FP8>(m, v, [&](auto c) { most = std::max(most, decltype(c)::kSmem); });
-  return most;
+constexpr int tc_largest_smem() {
+  constexpr int v[] = {TcCfg<1, 1, 8, 4, FP8>::kSmem, TcCfg<2, 1, 8, 4, FP8>::kSmem, TcCfg<1, 1, 4, 5, FP8>::kSmem,
+                       TcCfg<1, 2, 4, 6, FP8>::kSmem, TcCfg<2, 2, 8, 4, FP8>::kSmem, TcCfg<1, 2, 8, 4, FP8>::kSmem,
+                       TcCfg<1, 4, 8, 4, FP8>::kSmem, TcCfg<2, 4, 8, FP8 ? 3 : 4, FP8>::kSmem,
+                       TcCfg<1, 4, 8, 3, FP8>::kSmem, TcCfg<2, 8, 4, 4, FP8>::kSmem, TcCfg<1, 8, 8, 4, FP8>::kSmem,
+                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem, TcCfg<1, 1, 4, 6, FP8, true>::kSmem,
+                       TcCfg<2, 1, 8, 4, FP8, true>::kSmem, TcCfg<1, 2, 4, 6, FP8, true>::kSmem,
+                       TcCfg<2, 2, 8, 3, FP8, true>::kSmem, TcCfg<1, 4, 4, 4, FP8, true>::kSmem,
+                       TcCfg<2, 4, 8, 3, FP8, true>::kSmem, TcCfg<1, 8, 4, 4, FP8, true>::kSmem,
+                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem};
+  int m = 0;
+  for (int x : v) m = x > m ? x : m;
+  return m;
 }
 
 }  // namespace
 
 bool tc_wgmma_ok() { return tc_device().wgmma; }
-
-std::string tc_launch_info(const Weights& w, int64_t m) {
-  std::string r;
-  auto f = [&](auto c) {
-    const TcGrid g = tc_grid<decltype(c)>(w, m);
-    r = std::to_string(g.units) + " units";
-    if (g.slices > 1) r += " x " + std::to_string(g.slices) + " K slices";
-    if (g.tail.split > 1)
-      r += ", the last " + std::to_string(g.units - g.tail.main_units) + " split " + std::to_string(g.tail.split) +
-           "-way along K";
-  };
-  if (w.fp8) with_tc_cfg<true>(m, tc_shape_run(w), f);
-  else with_tc_cfg<false>(m, tc_shape_run(w), f);
-  return r;
-}
-
-size_t tc_tail_workspace_bytes(const Weights& w, int64_t m) {
-  size_t most = 0;
-  for (int v = 0; v < kTcShapes; ++v) {
-    auto f = [&](auto c) { most = std::max(most, tc_tail_bytes<decltype(c)>()); };
-    if (w.fp8) with_tc_cfg<true>(std::min<int64_t>(m, 64), v, f);
-    else with_tc_cfg<false>(std::min<int64_t>(m, 64), v, f);
-  }
-  return most;
-}
 
 int tc_effective_slices(const Weights& w, int requested) {
   return std::max(1, std::min(requested, tc_max_slices(w)));
@@ -1036,7 +907,7 @@ int tc_max_slices(const Weights& w) {
 bool tc_eligible(const Weights& w) {
   // The block shapes' shared memory (launch_tc_m; sized for Hopper's 227 KB) must fit the device:
   // elsewhere (A100: 163 KB, Ada: 99 KB) the CUDA-core path runs.
-  static const int kLargestBf16 = tc_largest_smem<false>(), kLargestFp8 = tc_largest_smem<true>();
+  constexpr int kLargestBf16 = tc_largest_smem<false>(), kLargestFp8 = tc_largest_smem<true>();
   if (tc_device().smem_optin < (w.fp8 ? kLargestFp8 : kLargestBf16)) return false;
   // Whole stages (128 weight bytes per row) along K, and 16-byte aligned dense rows.
   if (w.fp8) return w.k % 256 == 0 && (w.nd == 0 || w.dense_ld % 16 == 0);

@@ -10,7 +10,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
 
 namespace spense::cuda::gemv {
 
@@ -31,10 +30,6 @@ struct Weights {
   bool tensor_cores = false;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
   int tc_shape = 0;   // block shape, 0 .. kTcShapes - 1 (warps, rows per warp, pipeline depth)
-  // Workspace for splitting the last, partial wave of an unsplit launch along K (zeroed once;
-  // the kernel leaves it zeroed); nullptr: no such split. tc_tail_workspace_bytes() sizes it.
-  void* tc_tail_ws = nullptr;
-  size_t tc_tail_ws_bytes = 0;
   // Launch with programmatic dependent launch (src/cuda/pdl.cuh; sm_90+): the blocks may start,
   // and fetch their first weights, while the kernel before them in the stream finishes.
   bool pdl = false;
@@ -47,10 +42,6 @@ inline constexpr int kTcShapes = 5;
 inline constexpr int kTcFirstWgmmaShape = 3;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
 bool tc_wgmma_ok();
-// Bytes of Weights::tc_tail_ws that every block shape of the tensor-core path may use at M = m.
-size_t tc_tail_workspace_bytes(const Weights& w, int64_t m);
-// How the tensor-core path launches w at M = m: units, K slices, tail split (for plan_info).
-std::string tc_launch_info(const Weights& w, int64_t m);
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
 bool tc_eligible(const Weights& w);

@@ -502,12 +502,7 @@ class GemvLinearImpl final : public Linear {
   void prepare(int64_t m) override {
     if (m <= 0 || choice_.count(m)) return;
     if (inner_) inner_->prepare(m);  // cuBLASLt's plan and scratch, also when it is the only candidate
-    std::vector<Choice> cands = candidates(m);
-    for (Choice& c : cands)
-      if (c.path == Path::TENSOR_CORES) {
-        c.tail_bytes = gemv::tc_tail_workspace_bytes(weights(), m);
-        ctx_->reserve_scratch(Scratch::GEMV_TAIL, c.tail_bytes);
-      }
+    const std::vector<Choice> cands = candidates(m);
     if (cands.size() == 1) {
       choice_[m] = cands[0];
       return;
@@ -547,8 +542,7 @@ class GemvLinearImpl final : public Linear {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
-               (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s) (" +
-               gemv::tc_launch_info(launch_weights(it->second), m) + ")";
+               (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)";
       default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
     }
   }
@@ -560,7 +554,6 @@ class GemvLinearImpl final : public Linear {
     Path path;
     int slices = 0;  // tensor cores: K split (Weights::tc_slices)
     int shape = 0;   // tensor cores: block shape (Weights::tc_shape)
-    size_t tail_bytes = 0;  // tensor cores: the tail split's workspace (Scratch::GEMV_TAIL)
   };
   std::vector<Choice> candidates(int64_t m) const {
     std::vector<Choice> v;
@@ -587,20 +580,12 @@ class GemvLinearImpl final : public Linear {
   }
   void run(const Choice& c, const void* x, void* y, int64_t m, cudaStream_t s) const {
     if (c.path == Path::LIBRARY) return inner_->forward(x, y, m, s);
-    gemv::gemv(launch_weights(c), x, k_, m, y, n_, s);
-  }
-  // The kernel's view of the weights for choice c.
-  gemv::Weights launch_weights(const Choice& c) const {
     gemv::Weights w = weights();
     w.tensor_cores = c.path == Path::TENSOR_CORES;
     w.tc_slices = c.slices;
     w.tc_shape = c.shape;
-    if (c.tail_bytes > 0) {
-      w.tc_tail_ws = ctx_->scratch(Scratch::GEMV_TAIL, c.tail_bytes);
-      w.tc_tail_ws_bytes = c.tail_bytes;
-    }
     w.pdl = opts_.pdl;
-    return w;
+    gemv::gemv(w, x, k_, m, y, n_, s);
   }
 
   gemv::Weights weights() const {

@@ -343,53 +343,6 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
     }
 }
 
-// Layers of more units than the GPU holds at once: the tensor-core path runs whole waves of
-// whole units and splits the units of the last, partial wave along K over several blocks, whose
-// fp32 partials the last of them sums (counters it resets). Each block shape is forced with an
-// unsplit launch, so that a row count of 576 blocks of 64 rows exceeds any shape's resident
-// slots on an H100 / H200 (132 SMs); 2:4 and Spense layouts (dense units last, so the split
-// ones), BF16 and E4M3, 8- and 64-token tiles. Each layer runs as a CUDA graph replayed twice
-// (run_layer), so a counter left unreset would show in the second result. Reference: the
-// double-precision product of the stored weights (as in SmallMKernelPathsMatchReference).
-TEST_F(CudaLinear, SmallMKernelTailSplitMatchesReference) {
-  if (!tc_smem_ok()) GTEST_SKIP() << "the tensor-core path needs Hopper's shared memory";
-  const int64_t n = 64 * 576, k = 2048;
-  for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
-    if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
-    int split_runs = 0;
-    for (double d : {0.0, 0.25}) {
-      GemvLayout gl;
-      gl.tile = 64;
-      for (int64_t t = 0; t < std::llround(d * 576); ++t) gl.dense_tiles.push_back(int32_t(t * 4 % 576));
-      std::sort(gl.dense_tiles.begin(), gl.dense_tiles.end());
-      gl.dense_tiles.erase(std::unique(gl.dense_tiles.begin(), gl.dense_tiles.end()), gl.dense_tiles.end());
-      std::vector<uint8_t> dmap(static_cast<size_t>(n), 0);
-      for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * gl.tile, gl.tile, uint8_t(1));
-      HostWeights w = make_weights(n, k, p, 501 + gl.dense_tiles.size(), true, dmap);
-      for (int64_t m : {5, 40}) {
-        HostActs a = make_acts(m, k, p, 77 + m);
-        const std::vector<float> ref = ref_gemm(a.x, w.ref, m, n, k);
-        for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
-          LinearOptions o;
-          o.name = "gemv-tail";
-          o.small_m_kernel = SmallMKernel::TENSOR_CORES;
-          o.small_m_tc_shape = shape;
-          o.small_m_tc_slices = 1;
-          auto L = make_gemv_linear(*g_ctx, n, k, p, w.view(), gl, o);
-          L->prepare(m);
-          const std::string plan = L->plan_info(m);
-          SCOPED_TRACE(std::string(precision_name(p)) + " d=" + std::to_string(d) + " m=" + std::to_string(m) +
-                       " shape " + std::to_string(shape) + " (" + plan + ")");
-          split_runs += plan.find("-way along K") != std::string::npos;
-          EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), ref), 1e-2);
-        }
-      }
-    }
-    // Most shapes leave a partial last wave here; the split must have run for some of them.
-    EXPECT_GT(split_runs, 0) << precision_name(p);
-  }
-}
-
 // Every E4M3 code through the small-M kernel, exactly. The weights of a Spense axis=out layer
 // (2:4 tiles with varying kept positions, and dense tiles) hold all 254 finite codes, subnormals
 // and both zeros included;

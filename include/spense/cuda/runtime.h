@@ -108,9 +108,8 @@ void copy_to_device(void* dst, const void* src, size_t bytes);
 // (CUDA events; a quick sum for choosing between kernels, not a reported median).
 float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup = 3, int reps = 10);
 
-// Scratch slots shared by all layers of a Context (they run one after another). GEMV_TAIL: the
-// small-M kernel's K-split partial tiles and counters (gemv::Weights::tc_tail_ws).
-enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, GEMV_TAIL, COUNT };
+// Scratch slots shared by all layers of a Context (they run one after another).
+enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };
 
 class Context {
  public:
