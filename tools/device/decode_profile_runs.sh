@@ -20,7 +20,7 @@ source tools/device/lib.sh
 has() { [[ $PARTS == *" $1 "* ]]; }
 decode_args=(--synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto --axis out --batch 1,16 --steps 32)
 if has tests; then
-  step test_linear 200 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
+  step test_linear 300 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
   grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
   step test_engine 240 ./build-gpu/test_cuda_engine
   grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -60
@@ -38,8 +38,10 @@ fi
 if has base && [[ -f .devdeps/baseline.tgz ]]; then
   rm -rf /tmp/base && mkdir -p /tmp/base && tar xzf .devdeps/baseline.tgz -C /tmp/base && ln -s "$(pwd)/.devdeps" /tmp/base/.devdeps
   (cd /tmp/base && OUT=$L/base bash src/cuda/standalone/device_run.sh build 2>&1 | tail -1)
-  step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode "${decode_args[@]}" --csv "$OUT/decode_base_$tag.csv"
-  grep -E "^(fp8|bf16) " "$L/decode_base.log"
+  if [[ ${BASE_DECODE:-1} == 1 ]]; then  # BASE_DECODE=0: build the base only (for basegemm)
+    step decode_base 200 /tmp/base/build-gpu/spense_gpu bench-decode "${decode_args[@]}" --csv "$OUT/decode_base_$tag.csv"
+    grep -E "^(fp8|bf16) " "$L/decode_base.log"
+  fi
 fi
 gemm_args=(--models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 --formats dense,2:4-gemv,spense-out-gemv)
 if has gemm; then

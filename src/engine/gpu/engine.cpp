@@ -695,10 +695,15 @@ class EngineImpl final : public Engine {
       rope.k_norm = L.has_qk_norm ? L.k_norm.as<float>() : nullptr;
       rope.eps = eps;
       rope.inv_freq = inv_freq_.as<float>();
-      // Decode (no row_slot: row r is slot r, one new key each): attention does the q/k norm,
-      // RoPE and cache write itself. Prefill rows of one slot read each other's new keys, so
-      // there a separate kernel writes them all first.
-      const bool fused = row_slot == nullptr;
+      // Decode (no row_slot: row r is slot r, one new key each) of a few rows: attention does the
+      // q/k norm, RoPE and cache write itself, saving a launch. Every KV split of a row redoes its
+      // query heads' norm and RoPE, so with more rows the separate kernel wins: on an H100 the
+      // fused path took 0.03-0.23 ms less per Qwen3-32B step at batch 1 and 0.31-0.78 ms more at
+      // batch 16 (docs/perf.md; batches 2-8 not measured, the cut at 4 is between the two).
+      // Prefill rows of one slot read each other's new keys, so there the separate kernel writes
+      // them all first.
+      constexpr int64_t kFusedRopeMaxRows = 4;
+      const bool fused = row_slot == nullptr && M <= kFusedRopeMaxRows;
       if (fused) {
         rope.k_cache = kc;
         rope.v_cache = vc;
