@@ -224,8 +224,11 @@ struct TcDevice {
   bool wgmma = false;  // an sm_90 GPU, and this binary holds sm_90a code (the warpgroup shapes)
 };
 
-// 1 where this code was compiled for sm_90a (wgmma), as seen by the GPU running it.
-__global__ void wgmma_compiled_k(int* out) { *out = SPENSE_WGMMA; }
+// Set by the build (cmake/cuda.cmake) when CMAKE_CUDA_ARCHITECTURES holds 90a: the device code
+// then has the wgmma instructions, which plain sm_90 code lacks.
+#ifndef SPENSE_WGMMA_BUILT
+#define SPENSE_WGMMA_BUILT 0
+#endif
 const TcDevice& tc_device() {
   static const TcDevice d = [] {
     int dev = 0, major = 0;
@@ -235,16 +238,7 @@ const TcDevice& tc_device() {
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     r.clusters = major >= 9;
     SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (major == 9) {
-      int* flag = nullptr;
-      int host = 0;
-      SPENSE_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-      wgmma_compiled_k<<<1, 1>>>(flag);
-      const cudaError_t launched = cudaGetLastError();
-      if (launched == cudaSuccess) SPENSE_CUDA_CHECK(cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost));
-      SPENSE_CUDA_CHECK(cudaFree(flag));
-      r.wgmma = launched == cudaSuccess && host == 1;
-    }
+    r.wgmma = major == 9 && SPENSE_WGMMA_BUILT;  // no launch here: this may first run inside graph capture
     return r;
   }();
   return d;

@@ -7,7 +7,7 @@
 // token tile from shared memory per k-step, four times per warpgroup; wgmma reads it once per
 // warpgroup and issues one instruction where mma.sync needs N / 8.
 // The asm bodies exist only in sm_90a code (__CUDA_ARCH_FEAT_SM90_ALL); the host launches the
-// warpgroup shapes only where wgmma_compiled() says so.
+// warpgroup shapes only where gemv::tc_wgmma_ok() says so (an sm_90 GPU, sm_90a code built).
 #pragma once
 #include <cstdint>
 

@@ -418,7 +418,14 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
     }
 }
 
-// A forced block shape outside the kernel's three is refused at load, naming the option.
+// On Hopper the build holds the warpgroup shapes (sm_90a code; cmake/cuda.cmake), so forcing
+// shape 3 or 4 runs wgmma rather than falling back to shape 0.
+TEST_F(CudaLinear, SmallMKernelWgmmaShapesRunOnHopper) {
+  if (g_ctx->cc_major() != 9) GTEST_SKIP() << "wgmma is sm_90a only";
+  EXPECT_TRUE(gemv::tc_wgmma_ok());
+}
+
+// A forced block shape outside the kernel's five is refused at load, naming the option.
 TEST_F(CudaLinear, SmallMKernelRejectsUnknownShape) {
   const int64_t n = 64, k = 128;
   HostWeights w = make_weights(n, k, LinearPrecision::BF16, 5, true, std::vector<uint8_t>(size_t(n), 0));
