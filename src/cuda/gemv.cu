@@ -488,84 +488,10 @@ __device__ __forceinline__ uint32_t bf16x2_of_e4m3_smem(const uint8_t* p) {
   return bf16x2_of_e4m3x2(*reinterpret_cast<const uint16_t*>(p));
 }
 
-// acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
-// fragments by ldmatrix; E4M3 weights by 2-byte shared loads of the fragment's element pairs
-// (row g or g + 8, columns 2t and 2t + 8 of the k-step: a row pitch of 144 bytes is 4 banks, so
-// rows g = 0..7 land on banks 4g and 4g + 1 and the warp's loads do not conflict), widened to
-// BF16 in registers.
-template <class C, bool SPARSE>
-__device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
-  constexpr int MT = C::kMT, NT = C::kNT;
-  constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const uint8_t* A = stage;
-  const uint8_t* M = A + C::kA;
-  const uint8_t* X = M + C::kMeta;
-  // ldmatrix row addresses of this lane (see the fragment notes above).
-  const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
-  const uint32_t a_addr = smem_addr(A + (warp * 16 * MT + a_row) * kTcRowPitch + a_byte);
-  const uint32_t b_addr = smem_addr(X + (lane & 7) * C::kXPitch + 16 * (lane >> 3));
-  const int g = lane >> 2, p = lane & 1;
-  const uint8_t* a8 = A + (warp * 16 * MT + g) * kTcRowPitch + 2 * (lane & 3);  // E4M3: row g, column 2t
-  constexpr int P8 = 8 * kTcRowPitch;                                           // row g + 8
-#pragma unroll
-  for (int ks = 0; ks < kCols / 32; ++ks) {  // 32-column k-steps
-    uint32_t b[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * C::kXPitch + ks * 64, b[j]);
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      if constexpr (SPARSE) {
-        uint32_t a[4];
-        if constexpr (C::kFP8) {
-          const uint8_t* q = a8 + mt * 16 * kTcRowPitch + ks * 16;  // 16 kept values per k-step
-          a[0] = bf16x2_of_e4m3_smem(q);
-          a[1] = bf16x2_of_e4m3_smem(q + P8);
-          a[2] = bf16x2_of_e4m3_smem(q + 8);
-          a[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
-        } else {
-          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 32, a);
-        }
-        const int r = warp * 16 * MT + mt * 16 + g;
-        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * ks);
-        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * ks);
-        const uint32_t e = (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
-#pragma unroll
-        for (int j = 0; j < NT; ++j) mma_sp_bf16(acc[mt][j], a, b[j], e);
-      } else {
-        uint32_t a0[4], a1[4];
-        if constexpr (C::kFP8) {
-          const uint8_t* q = a8 + mt * 16 * kTcRowPitch + ks * 32;
-          a0[0] = bf16x2_of_e4m3_smem(q);
-          a0[1] = bf16x2_of_e4m3_smem(q + P8);
-          a0[2] = bf16x2_of_e4m3_smem(q + 8);
-          a0[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
-          a1[0] = bf16x2_of_e4m3_smem(q + 16);
-          a1[1] = bf16x2_of_e4m3_smem(q + P8 + 16);
-          a1[2] = bf16x2_of_e4m3_smem(q + 24);
-          a1[3] = bf16x2_of_e4m3_smem(q + P8 + 24);
-        } else {
-          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64, a0);
-          ldsm4(a_addr + mt * 16 * kTcRowPitch + ks * 64 + 32, a1);
-        }
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          mma_bf16(acc[mt][j], a0, b[j][0], b[j][1]);
-          mma_bf16(acc[mt][j], a1, b[j][2], b[j][3]);
-        }
-      }
-    }
-  }
-}
-
-// The warpgroup shapes' stage (TcCfg, WG): this warp's A fragments of every k-step of the stage
-// and every row tile go to registers first (ldmatrix, or E4M3 pairs widened as in tc_compute),
-// then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
-// area by descriptor, and waits for them before the stage's memory is reused.
-// wg_a_frag: the A fragment of 16 weight columns (BF16: 32 bytes, E4M3: 16) starting at BF16
-// byte col_bytes of the tile's rows row0 .. row0 + 15.
+// The A fragment of 16 weight columns (BF16: 32 bytes, E4M3: 16) starting at BF16 byte col_bytes
+// of the tile's rows row0 .. row0 + 15 in a landed stage: ldmatrix, or E4M3 pairs widened.
 template <class C>
-__device__ __forceinline__ void wg_a_frag(const uint8_t* A, int row0, int col_bytes, uint32_t (&a)[4]) {
+__device__ __forceinline__ void a_frag(const uint8_t* A, int row0, int col_bytes, uint32_t (&a)[4]) {
   const int lane = threadIdx.x & 31;
   if constexpr (C::kFP8) {  // fragment row g's columns 2t, 2t + 1, 2t + 8, 2t + 9 (and row g + 8's)
     const uint8_t* q = A + (row0 + (lane >> 2)) * kTcRowPitch + 2 * (lane & 3) + col_bytes / 2;
@@ -580,6 +506,63 @@ __device__ __forceinline__ void wg_a_frag(const uint8_t* A, int row0, int col_by
   }
 }
 
+// The 2:4 metadata of k-step ks for the tile's rows row0 .. row0 + 15: the pair position's u16
+// of rows g (bits 0-15) and g + 8 (bits 16-31), as the fragment notes above say.
+template <class C>
+__device__ __forceinline__ uint32_t meta_frag(const uint8_t* M, int row0, int ks) {
+  const int lane = threadIdx.x & 31, r = row0 + (lane >> 2), p = lane & 1;
+  const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * ks);
+  const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * ks);
+  return (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
+}
+
+// acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
+// fragments by ldmatrix; E4M3 weights by 2-byte shared loads of the fragment's element pairs
+// (row g or g + 8, columns 2t and 2t + 8 of the k-step: a row pitch of 144 bytes is 4 banks, so
+// rows g = 0..7 land on banks 4g and 4g + 1 and the warp's loads do not conflict), widened to
+// BF16 in registers.
+template <class C, bool SPARSE>
+__device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
+  constexpr int MT = C::kMT, NT = C::kNT;
+  constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const uint8_t* A = stage;
+  const uint8_t* M = A + C::kA;
+  const uint8_t* X = M + C::kMeta;
+  // ldmatrix row addresses of this lane (see the fragment notes above).
+  const uint32_t b_addr = smem_addr(X + (lane & 7) * C::kXPitch + 16 * (lane >> 3));
+#pragma unroll
+  for (int ks = 0; ks < kCols / 32; ++ks) {  // 32-column k-steps
+    uint32_t b[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * C::kXPitch + ks * 64, b[j]);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int row0 = tc_row0<C>(warp, mt);
+      if constexpr (SPARSE) {
+        uint32_t a[4];
+        a_frag<C>(A, row0, 32 * ks, a);  // 16 kept values per k-step
+        const uint32_t e = meta_frag<C>(M, row0, ks);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mma_sp_bf16(acc[mt][j], a, b[j], e);
+      } else {
+        uint32_t a0[4], a1[4];
+        a_frag<C>(A, row0, 64 * ks, a0);
+        a_frag<C>(A, row0, 64 * ks + 32, a1);
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          mma_bf16(acc[mt][j], a0, b[j][0], b[j][1]);
+          mma_bf16(acc[mt][j], a1, b[j][2], b[j][3]);
+        }
+      }
+    }
+  }
+}
+
+// The warpgroup shapes' stage (TcCfg, WG): this warp's A fragments of every k-step of the stage
+// and every row tile go to registers first (a_frag, meta_frag, as in tc_compute),
+// then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
+// area by descriptor, and waits for them before the stage's memory is reused.
 template <class C, bool SPARSE>
 __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, N = 8 * C::kNT, R = N / 2;
@@ -587,7 +570,7 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
   // Fragments per stage: one per 2:4 k-step (32 columns, 16 kept), or per dense k16.
   constexpr int KF = SPARSE ? kCols / 32 : kCols / 16;
   constexpr uint32_t kLBO = C::kTok * 16;  // bytes between the token tile's chunks along K
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warp = threadIdx.x >> 5;
   const uint8_t* A = stage;
   const uint8_t* M = A + C::kA;
   const uint32_t xb = smem_addr(M + C::kMeta);
@@ -598,13 +581,8 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = tc_row0<C>(warp, mt);
-      wg_a_frag<C>(A, row0, 32 * f, a[f][mt]);
-      if constexpr (SPARSE) {  // as in tc_compute: the pair position's u16 of rows g and g + 8
-        const int r = row0 + (lane >> 2), p = lane & 1;
-        const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * f);
-        const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * f);
-        e[f][mt] = (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
-      }
+      a_frag<C>(A, row0, 32 * f, a[f][mt]);
+      if constexpr (SPARSE) e[f][mt] = meta_frag<C>(M, row0, f);
     }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
