@@ -559,12 +559,10 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
   }
 }
 
-// The warpgroup shapes' stage (TcCfg, WG): per k-step f (a 2:4 k-step of 32 columns, or a dense
-// k16), this warp's A fragments of every row tile go to registers (a_frag, meta_frag, as in
-// tc_compute) and the warpgroup issues one wgmma per 64-row tile, B read from the stage's token
-// area by descriptor. The fragments are double-buffered: k-step f + 1's shared loads and E4M3
-// widening run while k-step f's wgmmas do (wait<1> only retires k-step f - 1, whose buffer f + 1
-// reuses); the stage's last wgmmas are waited for before its memory is reused.
+// The warpgroup shapes' stage (TcCfg, WG): this warp's A fragments of every k-step of the stage
+// and every row tile go to registers first (a_frag, meta_frag, as in tc_compute),
+// then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
+// area by descriptor, and waits for them before the stage's memory is reused.
 template <class C, bool SPARSE>
 __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, N = 8 * C::kNT, R = N / 2;
@@ -577,35 +575,28 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
   const uint8_t* M = A + C::kA;
   const uint32_t xb = smem_addr(M + C::kMeta);
   auto& d = reinterpret_cast<float(&)[MT][R]>(acc);
-  uint32_t a[2][MT][4], e[2][MT];
-  auto load = [&](int f, int buf) {
+  uint32_t a[KF][MT][4], e[KF][MT];
+#pragma unroll
+  for (int f = 0; f < KF; ++f)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = tc_row0<C>(warp, mt);
-      a_frag<C>(A, row0, 32 * f, a[buf][mt]);
-      if constexpr (SPARSE) e[buf][mt] = meta_frag<C>(M, row0, f);
+      a_frag<C>(A, row0, 32 * f, a[f][mt]);
+      if constexpr (SPARSE) e[f][mt] = meta_frag<C>(M, row0, f);
     }
-  };
-  load(0, 0);
 #pragma unroll
-  for (int f = 0; f < KF; ++f) {
-    const int buf = f & 1;
+  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
+  wgmma::fence();
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
-    wgmma::fence();  // this k-step's fragments (and, first time, the accumulators) are written
+  for (int f = 0; f < KF; ++f)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       // A 2:4 k-step spans 4 chunks of 8 columns along K, a dense k16 two.
       const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
-      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse(d[mt], a[buf][mt], b, e[buf][mt]);
-      else wgmma::Wgmma<N>::dense(d[mt], a[buf][mt], b);
+      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse(d[mt], a[f][mt], b, e[f][mt]);
+      else wgmma::Wgmma<N>::dense(d[mt], a[f][mt], b);
     }
-    wgmma::commit();
-    if (f + 1 < KF) {
-      wgmma::wait<1>();  // k-step f - 1 is done with buffer buf ^ 1
-      load(f + 1, buf ^ 1);
-    }
-  }
+  wgmma::commit();
   wgmma::wait<0>();
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
