@@ -3,7 +3,8 @@
 # operation of the captured step), Qwen3-32B shapes, FP8 and BF16, dense / 2:4 / Spense d=0.25 at
 # batch 1 and 16. From the repository root on the GPU machine, with .devdeps carried:
 #   PARTS="tests decode nopdl base gemm" bash tools/device/decode_profile_runs.sh [tag] [bench-decode flags...]
-# BATCH (default 1,16): the decode batch sizes. PARTS (default "tests decode"): tests = the engine's and small-M kernel's GPU tests; decode = the
+# BATCH (default 1,16): the decode batch sizes.
+# PARTS (default "tests decode"): tests = the engine's and small-M kernel's GPU tests; decode = the
 # profile; nopdl = the same without programmatic dependent launch; base = the commit archived in
 # .devdeps/baseline.tgz (git archive), built and run on the same GPU; gemm = per-layer small-M
 # kernel against cuBLASLt, M = 1 .. 64; basegemm = the same with the base build (after base). The logs are re-tarred into $OUT/logs.tgz after every step
