@@ -185,33 +185,77 @@ constexpr int kAttnMaxSplits = 32; // splits per row at most (the last block com
 constexpr int kPPitch = kAttnTile + 4;  // floats per head row of probabilities (two heads per warp: distinct banks)
 static_assert(kAttnThreads == 2 * kAttnTile, "the score phase maps two threads to each key of a tile");
 
+// Tensor-core attention (TC): the group's query heads are the N = 8 side of mma.m16n8k16, so it
+// takes groups of up to kTcHeads heads (padded with zero queries) and D a multiple of 16.
+constexpr int kTcHeads = 8;
+constexpr int kPbPitch = kAttnTile + 8;  // bf16 probabilities per head row (144 bytes: ldmatrix without conflicts)
+
 // Shared memory of attn_k: the tile's keys (rows padded by 16 bytes, so that the threads of a
-// quarter warp, one key each, read distinct banks) and values, the G scaled queries (rows padded
-// by 4 floats), the tile's probabilities, and per head the running max, sum and this tile's rescale.
-template <int D>
+// quarter warp, one key each, read distinct banks) and values (TC: padded as the keys, for
+// ldmatrix), the scaled queries (fp32 rows padded by 4 floats; TC: 8 BF16 rows padded as the
+// keys, high parts then low parts), the tile's probabilities (TC: also as BF16 high and low
+// parts), and per head the running max, sum and this tile's rescale.
+template <int D, bool TC = false>
 struct AttnSmem {
   static constexpr int kKPitch = D + 8;  // bf16
+  static constexpr int kVPitch = TC ? kKPitch : D;
   static constexpr int kQPitch = D + 4;  // floats
   static constexpr int kTasks = (kMaxGroup * (D / 8) + kAttnThreads - 1) / kAttnThreads;  // (head, 8 dims) per thread
   static size_t bytes(int G) {
-    return 2 * size_t(kAttnTile) * (kKPitch + D) + sizeof(float) * size_t(G) * (kQPitch + kPPitch + 3);
+    const size_t heads = TC ? kTcHeads : size_t(G);
+    const size_t q = TC ? 2 * 2 * heads * kKPitch : sizeof(float) * heads * kQPitch;
+    return 2 * size_t(kAttnTile) * (kKPitch + kVPitch) + q + sizeof(float) * heads * (kPPitch + 3) +
+           (TC ? 2 * 2 * heads * kPbPitch : 0);
   }
 };
+
+__device__ __forceinline__ void ldsm_x4(const void* p, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(const void* p, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+// v split into BF16 high and low parts, v ~ hi + lo to about 16 bits of mantissa: the tensor-core
+// attention multiplies the BF16 keys and values by both parts of the queries and probabilities,
+// so that it keeps (nearly) fp32 inputs, as the CUDA-core path does. With the queries and
+// probabilities rounded to BF16 alone (FlashAttention's choice) the evaluation model's greedy
+// tokens left the fp32 CPU reference's within 32 steps (tests/cuda/test_cuda_engine.cpp, H200).
+__device__ __forceinline__ void split_bf16(float v, uint16_t& hi, uint16_t& lo) {
+  hi = stb(v);
+  lo = stb(v - __uint_as_float(uint32_t(hi) << 16));
+}
+// d (16 x 8, fp32) += a (16 x 16, BF16, row) * b (16 x 8, BF16, col): mma.sync m16n8k16.
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 // Block (split s, kv head kh, row r): the G query heads of kh over keys [s*chunk, min((s+1)*chunk,
 // len)), in tiles of kAttnTile keys with an online softmax (cp.async tile loads; scores, softmax
 // and the value sum from shared memory). A row with one split writes its output directly; else
 // each split leaves (max, sum, unnormalised output) in the workspace and the block that finishes
 // last for (r, kh) (a counter per (r, kh), reset by that block) combines them: one launch per layer.
-template <int D>
+// TC: scores and value sums on the tensor cores (mma.sync m16n8k16, queries and probabilities
+// as BF16 high + low parts, fp32 accumulation), keys x heads = (16 x 16) x (16 x 8) per warp and k-step, and
+// dims x heads = V^T (ldmatrix.trans) x P^T: the CUDA-core version spends most of its time issuing
+// the FMAs and bf16 conversions (Nsight Compute, H100: 77 us per layer at batch 16 with DRAM 28%
+// busy; docs/perf.md).
+template <int D, bool TC>
 __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uint16_t* kc, const uint16_t* vc,
                                                        const int32_t* row_slot, const int32_t* row_pos, int NH, int NKV,
                                                        int64_t max_ctx, int chunk, int splits, float scale,
                                                        float* part_o, float* part_ml, int* counters, uint16_t* out,
                                                        DecodeRope rope) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  using S = AttnSmem<D>;
+  using S = AttnSmem<D, TC>;
   constexpr int C8 = D / 8;  // 8-element chunks of a head vector
+  static_assert(!TC || D % 16 == 0, "the tensor-core path takes 16-dim k-steps");
   const int s = blockIdx.x, kh = blockIdx.y;
   const int64_t r = blockIdx.z;
   const int G = NH / NKV;
@@ -226,13 +270,18 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
   extern __shared__ __align__(16) uint8_t attn_smem[];
+  const int HS = TC ? kTcHeads : G;                         // head rows in shared memory
   uint16_t* ks = reinterpret_cast<uint16_t*>(attn_smem);   // [tile][kKPitch]
-  uint16_t* vs = ks + kAttnTile * S::kKPitch;               // [tile][D]
-  float* qs = reinterpret_cast<float*>(vs + kAttnTile * D);  // [G][kQPitch]
-  float* ps = qs + G * S::kQPitch;                          // [G][kPPitch]
-  float* m_run = ps + G * kPPitch;
-  float* l_run = m_run + G;
-  float* alpha = l_run + G;
+  uint16_t* vs = ks + kAttnTile * S::kKPitch;               // [tile][kVPitch]
+  uint16_t* qb = vs + kAttnTile * S::kVPitch;               // TC: [8][kKPitch] BF16 queries, high parts
+  uint16_t* qlo = qb + kTcHeads * S::kKPitch;               // TC: and low parts
+  float* qs = reinterpret_cast<float*>(qb + (TC ? 2 * kTcHeads * S::kKPitch : 0));  // !TC: [G][kQPitch]
+  float* ps = qs + (TC ? 0 : G * S::kQPitch);               // [HS][kPPitch]
+  float* m_run = ps + HS * kPPitch;
+  float* l_run = m_run + HS;
+  float* alpha = l_run + HS;
+  uint16_t* pb = reinterpret_cast<uint16_t*>(alpha + HS);   // TC: [8][kPbPitch] BF16 probabilities, high parts
+  uint16_t* plo = pb + kTcHeads * kPbPitch;                 // TC: and low parts
 
   const size_t head = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D;
   const int64_t pos = len - 1;
@@ -254,35 +303,56 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
     const uint16_t* kg = kc + head + size_t(t0) * D;
     const uint16_t* vg = vc + head + size_t(t0) * D;
-    for (int e = tid; e < n * C8; e += kAttnThreads) {
+    // TC: the rows past n are zero-filled, since the MMAs read whole tiles (a stale NaN there
+    // times a zero probability would still be NaN).
+    const int rows = TC ? kAttnTile : n;
+    for (int e = tid; e < rows * C8; e += kAttnThreads) {
       const int key = e / C8, c = e % C8;
-      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(e) * 8, true);
-      cp16(smem_addr(vs + key * D + c * 8), vg + size_t(e) * 8, true);
+      const bool ok = key < n;
+      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(ok ? e : 0) * 8, ok);
+      cp16(smem_addr(vs + key * S::kVPitch + c * 8), vg + size_t(ok ? e : 0) * 8, ok);
     }
     cp_commit();
   };
   load_tile(j0);  // in flight while the queries are made
 
-  if (rope.k_cache) {  // fused decode: q-norm + RoPE of this block's G query heads, straight into qs
+  // The scaled queries: fp32 rows of qs, or (TC) BF16 rows of qb and qlo, whose rows G..7 are zero.
+  auto put_q = [&](int g, int i, float v) {
+    if constexpr (TC) split_bf16(v, qb[g * S::kKPitch + i], qlo[g * S::kKPitch + i]);
+    else qs[g * S::kQPitch + i] = v;
+  };
+  if (rope.k_cache) {  // fused decode: q-norm + RoPE of this block's G query heads, straight into shared memory
     for (int g = warp; g < G; g += kAttnThreads / 32) {
       const int64_t h = int64_t(kh) * G + g;
-      float* dst = qs + g * S::kQPitch;
       norm_rope_head(rope.in.q + r * rope.in.ldq + h * D, rope.bias ? rope.bias + h * D : nullptr, rope.q_norm,
-                     rope.eps, rope.inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = v * scale; });
+                     rope.eps, rope.inv_freq, pos, D, lane, [&](int i, float v) { put_q(g, i, v * scale); });
     }
   } else {
     const float* qr = q + (r * NH + int64_t(kh) * G) * D;
-    for (int i = tid; i < G * D; i += kAttnThreads) qs[(i / D) * S::kQPitch + i % D] = qr[i] * scale;
+    for (int i = tid; i < G * D; i += kAttnThreads) put_q(i / D, i % D, qr[i] * scale);
   }
-  for (int g = tid; g < G; g += kAttnThreads) {
+  if constexpr (TC) {
+    for (int i = G * D + tid; i < kTcHeads * D; i += kAttnThreads)
+      qb[(i / D) * S::kKPitch + i % D] = qlo[(i / D) * S::kKPitch + i % D] = 0;
+    for (int i = tid; i < 2 * kTcHeads * kPbPitch; i += kAttnThreads) pb[i] = 0;  // pb, plo: rows G..7 stay zero
+  }
+  for (int g = tid; g < HS; g += kAttnThreads) {
     m_run[g] = -FLT_MAX;
     l_run[g] = 0.f;
+    alpha[g] = 1.f;
   }
-  float o[S::kTasks][8];
+  float o[TC ? 1 : S::kTasks][8];
 #pragma unroll
-  for (int i = 0; i < S::kTasks; ++i)
+  for (int i = 0; i < (TC ? 1 : S::kTasks); ++i)
 #pragma unroll
     for (int e = 0; e < 8; ++e) o[i][e] = 0.f;
+  // TC: this warp's 16-dim tiles of the output (dims x heads, mma's C layout: dims g and g + 8,
+  // heads 2t and 2t + 1 of the quad's thread t).
+  constexpr int kTcTiles = D / 16, kTcTilesPerWarp = (kTcTiles + kAttnThreads / 32 - 1) / (kAttnThreads / 32);
+  float ot[kTcTilesPerWarp][4];
+#pragma unroll
+  for (int i = 0; i < kTcTilesPerWarp; ++i) ot[i][0] = ot[i][1] = ot[i][2] = ot[i][3] = 0.f;
+  const int gq = lane >> 2, tq = lane & 3;
 
   for (int64_t t0 = j0; t0 < j1; t0 += kAttnTile) {
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
@@ -290,7 +360,38 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
     cp_wait<0>();
     __syncthreads();  // the tile (and, first time round, the queries) are in shared memory
 
-    {  // scores: thread (key, h0) for heads h0, h0 + 2, ...
+    if constexpr (TC) {  // scores: warp w, keys 16w .. 16w + 15 x the 8 heads
+      float sc[4] = {0.f, 0.f, 0.f, 0.f};
+      const int k0 = 16 * warp;
+#pragma unroll
+      for (int d0 = 0; d0 < D; d0 += 32 < D ? 32 : D) {
+        // A: keys k0.. x dims d0.. (ldmatrix x4: lanes 0-15 rows 0-15 at dim d0, 16-31 at d0 + 8);
+        // B: the queries' dims d0 .. d0 + 15 (and + 31), heads as rows: x4 = two k-steps.
+        uint32_t a[4], b[4], bl[4];
+        ldsm_x4(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 8 * (lane >> 4), a);
+        if (D >= 32) {
+          uint32_t a2[4];
+          ldsm_x4(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 16 + 8 * (lane >> 4), a2);
+          ldsm_x4(qb + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3), b);
+          ldsm_x4(qlo + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3), bl);
+          mma16816(sc, a, b[0], b[1]);
+          mma16816(sc, a2, b[2], b[3]);
+          mma16816(sc, a, bl[0], bl[1]);
+          mma16816(sc, a2, bl[2], bl[3]);
+        } else {  // D = 16: one k-step (lanes 16-31 repeat the addresses of 0-15)
+          ldsm_x4(qb + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1), b);
+          ldsm_x4(qlo + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1), bl);
+          mma16816(sc, a, b[0], b[1]);
+          mma16816(sc, a, bl[0], bl[1]);
+        }
+      }
+      // sc: keys k0 + gq (+ 8), heads 2tq (+ 1).
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const int key = k0 + gq + 8 * (h >> 1), g = 2 * tq + (h & 1);
+        if (g < G) ps[g * kPPitch + key] = key < n ? sc[h] : -FLT_MAX;
+      }
+    } else {  // scores: thread (key, h0) for heads h0, h0 + 2, ...
       const int key = tid % kAttnTile, h0 = tid / kAttnTile;
       float acc[kMaxGroup / 2];
 #pragma unroll
@@ -328,6 +429,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
       for (int t = lane; t < kAttnTile; t += 32) {
         const float p = t < n ? __expf(ps[g * kPPitch + t] - m_new) : 0.f;
         ps[g * kPPitch + t] = p;
+        if constexpr (TC) split_bf16(p, pb[g * kPbPitch + t], plo[g * kPbPitch + t]);
         sum += p;
       }
       sum = warp_sum(sum);
@@ -340,8 +442,38 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
     }
     __syncthreads();
 
+    if constexpr (TC) {  // values: warp w, dim tiles w, w + 4, ... x the 8 heads, over the tile's keys
+      const float a0 = alpha[2 * tq], a1 = alpha[2 * tq + 1];
 #pragma unroll
-    for (int i = 0; i < S::kTasks; ++i) {  // values: thread task (head g, dims c*8 .. c*8+7)
+      for (int i = 0; i < kTcTilesPerWarp; ++i) {
+        const int mt = warp + i * (kAttnThreads / 32);
+        if (mt < kTcTiles) {
+          ot[i][0] *= a0;
+          ot[i][1] *= a1;
+          ot[i][2] *= a0;
+          ot[i][3] *= a1;
+#pragma unroll
+          for (int kb = 0; kb < kAttnTile; kb += 32) {
+            // B: P^T for keys kb .. kb + 31 (heads as rows): x4 = two k-steps.
+            uint32_t b[4], bl[4];
+            ldsm_x4(pb + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3), b);
+            ldsm_x4(plo + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3), bl);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              // A: V^T (dims 16mt.. x keys kb + 16h..) from the key-major tile, transposed:
+              // matrices (keys 0-7, dims 0-7), (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (8-15, 8-15).
+              uint32_t a[4];
+              const int key = kb + 16 * h + (lane & 7) + 8 * (lane >> 4), dim = 16 * mt + 8 * ((lane >> 3) & 1);
+              ldsm_x4_trans(vs + key * S::kVPitch + dim, a);
+              mma16816(ot[i], a, b[2 * h], b[2 * h + 1]);
+              mma16816(ot[i], a, bl[2 * h], bl[2 * h + 1]);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < (TC ? 0 : S::kTasks); ++i) {  // values: thread task (head g, dims c*8 .. c*8+7)
       const int task = tid + i * kAttnThreads;
       if (task < G * C8) {
         const int g = task / C8, c = task % C8;
@@ -363,7 +495,22 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
   }
 
   const int64_t q0 = r * NH + int64_t(kh) * G;  // first query head of this block, over all rows
-  if (ns == 1) {
+  if constexpr (TC) {  // ot: dims 16mt + gq (+ 8), heads 2tq (+ 1); one split: normalised, else partial
+#pragma unroll
+    for (int i = 0; i < kTcTilesPerWarp; ++i) {
+      const int mt = warp + i * (kAttnThreads / 32);
+      if (mt >= kTcTiles) continue;
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const int dim = 16 * mt + gq + 8 * (h >> 1), g = 2 * tq + (h & 1);
+        if (g >= G) continue;
+        if (ns == 1) out[(q0 + g) * D + dim] = stb(ot[i][h] / l_run[g]);
+        else part_o[((q0 + g) * splits + s) * D + dim] = ot[i][h];
+      }
+    }
+    if (ns == 1) return;
+  }
+  if (!TC && ns == 1) {
 #pragma unroll
     for (int i = 0; i < S::kTasks; ++i) {
       const int task = tid + i * kAttnThreads;
@@ -378,7 +525,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
     return;
   }
 #pragma unroll
-  for (int i = 0; i < S::kTasks; ++i) {
+  for (int i = 0; i < (TC ? 0 : S::kTasks); ++i) {
     const int task = tid + i * kAttnThreads;
     if (task < G * C8) {
       const int g = task / C8, c = task % C8;
@@ -546,27 +693,42 @@ int64_t attn_chunk(int64_t max_ctx, int64_t chunk) {
 }
 }  // namespace
 
+bool attention_uses_tensor_cores(int64_t G, int64_t D) { return G >= 1 && G <= kTcHeads && D % 16 == 0; }
+
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk) {
   const int64_t splits = (max_ctx + attn_chunk(max_ctx, chunk) - 1) / attn_chunk(max_ctx, chunk);
   return static_cast<size_t>(rows * NH * splits * (D + 2));
 }
 
 namespace {
+template <int D, bool TC>
+void launch_attn_as(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot,
+                    const int32_t* row_pos, int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits,
+                    float* part_o, float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
+  const size_t smem = AttnSmem<D, TC>::bytes(NH / NKV);
+  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per D)
+  if (smem > 48 * 1024 && !raised) {
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(AttnSmem<D, TC>::bytes(kMaxGroup))));
+    raised = true;
+  }
+  dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
+  attn_k<D, TC><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
+                                                 1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
+  SPENSE_CUDA_CHECK_LAUNCH();
+}
+
+// The tensor-core kernel for groups of up to 8 query heads per KV head, else the CUDA-core one.
 template <int D>
 void launch_attn(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot, const int32_t* row_pos,
                  int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
                  float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
-  const size_t smem = AttnSmem<D>::bytes(NH / NKV);
-  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per D)
-  if (smem > 48 * 1024 && !raised) {
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(AttnSmem<D>::bytes(kMaxGroup))));
-    raised = true;
-  }
-  dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  attn_k<D><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
-                                             1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
-  SPENSE_CUDA_CHECK_LAUNCH();
+  if (attention_uses_tensor_cores(NH / NKV, D))
+    launch_attn_as<D, true>(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml,
+                            counters, out, rope, s);
+  else
+    launch_attn_as<D, false>(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml,
+                             counters, out, rope, s);
 }
 }  // namespace
 

@@ -59,6 +59,9 @@ struct DecodeRope {
   bf16_t* k_cache = nullptr;      // the k_cache / v_cache attention reads; nullptr: no fused rope
   bf16_t* v_cache = nullptr;
 };
+// Whether attention runs on the tensor cores for G query heads per KV head and head size D
+// (G <= 8 and D a multiple of 16); else on CUDA cores.
+bool attention_uses_tensor_cores(int64_t G, int64_t D);
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk);
 void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
