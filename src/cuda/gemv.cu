@@ -329,7 +329,7 @@ struct TcCfg {
   static constexpr int kAChunks = kBM / kARowsPerPass;
   static constexpr int kMetaChunks = kBM * kMetaBytes / 16;  // 16-byte metadata copies per stage
   static constexpr int kMetaPerThread = (kMetaChunks + kThreads - 1) / kThreads;
-  static_assert(kBM % kARowsPerPass == 0 && kMetaPerThread <= 2, "two metadata copies per thread at most");
+  static_assert(kBM % kARowsPerPass == 0 && kMetaPerThread <= 4, "four metadata copies per thread at most");
   static_assert(kBM * kRedPitch * 4 <= kSmem, "the partial tile must fit in the pipeline's memory");
   static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
 };
@@ -808,39 +808,47 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
   meta[size_t(i) * chunks + c] = m;
 }
 
-// Five shapes per token-tile size; make_gemv_linear times each. Shapes 0-2 (mma.sync): the first
+// Six shapes per token-tile size; make_gemv_linear times each. Shapes 0-3 (mma.sync): the first
 // two are the best two of a sweep on the Qwen3-32B layers (H200, docs/perf.md); the third (added
 // for M = 16-64, where every block re-reads the token tile from L2 each stage) has more weight
-// rows per block, so that the token bytes per stage shrink against the weight bytes. Shapes 3-4
-// (wgmma, sm_90a only: tc_wgmma_ok): one warpgroup of 64 rows, and two warpgroups of 128 rows
-// each (256 rows: a quarter of the token bytes per weight byte). First: the one for untimed M.
-// E4M3 stages carry twice the token columns, so large token tiles take fewer stages.
+// rows per block, so that the token bytes per stage shrink against the weight bytes. The fourth
+// gives each warp 4 row tiles (64 rows): every B fragment a warp loads from shared memory by
+// ldmatrix then feeds 4 MMAs, not 1-2, which halves the shared-memory reads of the token tile
+// per weight byte (at M = 64 and MT = 2 they are 4x the weight bytes in BF16, 8x in E4M3, and
+// shared memory, not HBM, bounds the block). Shapes 4-5 (wgmma, sm_90a only: tc_wgmma_ok): one
+// warpgroup of 64 rows, and two warpgroups of 128 rows each (256 rows: a quarter of the token
+// bytes per weight byte). First: the one for untimed M. E4M3 stages carry twice the token
+// columns, so large token tiles take fewer stages.
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  const int v = w.tc_shape >= 3 && !tc_device().wgmma ? 0 : w.tc_shape;
+  const int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
   if (m <= 8) {
     if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
-    else if (v == 3) launch_tc<1, 1, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
-    else if (v == 4) launch_tc<2, 1, 8, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<4, 1, 4, FP8 ? 4 : 5, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<1, 1, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 5) launch_tc<2, 1, 8, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 1, 4, 5, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 16) {
     if (v == 1) launch_tc<1, 2, 4, 6, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
-    else if (v == 3) launch_tc<1, 2, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
-    else if (v == 4) launch_tc<2, 2, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<4, 2, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<1, 2, 4, 6, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 5) launch_tc<2, 2, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 2, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
   } else if (m <= 32) {
     if (v == 1) launch_tc<1, 4, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 4, 8, FP8 ? 3 : 4, FP8>(w, x, ldx, m, y, ldy, s);
-    else if (v == 3) launch_tc<1, 4, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
-    else if (v == 4) launch_tc<2, 4, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<4, 4, 4, FP8 ? 3 : 4, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<1, 4, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 5) launch_tc<2, 4, 8, 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<1, 4, 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   } else {
     if (v == 1) launch_tc<2, 8, 4, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<1, 8, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
-    else if (v == 3) launch_tc<1, 8, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
-    else if (v == 4) launch_tc<2, 8, 8, FP8 ? 2 : 3, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 3) launch_tc<FP8 ? 3 : 4, 8, 4, 3, FP8>(w, x, ldx, m, y, ldy, s);
+    else if (v == 4) launch_tc<1, 8, 4, 4, FP8, true>(w, x, ldx, m, y, ldy, s);
+    else if (v == 5) launch_tc<2, 8, 8, FP8 ? 2 : 3, FP8, true>(w, x, ldx, m, y, ldy, s);
     else launch_tc<2, 8, FP8 ? 4 : 8, 3, FP8>(w, x, ldx, m, y, ldy, s);
   }
 }
@@ -852,7 +860,9 @@ constexpr int tc_largest_smem() {
                        TcCfg<1, 2, 4, 6, FP8>::kSmem, TcCfg<2, 2, 8, 4, FP8>::kSmem, TcCfg<1, 2, 8, 4, FP8>::kSmem,
                        TcCfg<1, 4, 8, 4, FP8>::kSmem, TcCfg<2, 4, 8, FP8 ? 3 : 4, FP8>::kSmem,
                        TcCfg<1, 4, 8, 3, FP8>::kSmem, TcCfg<2, 8, 4, 4, FP8>::kSmem, TcCfg<1, 8, 8, 4, FP8>::kSmem,
-                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem, TcCfg<1, 1, 4, 6, FP8, true>::kSmem,
+                       TcCfg<2, 8, FP8 ? 4 : 8, 3, FP8>::kSmem, TcCfg<4, 1, 4, FP8 ? 4 : 5, FP8>::kSmem,
+                       TcCfg<4, 2, 4, 4, FP8>::kSmem, TcCfg<4, 4, 4, FP8 ? 3 : 4, FP8>::kSmem,
+                       TcCfg<FP8 ? 3 : 4, 8, 4, 3, FP8>::kSmem, TcCfg<1, 1, 4, 6, FP8, true>::kSmem,
                        TcCfg<2, 1, 8, 4, FP8, true>::kSmem, TcCfg<1, 2, 4, 6, FP8, true>::kSmem,
                        TcCfg<2, 2, 8, 3, FP8, true>::kSmem, TcCfg<1, 4, 4, 4, FP8, true>::kSmem,
                        TcCfg<2, 4, 8, 3, FP8, true>::kSmem, TcCfg<1, 8, 4, 4, FP8, true>::kSmem,

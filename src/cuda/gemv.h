@@ -36,10 +36,10 @@ struct Weights {
 };
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
-// 0-2 with mma.sync, 3-4 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
+// 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
 // elsewhere they run as shape 0).
-inline constexpr int kTcShapes = 5;
-inline constexpr int kTcFirstWgmmaShape = 3;
+inline constexpr int kTcShapes = 6;
+inline constexpr int kTcFirstWgmmaShape = 4;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
 bool tc_wgmma_ok();
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
