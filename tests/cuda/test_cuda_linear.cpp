@@ -429,7 +429,7 @@ TEST_F(CudaLinear, SmallMKernelWgmmaShapesRunOnHopper) {
 #endif
 }
 
-// A forced block shape outside the kernel's five is refused at load, naming the option.
+// A forced block shape outside the kernel's kTcShapes is refused at load, naming the option.
 TEST_F(CudaLinear, SmallMKernelRejectsUnknownShape) {
   const int64_t n = 64, k = 128;
   HostWeights w = make_weights(n, k, LinearPrecision::BF16, 5, true, std::vector<uint8_t>(size_t(n), 0));

@@ -85,7 +85,8 @@ struct LinearOptions {
   // Its tensor-core path splits K over a cluster of 1 to 8 blocks: 0 times the splits 1, 2, 3, 4,
   // 6 and 8 per M and keeps the fastest; n > 0 forces n (capped by K and the GPU).
   int small_m_tc_slices = 0;
-  // And its block shape (three per token-tile size; see gemv.cu): -1 times each, 0 .. 2 forces one.
+  // And its block shape (gemv::kTcShapes per token-tile size; see gemv.cu): -1 times each,
+  // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
   // And it launches with programmatic dependent launch on sm_90+ (its blocks start and fetch
   // their first weights while the previous kernel in the stream finishes; they wait for that
