@@ -3,7 +3,7 @@
 # operation of the captured step), Qwen3-32B shapes, FP8 and BF16, dense / 2:4 / Spense d=0.25 at
 # batch 1 and 16. From the repository root on the GPU machine, with .devdeps carried:
 #   PARTS="tests decode nopdl base gemm" bash tools/device/decode_profile_runs.sh [tag] [bench-decode flags...]
-# BATCH (default 1,16): the decode batch sizes.
+# BATCH (default 1,16): the decode batch sizes; DTYPES (default fp8,bf16): their precisions.
 # PARTS (default "tests decode"): tests = the engine's and small-M kernel's GPU tests; decode = the
 # profile; nopdl = the same without programmatic dependent launch; base = the commit archived in
 # .devdeps/baseline.tgz (git archive), built and run on the same GPU; gemm = per-layer small-M
@@ -19,7 +19,7 @@ rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz  # lib.sh's step() writes there
 source tools/device/lib.sh
 has() { [[ $PARTS == *" $1 "* ]]; }
-decode_args=(--synthetic qwen3-32b --compare --dtype fp8,bf16 --backend auto --axis out --batch "${BATCH:-1,16}" --steps 32)
+decode_args=(--synthetic qwen3-32b --compare --dtype "${DTYPES:-fp8,bf16}" --backend auto --axis out --batch "${BATCH:-1,16}" --steps 32)
 if has tests; then
   step test_linear 300 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
   grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
