@@ -48,7 +48,11 @@ struct EngineOptions {
   int64_t decode_kv_chunk = 64;   // keys per attention block at decode (more blocks for small batches)
   int64_t prefill_kv_chunk = 256; // keys per attention block in prefill
   bool graphs = true;           // capture decode steps into CUDA graphs
-  bool concurrent = true;       // hybrid layers: sparse and dense GEMMs on two streams
+  // Library hybrid layers: their 2:4 and dense GEMMs on two streams (fork/join), or one after
+  // the other on the caller's stream. The join makes the operation after each hybrid GEMM a few
+  // us slower, but the overlap gains more (H100, FP8, batch 64: 23.2 vs 24.4 ms per step;
+  // docs/perf.md), so two streams is the default.
+  bool concurrent = true;
   bool sparse_search = true;    // cuSPARSELt algorithm search per M bucket
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)

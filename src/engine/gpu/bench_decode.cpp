@@ -68,6 +68,8 @@ std::string bench_decode_usage() {
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
+         "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
+         "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
@@ -89,7 +91,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
-                                        "--small-m-kernel"};
+                                        "--small-m-kernel", "--hybrid-streams"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -115,6 +117,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
     else if (a == "--no-pdl") o->pdl = false;
+    else if (a == "--hybrid-streams") {
+      if (val != "1" && val != "2") throw Error("bench-decode: --hybrid-streams takes 1 or 2, not '" + val + "'");
+      o->concurrent = val == "2";
+    }
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(to_number(a, val));
     else throw Error("bench-decode: unknown flag '" + a + "'\n" + bench_decode_usage());
@@ -152,12 +158,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off");
+              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
+              o.concurrent ? "on two streams" : "serial");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
@@ -183,6 +190,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.sparse_search = o.sparse_search;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
+      eo.concurrent = o.concurrent;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
       // engine per batch size; the other back ends serve every batch from one engine.
