@@ -812,10 +812,11 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 // two are the best two of a sweep on the Qwen3-32B layers (H200, docs/perf.md); the third (added
 // for M = 16-64, where every block re-reads the token tile from L2 each stage) has more weight
 // rows per block, so that the token bytes per stage shrink against the weight bytes. The fourth
-// gives each warp 4 row tiles (64 rows): every B fragment a warp loads from shared memory by
-// ldmatrix then feeds 4 MMAs, not 1-2, which halves the shared-memory reads of the token tile
-// per weight byte (at M = 64 and MT = 2 they are 4x the weight bytes in BF16, 8x in E4M3, and
-// shared memory, not HBM, bounds the block). Shapes 4-5 (wgmma, sm_90a only: tc_wgmma_ok): one
+// gives each warp 4 row tiles (64 rows; E4M3 at M > 32: 3, which fits the registers): every B
+// fragment a warp loads from shared memory by ldmatrix then feeds 3-4 MMAs, not 1-2, which
+// halves the shared-memory reads of the token tile per weight byte (at M = 64 and MT = 2 they
+// are 4x the weight bytes in BF16, 8x in E4M3). On an H100 it won FP8 o and down at M = 64,
+// not BF16 (docs/perf.md). Shapes 4-5 (wgmma, sm_90a only: tc_wgmma_ok): one
 // warpgroup of 64 rows, and two warpgroups of 128 rows each (256 rows: a quarter of the token
 // bytes per weight byte). First: the one for untimed M. E4M3 stages carry twice the token
 // columns, so large token tiles take fewer stages.
