@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/gemv.h"
 #include "cuda/pdl.cuh"
 #include "cuda/wgmma.cuh"
@@ -342,26 +343,12 @@ __device__ __forceinline__ int tc_row0(int warp, int mt) {
   else return warp * 16 * C::kMT + mt * 16;
 }
 
-__device__ __forceinline__ void ldsm4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
 __device__ __forceinline__ void mma_sp_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[4], uint32_t e) {
   asm volatile(
       "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0;\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // A block's unit: kBM stored rows of one kind, one tile of up to kTok tokens, and the 2:4 or
@@ -502,7 +489,7 @@ __device__ __forceinline__ void a_frag(const uint8_t* A, int row0, int col_bytes
     a[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
   } else {
     const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
-    ldsm4(smem_addr(A + (row0 + a_row) * kTcRowPitch + a_byte + col_bytes), a);
+    ldsm_x4(smem_addr(A + (row0 + a_row) * kTcRowPitch + a_byte + col_bytes), a);
   }
 }
 
@@ -535,7 +522,7 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
   for (int ks = 0; ks < kCols / 32; ++ks) {  // 32-column k-steps
     uint32_t b[NT][4];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) ldsm4(b_addr + j * 8 * C::kXPitch + ks * 64, b[j]);
+    for (int j = 0; j < NT; ++j) ldsm_x4(b_addr + j * 8 * C::kXPitch + ks * 64, b[j]);
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = tc_row0<C>(warp, mt);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/reduce.cuh"
 #include "engine/gpu/engine_kernels.h"
@@ -209,16 +210,6 @@ struct AttnSmem {
   }
 };
 
-__device__ __forceinline__ void ldsm_x4(const void* p, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldsm_x4_trans(const void* p, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
 // v split into BF16 high and low parts, v ~ hi + lo to about 16 bits of mantissa: the tensor-core
 // attention multiplies the BF16 keys and values by both parts of the queries and probabilities,
 // so that it keeps (nearly) fp32 inputs, as the CUDA-core path does. With the queries and
@@ -227,13 +218,6 @@ __device__ __forceinline__ void ldsm_x4_trans(const void* p, uint32_t (&r)[4]) {
 __device__ __forceinline__ void split_bf16(float v, uint16_t& hi, uint16_t& lo) {
   hi = stb(v);
   lo = stb(v - __uint_as_float(uint32_t(hi) << 16));
-}
-// d (16 x 8, fp32) += a (16 x 16, BF16, row) * b (16 x 8, BF16, col): mma.sync m16n8k16.
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Block (split s, kv head kh, row r): the G query heads of kh over keys [s*chunk, min((s+1)*chunk,
@@ -368,21 +352,21 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
         // A: keys k0.. x dims d0.. (ldmatrix x4: lanes 0-15 rows 0-15 at dim d0, 16-31 at d0 + 8);
         // B: the queries' dims d0 .. d0 + 15 (and + 31), heads as rows: x4 = two k-steps.
         uint32_t a[4], b[4], bl[4];
-        ldsm_x4(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 8 * (lane >> 4), a);
+        ldsm_x4(smem_addr(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 8 * (lane >> 4)), a);
         if (D >= 32) {
           uint32_t a2[4];
-          ldsm_x4(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 16 + 8 * (lane >> 4), a2);
-          ldsm_x4(qb + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3), b);
-          ldsm_x4(qlo + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3), bl);
-          mma16816(sc, a, b[0], b[1]);
-          mma16816(sc, a2, b[2], b[3]);
-          mma16816(sc, a, bl[0], bl[1]);
-          mma16816(sc, a2, bl[2], bl[3]);
+          ldsm_x4(smem_addr(ks + (k0 + (lane & 15)) * S::kKPitch + d0 + 16 + 8 * (lane >> 4)), a2);
+          ldsm_x4(smem_addr(qb + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3)), b);
+          ldsm_x4(smem_addr(qlo + (lane & 7) * S::kKPitch + d0 + 8 * (lane >> 3)), bl);
+          mma_bf16(sc, a, b[0], b[1]);
+          mma_bf16(sc, a2, b[2], b[3]);
+          mma_bf16(sc, a, bl[0], bl[1]);
+          mma_bf16(sc, a2, bl[2], bl[3]);
         } else {  // D = 16: one k-step (lanes 16-31 repeat the addresses of 0-15)
-          ldsm_x4(qb + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1), b);
-          ldsm_x4(qlo + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1), bl);
-          mma16816(sc, a, b[0], b[1]);
-          mma16816(sc, a, bl[0], bl[1]);
+          ldsm_x4(smem_addr(qb + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1)), b);
+          ldsm_x4(smem_addr(qlo + (lane & 7) * S::kKPitch + d0 + 8 * ((lane >> 3) & 1)), bl);
+          mma_bf16(sc, a, b[0], b[1]);
+          mma_bf16(sc, a, bl[0], bl[1]);
         }
       }
       // sc: keys k0 + gq (+ 8), heads 2tq (+ 1).
@@ -456,17 +440,17 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
           for (int kb = 0; kb < kAttnTile; kb += 32) {
             // B: P^T for keys kb .. kb + 31 (heads as rows): x4 = two k-steps.
             uint32_t b[4], bl[4];
-            ldsm_x4(pb + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3), b);
-            ldsm_x4(plo + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3), bl);
+            ldsm_x4(smem_addr(pb + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3)), b);
+            ldsm_x4(smem_addr(plo + (lane & 7) * kPbPitch + kb + 8 * (lane >> 3)), bl);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               // A: V^T (dims 16mt.. x keys kb + 16h..) from the key-major tile, transposed:
               // matrices (keys 0-7, dims 0-7), (keys 0-7, dims 8-15), (keys 8-15, dims 0-7), (8-15, 8-15).
               uint32_t a[4];
               const int key = kb + 16 * h + (lane & 7) + 8 * (lane >> 4), dim = 16 * mt + 8 * ((lane >> 3) & 1);
-              ldsm_x4_trans(vs + key * S::kVPitch + dim, a);
-              mma16816(ot[i], a, b[2 * h], b[2 * h + 1]);
-              mma16816(ot[i], a, bl[2 * h], bl[2 * h + 1]);
+              ldsm_x4_trans(smem_addr(vs + key * S::kVPitch + dim), a);
+              mma_bf16(ot[i], a, b[2 * h], b[2 * h + 1]);
+              mma_bf16(ot[i], a, bl[2 * h], bl[2 * h + 1]);
             }
           }
         }
