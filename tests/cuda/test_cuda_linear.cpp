@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -300,13 +301,22 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
         // Tensor cores: each block shape forced, and with k = 8320 (8 uneven slices) each K split
-        // in each shape, then both timed.
+        // in each shape that splits K (not the streamed ones), then both timed.
         struct K { SmallMKernel kern; int slices, shape; };
         std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
         for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
           kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
-          if (sh.k >= 8192)
+          if (sh.k >= 8192 && shape < gemv::kTcFirstStreamShape)
             for (int sl : {1, 2, 3, 4, 5, 6, 7, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
+        }
+        // Activations and the reference product once per M (the CPU product dominated the test's time).
+        std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
+        for (int64_t m : sh.ms) {
+          HostActs a = make_acts(m, sh.k, p, 900 + m);
+          // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
+          // the kernel), so the reference is the product with the weights' stored values.
+          std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
+          io.emplace(m, std::make_pair(std::move(a), std::move(want)));
         }
         for (const K& kk : kerns) {
           const SmallMKernel kern = kk.kern;
@@ -322,10 +332,14 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
                          " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
                          " slices " + std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" +
                          L->plan_info(m) + ")");
-            HostActs a = make_acts(m, sh.k, p, 900 + m);
-            // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
-            // the kernel), so the reference is the product with the weights' stored values.
-            EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2);
+            const HostActs& a = io.at(m).first;
+            const std::vector<float>& want = io.at(m).second;
+            EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
+            if (kern == SmallMKernel::TENSOR_CORES) {
+              // Again: the streamed shapes sum units shared by blocks in a workspace, which each
+              // launch must leave zeroed (a stale partial sum or counter shows up here).
+              EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
+            }
             if (kern == SmallMKernel::TENSOR_CORES) {  // the forced path is the one that ran
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
