@@ -119,12 +119,10 @@ struct RowsAt {
   __device__ __forceinline__ const uint8_t* span(int r, int64_t c) const {
     return v + r * row_step + (c >> 3) * stage_step + ((int(c & 7) ^ ((swz + r) & swz_mask)) << 4);
   }
-  // A span's metadata: 16 bits per 16 columns, so 2 bytes per BF16 span and 4 per E4M3 span.
+  // Where a span's metadata is: 16 bits per 16 columns, so 2 bytes per BF16 span and 4 per E4M3 span.
   template <bool FP8>
-  __device__ __forceinline__ uint32_t meta(int r, int64_t c) const {
-    const uint8_t* p = m + r * m_row_step + (c >> 3) * m_stage_step + (c & 7) * (FP8 ? 4 : 2);
-    if constexpr (FP8) return __ldg(reinterpret_cast<const uint32_t*>(p));
-    else return __ldg(reinterpret_cast<const uint16_t*>(p));
+  __device__ __forceinline__ const uint8_t* meta_ptr(int r, int64_t c) const {
+    return m + r * m_row_step + (c >> 3) * m_stage_step + (c & 7) * (FP8 ? 4 : 2);
   }
 };
 
@@ -166,7 +164,17 @@ __device__ __forceinline__ void rows_dot(const RowsAt& at, int64_t k, const uint
   constexpr int R = kRowsPerWarp, C = Span<FP8, SPARSE>::kCols, XW = Span<FP8, SPARSE>::kXWords;
   const int64_t spans = k / C;
   const int64_t step = int64_t(32) * wk;
-  for (int64_t c0 = part * 32 + lane; c0 < spans; c0 += step * U) {
+  // A lane's spans c0, c0 + step, ... keep c % 8 (step is a multiple of 32): the row and chunk
+  // part of their addresses is set once, the stage part is a shift (stage_step is a power of 2).
+  const int64_t c_first = part * 32 + lane;
+  int v_off[R], m_off[R];  // < 2^31: row r of R and a chunk
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    v_off[r] = int(at.span(r, c_first) - at.v - (c_first >> 3) * at.stage_step);
+    if constexpr (SPARSE) m_off[r] = int(at.template meta_ptr<FP8>(r, c_first) - at.m - (c_first >> 3) * at.m_stage_step);
+  }
+  const int v_shift = __ffsll(at.stage_step) - 1, m_shift = SPARSE ? __ffsll(at.m_stage_step) - 1 : 0;
+  for (int64_t c0 = c_first; c0 < spans; c0 += step * U) {
     uint4 wv[U][R];
     uint32_t mt[U][R];
 #pragma unroll
@@ -175,9 +183,11 @@ __device__ __forceinline__ void rows_dot(const RowsAt& at, int64_t k, const uint
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (c < spans) {
-          wv[u][r] = ldg16(at.span(r, c));
+          wv[u][r] = ldg16(at.v + v_off[r] + ((c >> 3) << v_shift));
           if constexpr (SPARSE) {
-            mt[u][r] = at.template meta<FP8>(r, c);
+            const uint8_t* p = at.m + m_off[r] + ((c >> 3) << m_shift);
+            if constexpr (FP8) mt[u][r] = __ldg(reinterpret_cast<const uint32_t*>(p));
+            else mt[u][r] = __ldg(reinterpret_cast<const uint16_t*>(p));
           } else {
             mt[u][r] = 0;
           }

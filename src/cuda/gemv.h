@@ -14,7 +14,7 @@
 // value tile, row r's 16-byte chunk c sits at r * kTileBytes + 16 * (c ^ (r % 8)), so that a
 // stage copied as it is into shared memory can be read by ldmatrix without bank conflicts.
 // Why: a stage of a block's rows is then one contiguous piece, which the copy engine moves in
-// one bulk copy; one bulk copy per 128-byte row piece streamed 3-5x slower
+// one bulk copy; one bulk copy per 128-byte row piece streamed 2.5-4.5x slower
 // (tools/device/stream_pattern.cu, docs/perf.md).
 #pragma once
 #include <cuda_runtime.h>
