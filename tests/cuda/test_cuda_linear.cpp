@@ -335,10 +335,10 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
             const HostActs& a = io.at(m).first;
             const std::vector<float>& want = io.at(m).second;
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
-            if (kern == SmallMKernel::TENSOR_CORES) {  // again: nothing a launch leaves behind may change the next
+            if (kern == SmallMKernel::TENSOR_CORES) {
+              // Again: nothing a launch leaves behind may change the next.
               EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
-            }
-            if (kern == SmallMKernel::TENSOR_CORES) {  // the forced path is the one that ran
+              // The forced path is the one that ran.
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
               if (kk.slices > 0 && tc) {
