@@ -4,7 +4,9 @@
 # (the candidates make_gemv_linear times: each block shape at each K split; grid z = split),
 # plus the kernels' register and local-memory use (cuobjdump). From the repository root on the
 # GPU machine, with .devdeps carried:
-#   [MS="16 64"] [DTYPES="bf16 fp8"] [LAUNCHES=10] bash tools/device/ncu_small_m_tc.sh
+#   [MS="16 64"] [DTYPES="bf16 fp8"] [LAUNCHES=10] [LAYER=qkv] [FORMAT=spense-out-gemv] bash tools/device/ncu_small_m_tc.sh
+# (LAYER, FORMAT: bench-gemm's --layers and --formats; the streamed shapes' gemv_stream_k is
+# profiled too where the build has it.)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -18,12 +20,12 @@ sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --secti
 for dt in ${DTYPES:-bf16}; do
 for m in ${MS:-1 16 32 64}; do
   f="$OUT/ncu_${dt}_m$m.txt"
-  $NCU --clock-control none -k regex:gemv_tc --launch-count ${LAUNCHES:-10} $sec \
-    ./build-gpu/spense_bench_gemm --models qwen3-32b --layers gate_up --m $m --d 0.25 --dtypes $dt \
-    --small-m-kernel tensor-cores --formats 2:4-gemv --iters 3 --warmup 1 --csv "$OUT/x.csv" > "$f" 2>&1
+  $NCU --clock-control none -k regex:"gemv_(tc|stream)" --launch-count ${LAUNCHES:-10} $sec \
+    ./build-gpu/spense_bench_gemm --models qwen3-32b --layers ${LAYER:-gate_up} --m $m --d 0.25 --dtypes $dt \
+    --small-m-kernel tensor-cores --formats ${FORMAT:-2:4-gemv} --iters 3 --warmup 1 --csv "$OUT/x.csv" > "$f" 2>&1
   echo "== $dt m=$m rc=$?"
-  grep -E "gemv_tc_k<|^    Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Executed Ipc Active|Eligible Warps|Warp Cycles Per Issued|L1/TEX Hit|Mem Pipes Busy|Shared Memory  " "$f" \
-    | sed -E 's/void \(anonymous namespace\)::|void <unnamed>::|\(Weights.*\) \(/ (/; s/ +/ /g' | paste -sd' ' | sed 's/ gemv_tc_k/\ngemv_tc_k/g'
+  grep -E "gemv_(tc|stream)_k<|^    Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|Executed Ipc Active|Eligible Warps|Warp Cycles Per Issued|L1/TEX Hit|Mem Pipes Busy|Shared Memory  " "$f" \
+    | sed -E 's/void \(anonymous namespace\)::|void <unnamed>::|\(Weights.*\) \(/ (/; s/ +/ /g' | paste -sd' ' | sed -E 's/ (gemv_(tc|stream)_k)/\n\1/g'
   echo
 done
 done
