@@ -6,7 +6,8 @@
 #   BASES="main=.devdeps/main.tgz old=.devdeps/old.tgz" PARTS="tests gemm decode" bash tools/device/compare_builds.sh TAG
 # Archives: git archive --format=tar.gz -o .devdeps/NAME.tgz COMMIT -- . ':!models' ':!bench/results' ':!tests/fixtures' ':!docs'
 # The bases build in the background while the working tree's GPU tests run (tests only; nothing
-# is timed until every build is done). BATCH (default 1,16) and DTYPES (default fp8,bf16): the
+# is timed until every build is done; LINEAR_FILTER: test_cuda_linear's gtest filter, default
+# the small-M kernel's tests). BATCH (default 1,16) and DTYPES (default fp8,bf16): the
 # decode batches and precisions. Output: $OUT/{gemm,decode}_TAG_NAME.csv (NAME = "new" for the
 # working tree) and the logs in $OUT/logs.tgz, re-tarred after every step.
 set -uo pipefail
@@ -28,7 +29,7 @@ for spec in ${BASES:-}; do
   names+=("$name")
 done
 if has tests; then
-  step test_linear 300 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
+  step test_linear 300 ./build-gpu/test_cuda_linear --gtest_filter="${LINEAR_FILTER:-CudaLinear.SmallMKernel*}"
   grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
   step test_engine 240 ./build-gpu/test_cuda_engine
   grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -40
