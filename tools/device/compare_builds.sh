@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: the working tree and up to three other commits (git archives) built and timed
-# on the same GPU, per layer (spense_bench_gemm, Qwen3-32B shapes, M = 1 .. 64) and per decode
-# step (bench-decode --compare, ctx 1024, d = 0.25, --backend auto --axis out). From the
+# on the same GPU, per decode step (bench-decode --compare, ctx 1024, d = 0.25, --backend auto
+# --axis out), then per layer (spense_bench_gemm, Qwen3-32B shapes, M = 1 .. 64). From the
 # repository root on the GPU machine, with .devdeps carried:
 #   BASES="main=.devdeps/main.tgz old=.devdeps/old.tgz" PARTS="tests gemm decode" bash tools/device/compare_builds.sh TAG
 # Archives: git archive --format=tar.gz -o .devdeps/NAME.tgz COMMIT -- . ':!models' ':!bench/results' ':!tests/fixtures' ':!docs'
@@ -38,17 +38,17 @@ wait
 for n in "${names[@]}"; do [[ -x ${bin[$n]}/spense_gpu ]] || { echo "build $n failed:"; tail -20 "$L/build_$n.log"; }; done
 gemm_args=(--models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 --formats dense,2:4-gemv,spense-out-gemv)
 decode_args=(--synthetic qwen3-32b --compare --dtype "${DTYPES:-fp8,bf16}" --backend auto --axis out --batch "${BATCH:-1,16}" --steps 32)
-if has gemm; then
-  for n in "${names[@]}"; do
-    [[ -x ${bin[$n]}/spense_bench_gemm ]] || continue
-    step "gemm_$n" 150 "${bin[$n]}/spense_bench_gemm" "${gemm_args[@]}" --csv "$OUT/gemm_${tag}_$n.csv"
-  done
-fi
 if has decode; then
   for n in "${names[@]}"; do
     [[ -x ${bin[$n]}/spense_gpu ]] || continue
     step "decode_$n" 200 "${bin[$n]}/spense_gpu" bench-decode "${decode_args[@]}" --csv "$OUT/decode_${tag}_$n.csv"
     echo "decode $n:"; grep -E "^(fp8|bf16) " "$L/decode_$n.log"
+  done
+fi
+if has gemm; then
+  for n in "${names[@]}"; do
+    [[ -x ${bin[$n]}/spense_bench_gemm ]] || continue
+    step "gemm_$n" 150 "${bin[$n]}/spense_bench_gemm" "${gemm_args[@]}" --csv "$OUT/gemm_${tag}_$n.csv"
   done
 fi
 echo "total $(( $(date +%s) - T0 )) s"
