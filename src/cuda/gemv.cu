@@ -836,8 +836,11 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
 // and its pipeline runs on across unit boundaries. A unit that lies wholly in one block's run is
 // written directly; one cut between blocks is summed in Weights::stream_ws (fp32 atomics) and
 // written by the block that adds its last stages, which also zeroes the tile and its counter.
-// Thread 0 issues a stage's weight and metadata tiles as bulk copies completing on the slot's
-// mbarrier; every thread copies its token chunks with cp.async, as in the shapes above.
+// Warp-specialized: one producer warp after the W consumer warps fills the S slots (lane 0: the
+// stage's weight and metadata tiles as bulk copies; all 32 lanes: the token chunks by cp.async,
+// each lane's arrival on the slot's "full" mbarrier deferred until its copies land), and the
+// consumer warps free a slot on its "empty" mbarrier once they have read it. No block-wide
+// barrier per stage: a unit's epilogue in one warp group does not stall the copies.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define SPENSE_BULK 1
 #else
@@ -885,6 +888,25 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
 #else
   __trap();  // the host launches the streamed shapes on sm_90 only
 #endif
+}
+
+// Arrives on bar (release: this thread's earlier shared-memory reads of the slot are done).
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#if SPENSE_BULK
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#endif
+}
+// Arrives on bar once every cp.async this thread has issued so far has landed (one of the
+// phase's expected arrivals: .noinc).
+__device__ __forceinline__ void mbar_arrive_cp(uint32_t bar) {
+#if SPENSE_BULK
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+#endif
+}
+// Barrier 1 over the consumer warps only (the producer warp never joins it).
+template <class C>
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(C::kThreads) : "memory");
 }
 
 // The layer's stage sequence: per token tile, the 2:4 row blocks' stages, then the dense ones'.
@@ -935,13 +957,13 @@ __device__ __forceinline__ void stream_issue_weights(const Weights& w, const Str
   }
 }
 
-// Every thread: its cp.async chunks of stage p's token columns (not committed).
+// Lane `lane` of the producer warp: its cp.async chunks of stage p's token columns.
 template <class C>
 __device__ __forceinline__ void stream_issue_tokens(const StreamGeom& g, const StreamPos& p, const uint16_t* x,
-                                                    int64_t ldx, int64_t m_total, uint32_t stage) {
+                                                    int64_t ldx, int64_t m_total, uint32_t stage, int lane) {
   const int cols = p.sparse(g) ? C::kSparseCols : C::kDenseCols, xch = cols / 8;
   const int64_t m0 = p.tt * C::kTok, c0 = p.s * cols;
-  for (int c = threadIdx.x; c < C::kTok * xch; c += C::kThreads) {
+  for (int c = lane; c < C::kTok * xch; c += 32) {
     const int tk = c / xch, q = c % xch;
     const bool ok = m0 + tk < m_total;
     cp16(stage + C::kA + C::kMeta + tk * C::kXPitch + q * 16, x + (ok ? m0 + tk : 0) * ldx + c0 + q * 8, ok);
@@ -978,13 +1000,13 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
       atomicAdd(tile + (r + 8) * C::kTok + tk + 1, acc[mt][j][3]);
     }
   __threadfence();  // this block's sums are visible device-wide before its stages are counted
-  __syncthreads();
+  consumers_sync<C>();
   if (threadIdx.x == 0) {
     const int before = atomicAdd(counters + u, int(done));
     *last = before + done == p.n;
     if (*last) counters[u] = 0;  // every block of the unit has counted: ready for the next launch
   }
-  __syncthreads();
+  consumers_sync<C>();
   if (!*last) return;
   __threadfence();
   for (int i = threadIdx.x; i < kTile; i += C::kThreads) {
@@ -998,47 +1020,58 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
 }
 
 template <class C>
-__global__ void __launch_bounds__(C::kThreads) gemv_stream_k(Weights w, const uint16_t* x, int64_t ldx,
-                                                             int64_t m_total, uint16_t* y, int64_t ldy, StreamGeom g) {
+__global__ void __launch_bounds__(C::kThreads + 32, 2) gemv_stream_k(Weights w, const uint16_t* x, int64_t ldx,
+                                                                  int64_t m_total, uint16_t* y, int64_t ldy,
+                                                                  StreamGeom g) {
   extern __shared__ __align__(16) uint8_t smem[];  // bulk copies need 16-byte aligned slots
-  constexpr int S = C::kStages;
-  __shared__ __align__(8) uint64_t bars[S];
+  constexpr int S = C::kStages, W = C::kThreads / 32;
+  // full[slot]: the producer warp's 32 lanes (their token copies, .noinc) and lane 0's expected
+  // weight bytes; empty[slot]: one lane of each consumer warp, done reading the slot.
+  __shared__ __align__(8) uint64_t full[S], empty[S];
   __shared__ int last;
   const int64_t g0 = g.total * blockIdx.x / gridDim.x, n = g.total * (blockIdx.x + 1) / gridDim.x - g0;
   const uint32_t base = smem_addr(smem);
-  auto bar = [&](int slot) { return smem_addr(&bars[slot]); };
-  if (threadIdx.x < S) mbar_init(bar(threadIdx.x), 1);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (threadIdx.x < S) {
+    mbar_init(smem_addr(&full[threadIdx.x]), 33);
+    mbar_init(smem_addr(&empty[threadIdx.x]), W);
+  }
   mbar_init_fence();
-  __syncthreads();
+  __syncthreads();  // the last block-wide barrier: the producer warp leaves early
   StreamPos cur;
   cur.seek(g, g0);
-  // The first stages' weights go out before the wait for the previous kernel (PDL).
-  StreamPos p = cur;
-  for (int i = 0; i < S - 1 && i < n; ++i, p.next(g))
-    if (threadIdx.x == 0) stream_issue_weights<C>(w, g, p, base + i * C::kStage, bar(i));
-  griddep_wait();
-  p = cur;
-  for (int i = 0; i < S - 1; ++i) {
-    if (i < n) stream_issue_tokens<C>(g, p, x, ldx, m_total, base + i * C::kStage), p.next(g);
-    cp_commit();
+  if (warp == W) {  // producer: fills slot i % S with stage i once the consumers have freed it
+    StreamPos p = cur;
+    // The first S stages' weights go out before the wait for the previous kernel (PDL).
+    for (int i = 0; i < S && i < n; ++i, p.next(g))
+      if (lane == 0) stream_issue_weights<C>(w, g, p, base + i * C::kStage, smem_addr(&full[i]));
+    griddep_wait();  // the tokens are the previous kernel's output
+    p = cur;
+#pragma unroll 1
+    for (int64_t i = 0; i < n; ++i, p.next(g)) {
+      const int slot = int(i % S);
+      const uint32_t fb = smem_addr(&full[slot]);
+      if (i >= S) {
+        mbar_wait(smem_addr(&empty[slot]), uint32_t((i / S - 1) & 1));
+        if (lane == 0) stream_issue_weights<C>(w, g, p, base + slot * C::kStage, fb);
+      }
+      stream_issue_tokens<C>(g, p, x, ldx, m_total, base + slot * C::kStage, lane);
+      mbar_arrive_cp(fb);
+    }
+    cp_wait<0>();  // no copy of this thread outlives it
+    return;
   }
+  griddep_wait();  // before the outputs and the workspace are written
   float acc[C::kMT][C::kNT][4] = {};
   int64_t s0 = cur.s;  // the first stage of the current run of the unit
 #pragma unroll 1
   for (int64_t i = 0; i < n; ++i) {
     const int slot = int(i % S);
-    cp_wait<S - 2>();
-    mbar_wait(bar(slot), uint32_t((i / S) & 1));
-    __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
-    if (i + S - 1 < n) {
-      const int ns = int((i + S - 1) % S);
-      if (threadIdx.x == 0) stream_issue_weights<C>(w, g, p, base + ns * C::kStage, bar(ns));
-      stream_issue_tokens<C>(g, p, x, ldx, m_total, base + ns * C::kStage);
-      p.next(g);
-    }
-    cp_commit();
+    mbar_wait(smem_addr(&full[slot]), uint32_t((i / S) & 1));
     if (cur.sparse(g)) tc_compute<C, true>(smem + slot * C::kStage, acc);
     else tc_compute<C, false>(smem + slot * C::kStage, acc);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(smem_addr(&empty[slot]));
     if (cur.s + 1 == cur.n || i + 1 == n) {
       stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, acc, &last);
 #pragma unroll
@@ -1077,7 +1110,7 @@ void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void
   static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_stream_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
-    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_stream_k<C>, C::kThreads, C::kSmem));
+    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_stream_k<C>, C::kThreads + 32, C::kSmem));
     return b > 0 ? b : 1;
   }();
   const StreamGeom g = stream_geom<C>(w, m);
@@ -1086,7 +1119,7 @@ void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void
     throw std::runtime_error("internal: the small-M kernel's streamed shape has no workspace for M=" + std::to_string(m));
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(g.total, int64_t(tc_device().sms) * resident)));
-  cfg.blockDim = dim3(C::kThreads);
+  cfg.blockDim = dim3(C::kThreads + 32);  // the consumer warps, then the producer warp
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
