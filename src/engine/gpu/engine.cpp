@@ -60,15 +60,14 @@ std::unique_ptr<Linear> make_library_linear(Context& ctx, const LinearPlan& lp, 
   return nullptr;
 }
 
-// Quick timing of one layer at m rows (median, L2 flushed before each call: in a decode step the
-// weights come from device memory), for the AUTO back end's choice only (not reported).
+// Quick timing of one layer at m rows, for the AUTO back end's choice only (not reported).
 float time_linear(Linear& l, int64_t m) {
   l.prepare(m);
   const int64_t rows = l.rows_capacity(m);
   DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
   Stream st;
   fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
-  return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
+  return time_calls_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
 }
 
 // Builds one GPU linear from BF16 weights on the device (n x k, modified in place when the
