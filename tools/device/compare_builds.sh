@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call: the working tree and up to three other commits (git archives) built and timed
+# One device call: the working tree and other commits (git archives) built and timed
 # on the same GPU, per decode step (bench-decode --compare, ctx 1024, d = 0.25, --backend auto
 # --axis out), then per layer (spense_bench_gemm, Qwen3-32B shapes, M = 1 .. 64). From the
 # repository root on the GPU machine, with .devdeps carried:
@@ -10,6 +10,9 @@
 # the small-M kernel's tests). BATCH (default 1,16) and DTYPES (default fp8,bf16): the
 # decode batches and precisions. Output: $OUT/{gemm,decode}_TAG_NAME.csv (NAME = "new" for the
 # working tree) and the logs in $OUT/logs.tgz, re-tarred after every step.
+# Written 2026-12-07 and not yet run on a device (no machine could be started that day). It
+# overlaps decode_profile_runs.sh's tests / base / basegemm parts, which it generalises to
+# several bases; once it has run, those parts can go.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 tag=${1:-cmp}
