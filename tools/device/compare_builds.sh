@@ -32,9 +32,11 @@ for spec in ${BASES:-}; do
   names+=("$name")
 done
 if has tests; then
-  step test_linear 300 ./build-gpu/test_cuda_linear --gtest_filter="${LINEAR_FILTER:-CudaLinear.SmallMKernel*}"
+  step test_linear 120 ./build-gpu/test_cuda_linear --gtest_filter="${LINEAR_FILTER:-CudaLinear.SmallMKernel*}"
+  # A hung kernel (a barrier never completed) would hang every timed run of the working tree too.
+  rc=$?; if (( rc == 124 || rc == 137 )); then echo "working tree's tests hung: not timed"; names=("${names[@]:1}"); fi
   grep -E "Failure|Expected|Which is|PASSED|FAILED" "$L/test_linear.log" | head -20
-  step test_engine 240 ./build-gpu/test_cuda_engine
+  step test_engine 120 ./build-gpu/test_cuda_engine
   grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|greedy" "$L/test_engine.log" | head -40
 fi
 wait
@@ -44,14 +46,14 @@ decode_args=(--synthetic qwen3-32b --compare --dtype "${DTYPES:-fp8,bf16}" --bac
 if has decode; then
   for n in "${names[@]}"; do
     [[ -x ${bin[$n]}/spense_gpu ]] || continue
-    step "decode_$n" 200 "${bin[$n]}/spense_gpu" bench-decode "${decode_args[@]}" --csv "$OUT/decode_${tag}_$n.csv"
+    step "decode_$n" 150 "${bin[$n]}/spense_gpu" bench-decode "${decode_args[@]}" --csv "$OUT/decode_${tag}_$n.csv"
     echo "decode $n:"; grep -E "^(fp8|bf16) " "$L/decode_$n.log"
   done
 fi
 if has gemm; then
   for n in "${names[@]}"; do
     [[ -x ${bin[$n]}/spense_bench_gemm ]] || continue
-    step "gemm_$n" 150 "${bin[$n]}/spense_bench_gemm" "${gemm_args[@]}" --csv "$OUT/gemm_${tag}_$n.csv"
+    step "gemm_$n" 100 "${bin[$n]}/spense_bench_gemm" "${gemm_args[@]}" --csv "$OUT/gemm_${tag}_$n.csv"
   done
 fi
 echo "total $(( $(date +%s) - T0 )) s"

@@ -1,7 +1,8 @@
 # Sourced by the device-call scripts in tools/device/: builds the standalone GPU targets (stale
 # binaries never run: a failed build stops the call), loads .devdeps, prints the GPU, and defines
 #   step LABEL SECONDS COMMAND...   run COMMAND with a time limit, its output in $LOGS/LABEL.log
-#                                   (and $LOGS tarred into $TAR_TO after it, when TAR_TO is set)
+#                                   (and $LOGS tarred into $TAR_TO after it, when TAR_TO is set);
+#                                   returns COMMAND's status (124 when it ran out of time)
 LOGS=${LOGS:-$OUT}
 mkdir -p "$LOGS"
 T0=$(date +%s)
@@ -11,6 +12,8 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 step() {
   local label=$1 lim=$2 t; shift 2; t=$(date +%s)
   timeout "$lim" "$@" > "$LOGS/$label.log" 2>&1
-  echo "[$label] rc=$? $(( $(date +%s) - t )) s"
+  local rc=$?
+  echo "[$label] rc=$rc $(( $(date +%s) - t )) s"
   [[ -z ${TAR_TO:-} ]] || tar czf "$TAR_TO" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
+  return $rc
 }
