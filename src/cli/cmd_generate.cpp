@@ -30,6 +30,7 @@ struct GenerateArgs {
   float temperature = 0.f, top_p = 1.f;
   uint64_t seed = 0;
   bool ignore_eos = false, print_ids = false, no_graph = false;
+  std::string kv_cache = "bf16";
 };
 
 // eos_token_id from generation_config.json (an int or a list), else config.json.
@@ -149,6 +150,7 @@ void run_generate(const GenerateArgs& a) {
     if (!weight_format_parse(a.format, &eo.plan.format)) throw Error("--format: unknown format '" + a.format + "'");
     eo.max_ctx = a.max_ctx > 0 ? a.max_ctx : static_cast<int64_t>(prompt.size()) + a.max_new_tokens + 8;
     eo.graphs = !a.no_graph;
+    eo.kv_fp8 = a.kv_cache == "fp8";
     auto e = cuda::Engine::load(ctx, a.model, eo);
     echo_prompt();
     cuda::GenerateOptions g;
@@ -200,6 +202,9 @@ void register_generate(CLI::App& app) {
   sub->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the eos_token_id of generation_config.json");
   sub->add_flag("--print-ids", a->print_ids, "Print the generated token ids after the text");
   sub->add_flag("--no-graph", a->no_graph, "GPU: launch decode steps without CUDA graphs");
+  sub->add_option("--kv-cache", a->kv_cache, "GPU: KV-cache elements, bf16 or fp8 (E4M3 with no scale: half the memory)")
+      ->check(CLI::IsMember({"bf16", "fp8"}))
+      ->capture_default_str();
   sub->callback([a] { run_generate(*a); });
 }
 

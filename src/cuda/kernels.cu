@@ -236,6 +236,16 @@ __global__ void fill_random_kernel(void* dst, int type, size_t count, uint64_t s
   }
 }
 
+// Reads n 16-byte words through L2 (not L1). The xor keeps the loads; it never equals the key.
+__global__ void read_through_l2_kernel(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const uint4 v = __ldcg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9e3779b9u && sink) *sink = acc;
+}
+
 template <class T>
 __global__ void prune24_kernel(T* __restrict__ w, int64_t rows, int64_t k,
                                const uint8_t* __restrict__ row_dense,
@@ -365,6 +375,17 @@ void fill_random(void* dst, DType type, size_t count, uint64_t seed, float amp, 
   if (count == 0) return;
   fill_random_kernel<<<grid_for(static_cast<int64_t>(count)), kThreads, 0, stream>>>(dst, t, count,
                                                                                      seed, amp);
+  SPENSE_CUDA_CHECK_LAUNCH();
+}
+
+void read_through_l2(const void* buf, size_t bytes, unsigned* sink, cudaStream_t stream) {
+  require(reinterpret_cast<uintptr_t>(buf) % 16 == 0, "read_through_l2", "buffer must be 16-byte aligned");
+  const size_t n = bytes / 16;
+  if (n == 0) return;
+  int dev = 0, sms = 0;
+  SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
+  SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  read_through_l2_kernel<<<4 * sms, 512, 0, stream>>>(static_cast<const uint4*>(buf), n, sink);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 

@@ -255,6 +255,34 @@ TEST(Engine, EvalModelMatchesCpuReferenceAndGreedyTokens) {
     }
 }
 
+// The E4M3 KV cache (EngineOptions::kv_fp8) on the evaluation model, BF16 weights: the prompt's
+// logits (prefill writes the cache with the separate rope kernel, attention reads it back) and
+// 32 greedy steps (batch-1 decode: the fused rope kernel writes it) against the CPU fp32 path.
+// The cache rounds keys and values to 3 mantissa bits (relative step 1/16), a larger change than
+// BF16's; the bounds say what that costs on this model.
+TEST(Engine, Fp8KvCacheStaysCloseToTheCpuReference) {
+  const auto prompt = fixture_line("prompt"), greedy = fixture_line("greedy");
+  const Ref ref = open_ref(std::string(SPENSE_FIXTURES) + "/engine/eval_greedy_logits.safetensors");
+  for (GemmBackend be : kBackends) {
+    Context ctx;
+    EngineOptions eo = test_options(be, 128);
+    eo.kv_fp8 = true;
+    auto e = Engine::load(ctx, kEvalModel, eo);
+    EXPECT_EQ(e->memory().kv_cache_bytes, size_t(2) * e->config().num_layers * e->config().num_kv_heads *
+                                              e->config().head_dim * e->options().max_ctx);
+    const double err = rel_err(e->prefill(0, ref.ids("input_ids"), true), ref.floats("logits"));
+    GenerateOptions g;
+    g.max_new_tokens = 32;
+    const auto out = generate(*e, {prompt}, g)[0];
+    size_t same = 0;
+    while (same < out.size() && same < greedy.size() && out[same] == greedy[same]) ++same;
+    std::printf("eval model bf16, fp8 KV cache [%s]: logits rel err %.2e vs CPU fp32; greedy tokens equal to the "
+                "CPU's for %zu of 32 steps\n", gemm_backend_name(be), err, same);
+    EXPECT_LT(err, 0.1);
+    EXPECT_GE(same, 16u);
+  }
+}
+
 // Writes a pruned copy of the evaluation model: every projection magnitude-pruned to 2:4
 // outside round(d * tiles) random dense tiles of 64 (d = 0: plain 2:4), and spense.json.
 void write_pruned_eval(const std::string& dst, SpenseAxis axis, double d, uint64_t seed) {
@@ -448,7 +476,8 @@ TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
 // over the shapes that exercise its paths: one split (direct write) and many (the last block
 // combines), several key tiles per split, a split ending inside a tile, query groups of 1 to 16,
 // rows of different lengths in different slots, and repeated calls (the per-(row, kv head)
-// counters must come back to zero).
+// counters must come back to zero). Both cache types: BF16, and E4M3 codes whose reference values
+// come from the E4M3 definition (OCP FP8: bias 7, subnormals m/8 * 2^-6), not from the kernel.
 TEST(EngineKernels, AttentionMatchesDoubleReference) {
   struct Case { int64_t NH, NKV, D, max_ctx, chunk; std::vector<int32_t> pos, slot; };
   const Case cases[] = {
@@ -461,19 +490,36 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
   };
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
+  auto e4m3 = [](uint8_t b) {
+    const int e = (b >> 3) & 15, m = b & 7;
+    const float mag = e == 0 ? std::ldexp(float(m) / 8.f, -6) : std::ldexp(1.f + float(m) / 8.f, e - 7);
+    return (b & 0x80) ? -mag : mag;
+  };
+  for (const engine::KvCache kv : {engine::KvCache::BF16, engine::KvCache::E4M3})
   for (const Case& c : cases) {
+    const bool f8 = kv == engine::KvCache::E4M3;
     const int64_t rows = static_cast<int64_t>(c.pos.size()), slots = 4, G = c.NH / c.NKV;
     std::vector<float> q(static_cast<size_t>(rows * c.NH * c.D));
     for (auto& x : q) x = nd(rng);
-    const size_t cache_n = static_cast<size_t>(slots * c.NKV * c.max_ctx * c.D);
-    std::vector<uint16_t> kc(cache_n), vc(cache_n);
+    const size_t cache_n = static_cast<size_t>(slots * c.NKV * c.max_ctx * c.D), eb = f8 ? 1 : 2;
+    std::vector<uint8_t> kc(cache_n * eb), vc(cache_n * eb);
     std::vector<float> kf(cache_n), vf(cache_n);
     for (size_t i = 0; i < cache_n; ++i) {
+      // E4M3: spread over 2^-9 .. 2^5 or so, subnormals included (codes with m = 0 and e = 0 too).
       float a = nd(rng), b = nd(rng);
-      convert_from_f32(DType::BF16, &a, &kc[i], 1);
-      convert_from_f32(DType::BF16, &b, &vc[i], 1);
-      convert_to_f32(DType::BF16, &kc[i], &kf[i], 1);
-      convert_to_f32(DType::BF16, &vc[i], &vf[i], 1);
+      if (f8) {
+        a = std::ldexp(a, int(rng() % 8) - 5);
+        b = std::ldexp(b, int(rng() % 8) - 5);
+        convert_from_f32(DType::F8_E4M3, &a, &kc[i], 1);
+        convert_from_f32(DType::F8_E4M3, &b, &vc[i], 1);
+        kf[i] = e4m3(kc[i]);
+        vf[i] = e4m3(vc[i]);
+      } else {
+        convert_from_f32(DType::BF16, &a, &kc[2 * i], 1);
+        convert_from_f32(DType::BF16, &b, &vc[2 * i], 1);
+        convert_to_f32(DType::BF16, &kc[2 * i], &kf[i], 1);
+        convert_to_f32(DType::BF16, &vc[2 * i], &vf[i], 1);
+      }
     }
     std::vector<double> ref(static_cast<size_t>(rows * c.NH * c.D));
     for (int64_t r = 0; r < rows; ++r)
@@ -495,20 +541,20 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
           ref[(r * c.NH + h) * c.D + e] = o / den;
         }
       }
-    DeviceBuffer dq(q.size() * 4), dk(cache_n * 2), dv(cache_n * 2), dpos(rows * 4), dslot(rows * 4),
+    DeviceBuffer dq(q.size() * 4), dk(kc.size()), dv(vc.size()), dpos(rows * 4), dslot(rows * 4),
         dws(engine::attention_workspace_floats(rows, c.NH, c.D, c.max_ctx, c.chunk) * 4), dcnt(rows * c.NKV * 4),
         dout(ref.size() * 2);
     ASSERT_EQ(cudaMemcpy(dq.get(), q.data(), q.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dk.get(), kc.data(), cache_n * 2, cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dv.get(), vc.data(), cache_n * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dk.get(), kc.data(), kc.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dv.get(), vc.data(), vc.size(), cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dpos.get(), c.pos.data(), rows * 4, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemcpy(dslot.get(), c.slot.data(), rows * 4, cudaMemcpyHostToDevice), cudaSuccess);
     ASSERT_EQ(cudaMemset(dcnt.get(), 0, dcnt.size()), cudaSuccess);
     for (int call = 0; call < 3; ++call) {
       ASSERT_EQ(cudaMemset(dout.get(), 0xff, dout.size()), cudaSuccess);  // NaNs where nothing is written
-      engine::attention(dq.as<float>(), dk.as<uint16_t>(), dv.as<uint16_t>(), dslot.as<int32_t>(),
-                        dpos.as<int32_t>(), rows, c.NH, c.NKV, c.D, c.max_ctx, c.chunk, dws.as<float>(),
-                        dcnt.as<int>(), dout.as<uint16_t>(), nullptr);
+      engine::attention(dq.as<float>(), dk.get(), dv.get(), dslot.as<int32_t>(), dpos.as<int32_t>(), rows, c.NH,
+                        c.NKV, c.D, c.max_ctx, c.chunk, dws.as<float>(), dcnt.as<int>(), dout.as<uint16_t>(), nullptr,
+                        nullptr, kv);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       std::vector<uint16_t> ob(ref.size());
       std::vector<float> got(ref.size()), want(ref.begin(), ref.end());
@@ -519,9 +565,10 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
       ASSERT_EQ(cudaMemcpy(cnt.data(), dcnt.get(), cnt.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
       const bool tc = engine::attention_uses_tensor_cores(c.NH / c.NKV, c.D);
       if (call == 0)
-        std::printf("attention NH %lld NKV %lld D %lld ctx %lld chunk %lld rows %lld (%s): rel err %.2e vs double\n",
-                    (long long)c.NH, (long long)c.NKV, (long long)c.D, (long long)c.max_ctx, (long long)c.chunk,
-                    (long long)rows, tc ? "tensor cores" : "CUDA cores", err);
+        std::printf("attention NH %lld NKV %lld D %lld ctx %lld chunk %lld rows %lld (%s, %s cache): rel err %.2e "
+                    "vs double\n", (long long)c.NH, (long long)c.NKV, (long long)c.D, (long long)c.max_ctx,
+                    (long long)c.chunk, (long long)rows, tc ? "tensor cores" : "CUDA cores", f8 ? "E4M3" : "BF16",
+                    err);
       // BF16 output rounding is about 2e-3; both paths keep the queries and probabilities to
       // about fp32 (the tensor-core path as BF16 high + low parts).
       EXPECT_LT(err, 5e-3) << "call " << call;

@@ -95,6 +95,7 @@ struct BenchDecodeOptions {
   bool graphs = true;
   bool sparse_search = true;
   bool pdl = true;                           // EngineOptions::pdl
+  bool kv_fp8 = false;                       // EngineOptions::kv_fp8 (--kv-cache fp8)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel

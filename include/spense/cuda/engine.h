@@ -14,7 +14,7 @@
 //
 // Memory: weights (as the linear layers store them), the embedding, the LM head (a second
 // copy of the embedding when tied), the KV cache 2 x layers x max_batch x kv_heads x
-// max_ctx x head_dim BF16, and activations for max(max_batch, prefill_chunk) rows.
+// max_ctx x head_dim BF16 (or E4M3 with kv_fp8), and activations for max(max_batch, prefill_chunk) rows.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -48,6 +48,9 @@ struct EngineOptions {
   int64_t decode_kv_chunk = 64;   // keys per attention block at decode (more blocks for small batches)
   int64_t prefill_kv_chunk = 256; // keys per attention block in prefill
   bool graphs = true;           // capture decode steps into CUDA graphs
+  // KV cache as E4M3 codes with no scale (values saturate at +-448), as vLLM's fp8_e4m3 cache
+  // with its default scale: half the cache's memory and half the bytes attention reads per step.
+  bool kv_fp8 = false;
   // Library hybrid layers: their 2:4 and dense GEMMs on two streams (fork/join), or one after
   // the other on the caller's stream. The join makes the operation after each hybrid GEMM a few
   // us slower, but the overlap gains more (H100, FP8, batch 64: 23.2 vs 24.4 ms per step;

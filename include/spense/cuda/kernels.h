@@ -41,6 +41,12 @@ void add_inplace16(void* y, int64_t ldy, const void* t, int64_t ldt, int64_t row
 // and plan searches: F32, BF16, F16 or F8_E4M3 (E4M3 draws uniform codes over +-amp, clamped to 448).
 void fill_random(void* dst, DType type, size_t count, uint64_t seed, float amp, cudaStream_t stream);
 
+// Reads `bytes` bytes of buf (device, 16-byte aligned) through L2, leaving them there in place
+// of whatever it held: a read of a buffer larger than L2 before a timed call makes that call
+// find its operands in device memory, as in a decode step that streams every layer's weights.
+// sink (device, nullable) is never written in practice; it only keeps the loads.
+void read_through_l2(const void* buf, size_t bytes, unsigned* sink, cudaStream_t stream);
+
 // 2:4 magnitude pruning along K of a rows x k 16-bit matrix (in place): in every group of 4
 // consecutive columns keep the 2 largest |w| and zero the rest. Rows with row_dense[r] != 0
 // or columns with col_dense[c] != 0 (both device, nullable) are left as they are. k % 4 == 0.

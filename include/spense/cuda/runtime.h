@@ -104,12 +104,30 @@ DeviceBuffer device_upload(const void* src, size_t bytes);
 // or device sources, and copies under 4 MiB, are one cudaMemcpy.
 void copy_to_device(void* dst, const void* src, size_t bytes);
 
-// Milliseconds that `reps` calls of run(s) take on stream s after `warmup` untimed calls
-// (CUDA events; a quick sum for choosing between kernels, not a reported median).
-float time_calls_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run, int warmup = 3, int reps = 10);
+// A device buffer of 2.5x the L2 size and the read that fills L2 with it (kernels.h
+// read_through_l2), so that the next kernel finds none of its operands there.
+class L2Flush {
+ public:
+  L2Flush();
+  void operator()(cudaStream_t s) const;
+
+ private:
+  DeviceBuffer buf_;
+};
+
+// Median milliseconds of one run(s) call with a cold L2: L2 is flushed before each of `reps`
+// timed calls (after one untimed call). `flush` may be shared across timings (nullptr: one is
+// made here). For choosing between kernels and algorithms: in a decode step every layer's
+// weights come from device memory, but back-to-back calls of one layer find up to the L2's
+// size of them in L2 (50 MB on an H100: all of an FP8 o projection of Qwen3-32B), which
+// favours other kernels than a decode step does.
+float time_calls_cold_ms(cudaStream_t s, const std::function<void(cudaStream_t)>& run,
+                         const L2Flush* flush = nullptr, int reps = 7);
 
 // Scratch slots shared by all layers of a Context (they run one after another).
-enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };
+// GEMV_STREAM: the small-M kernel's streamed shapes' partial tiles and counters
+// (gemv::Weights::stream_ws; zeroed here, left zeroed by the kernel).
+enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, GEMV_STREAM, COUNT };
 
 class Context {
  public:

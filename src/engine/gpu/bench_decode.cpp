@@ -63,6 +63,8 @@ std::string bench_decode_usage() {
          "  --ctx L              tokens already in each KV cache when timing starts (default 1024)\n"
          "  --steps N            timed decode steps, median reported (default 64)\n"
          "  --warmup N           untimed steps first (default 8)\n"
+         "  --kv-cache bf16|fp8  KV-cache elements: bf16, or fp8 (E4M3, no scale; half the bytes)\n"
+         "                       (default bf16)\n"
          "  --no-graph           launch steps without CUDA graphs\n"
          "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
@@ -91,7 +93,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
-                                        "--small-m-kernel", "--hybrid-streams"};
+                                        "--small-m-kernel", "--hybrid-streams", "--kv-cache"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -117,6 +119,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
     else if (a == "--no-pdl") o->pdl = false;
+    else if (a == "--kv-cache") {
+      if (val != "bf16" && val != "fp8") throw Error("bench-decode: --kv-cache takes bf16 or fp8, not '" + val + "'");
+      o->kv_fp8 = val == "fp8";
+    }
     else if (a == "--hybrid-streams") {
       if (val != "1" && val != "2") throw Error("bench-decode: --hybrid-streams takes 1 or 2, not '" + val + "'");
       o->concurrent = val == "2";
@@ -158,12 +164,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld, %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
+              (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
               o.concurrent ? "on two streams" : "serial");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
@@ -190,6 +196,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.sparse_search = o.sparse_search;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
+      eo.kv_fp8 = o.kv_fp8;
       eo.concurrent = o.concurrent;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one

@@ -60,14 +60,15 @@ std::unique_ptr<Linear> make_library_linear(Context& ctx, const LinearPlan& lp, 
   return nullptr;
 }
 
-// Quick timing of one layer at m rows, for the AUTO back end's choice only (not reported).
+// Quick timing of one layer at m rows (median, L2 flushed before each call: in a decode step the
+// weights come from device memory), for the AUTO back end's choice only (not reported).
 float time_linear(Linear& l, int64_t m) {
   l.prepare(m);
   const int64_t rows = l.rows_capacity(m);
   DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
   Stream st;
   fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
-  return time_calls_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
+  return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
 }
 
 // Builds one GPU linear from BF16 weights on the device (n x k, modified in place when the
@@ -175,6 +176,7 @@ class EngineImpl final : public Engine {
     I_ = cfg_.intermediate_size;
     V_ = cfg_.vocab_size;
     if (D_ % 8 != 0) throw Error("engine: head_dim " + std::to_string(D_) + " is not a multiple of 8");
+    kv_ = opts_.kv_fp8 ? engine::KvCache::E4M3 : engine::KvCache::BF16;
   }
 
   // --- construction -------------------------------------------------------------------
@@ -323,7 +325,7 @@ class EngineImpl final : public Engine {
   size_t kv_bytes_per_step(int64_t batch) const override {
     size_t toks = 0;
     for (int64_t r = 0; r < batch; ++r) toks += static_cast<size_t>(lens_[static_cast<size_t>(r)] + 1);
-    return toks * static_cast<size_t>(KVD_) * 2 * 2 * static_cast<size_t>(cfg_.num_layers);
+    return toks * static_cast<size_t>(KVD_) * 2 * engine::kv_cache_bytes(kv_) * static_cast<size_t>(cfg_.num_layers);
   }
 
   std::string describe() const override {
@@ -441,9 +443,11 @@ class EngineImpl final : public Engine {
                                                      " must be below the context " + std::to_string(opts_.max_ctx));
     const size_t per_layer = static_cast<size_t>(opts_.max_batch * NKV_ * opts_.max_ctx * D_);
     const size_t used = static_cast<size_t>(batch * NKV_ * opts_.max_ctx * D_);
+    const size_t eb = engine::kv_cache_bytes(kv_);
+    const DType t = kv_ == engine::KvCache::E4M3 ? DType::F8_E4M3 : DType::BF16;
     for (int64_t l = 0; l < cfg_.num_layers; ++l) {
-      fill_random(k_cache_.as<uint16_t>() + l * per_layer, DType::BF16, used, seed + 2 * l, 1.f, stream_.get());
-      fill_random(v_cache_.as<uint16_t>() + l * per_layer, DType::BF16, used, seed + 2 * l + 1, 1.f, stream_.get());
+      fill_random(k_cache_.as<uint8_t>() + l * per_layer * eb, t, used, seed + 2 * l, 1.f, stream_.get());
+      fill_random(v_cache_.as<uint8_t>() + l * per_layer * eb, t, used, seed + 2 * l + 1, 1.f, stream_.get());
     }
     for (int64_t r = 0; r < batch; ++r) set_len(r, len);
     set_tokens(std::vector<int32_t>(static_cast<size_t>(batch), 0));
@@ -626,7 +630,8 @@ class EngineImpl final : public Engine {
     alloc(pf_pos_, cap * 4);
     alloc(tok_, cap * 4);
     alloc(lens_dev_, static_cast<size_t>(opts_.max_batch) * 4);
-    const size_t kv = static_cast<size_t>(cfg_.num_layers * opts_.max_batch * NKV_ * opts_.max_ctx * D_) * 2;
+    const size_t kv =
+        static_cast<size_t>(cfg_.num_layers * opts_.max_batch * NKV_ * opts_.max_ctx * D_) * engine::kv_cache_bytes(kv_);
     k_cache_ = DeviceBuffer(kv);
     v_cache_ = DeviceBuffer(kv);
     lens_.assign(static_cast<size_t>(opts_.max_batch), 0);
@@ -686,8 +691,8 @@ class EngineImpl final : public Engine {
         view = {qb, QD_, kb, KVD_, vb, KVD_};
       }
       mark("qkv", s);
-      bf16_t* kc = k_cache_.as<bf16_t>() + l * kv_layer;
-      bf16_t* vc = v_cache_.as<bf16_t>() + l * kv_layer;
+      uint8_t* kc = k_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv_);
+      uint8_t* vc = v_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv_);
       engine::DecodeRope rope;
       rope.in = view;
       rope.bias = L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr;
@@ -709,11 +714,11 @@ class EngineImpl final : public Engine {
         rope.v_cache = vc;
       } else {
         engine::qkv_rope_cache(view, rope.bias, rope.q_norm, rope.k_norm, eps, rope.inv_freq, row_slot, row_pos, M,
-                               NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s);
+                               NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s, kv_);
         mark("qk-norm+rope+cache", s);
       }
       engine::attention(qf_.as<float>(), kc, vc, row_slot, row_pos, M, NH_, NKV_, D_, opts_.max_ctx, kv_chunk,
-                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s, fused ? &rope : nullptr);
+                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s, fused ? &rope : nullptr, kv_);
       mark(fused ? "qk-norm+rope+attention" : "attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
       mark("o", s);
@@ -759,6 +764,7 @@ class EngineImpl final : public Engine {
   DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_, attn_cnt_;
   DeviceBuffer pf_ids_, pf_slot_, pf_pos_, tok_, lens_dev_;
   DeviceBuffer k_cache_, v_cache_;
+  engine::KvCache kv_ = engine::KvCache::BF16;  // element type of k_cache_ / v_cache_ (opts_.kv_fp8)
   int64_t cap_ = 0;  // rows of every activation buffer (the cuSPARSELt bucket of the most rows)
   size_t activation_bytes_ = 0;
   std::vector<int64_t> lens_;

@@ -2,6 +2,8 @@
 // small next to the weight GEMMs at decode sizes; they are written plainly, one block per
 // row (or per row x head x KV chunk for attention), with fp32 arithmetic throughout.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -24,6 +26,28 @@ __device__ __forceinline__ float ldb(const uint16_t* p) { return __bfloat162floa
 __device__ __forceinline__ uint16_t stb(float v) {
   bf16 b = __float2bfloat16(v);
   return *reinterpret_cast<uint16_t*>(&b);
+}
+
+// A KV-cache element: BF16 bits, or E4M3 (F8) with no scale, saturated at +-448 (vLLM's
+// "fp8_e4m3" cache with its default scale of 1). E4M3 values are exact in BF16, so the attention
+// tiles in shared memory are BF16 either way.
+template <bool F8>
+__device__ __forceinline__ void put_kv(void* cache, size_t i, float v) {
+  if constexpr (F8) static_cast<uint8_t*>(cache)[i] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+  else static_cast<uint16_t*>(cache)[i] = stb(v);
+}
+// 8 E4M3 codes (little-endian in u) -> 8 BF16 values (exact: E4M3 -> half -> float -> BF16).
+__device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 u) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t word = i < 2 ? u.x : u.y;
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * (i & 1))), __NV_E4M3);
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+    w[i] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 __device__ __forceinline__ void unpack8(uint4 u, float (&f)[8]) {
@@ -139,9 +163,10 @@ __device__ __forceinline__ void norm_rope_head(const uint16_t* src, const float*
 }
 
 // One warp per head job: q heads (norm + rope -> q_out), k heads (norm + rope -> cache), v heads (-> cache).
+template <bool F8>
 __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_norm, const float* k_norm, float eps,
                                  const float* inv_freq, const int32_t* row_slot, const int32_t* row_pos, int NH,
-                                 int NKV, int D, float* q_out, uint16_t* k_cache, uint16_t* v_cache, int64_t max_ctx) {
+                                 int NKV, int D, float* q_out, void* k_cache, void* v_cache, int64_t max_ctx) {
   const int64_t r = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int64_t slot = row_slot ? row_slot[r] : r;
@@ -166,15 +191,15 @@ __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_n
       src = in.v + r * in.ldv + int64_t(vh) * D;
       if (bias) b = bias + int64_t(NH + NKV + vh) * D;
       cache_off = ((slot * NKV + vh) * max_ctx + pos) * D;
-      for (int i = lane; i < D; i += 32) v_cache[cache_off + i] = stb(ldb(src + i) + (b ? b[i] : 0.f));
+      for (int i = lane; i < D; i += 32) put_kv<F8>(v_cache, cache_off + i, ldb(src + i) + (b ? b[i] : 0.f));
       continue;
     }
     if (j < NH) {
       float* dst = q_out + r * int64_t(NH) * D + int64_t(j) * D;
       norm_rope_head(src, b, nrm, eps, inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = v; });
     } else {
-      uint16_t* dst = k_cache + cache_off;
-      norm_rope_head(src, b, nrm, eps, inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = stb(v); });
+      norm_rope_head(src, b, nrm, eps, inv_freq, pos, D, lane,
+                     [&](int i, float v) { put_kv<F8>(k_cache, cache_off + i, v); });
     }
   }
 }
@@ -230,8 +255,10 @@ __device__ __forceinline__ void split_bf16(float v, uint16_t& hi, uint16_t& lo) 
 // dims x heads = V^T (ldmatrix.trans) x P^T: the CUDA-core version spends most of its time issuing
 // the FMAs and bf16 conversions (Nsight Compute, H100: 77 us per layer at batch 16 with DRAM 28%
 // busy; docs/perf.md).
-template <int D, bool TC>
-__global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uint16_t* kc, const uint16_t* vc,
+// F8: the caches hold E4M3 codes, widened to BF16 on their way into shared memory (plain loads
+// instead of cp.async, since each 8-byte load becomes a 16-byte store).
+template <int D, bool TC, bool F8>
+__global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const void* kc, const void* vc,
                                                        const int32_t* row_slot, const int32_t* row_pos, int NH, int NKV,
                                                        int64_t max_ctx, int chunk, int splits, float scale,
                                                        float* part_o, float* part_ml, int* counters, uint16_t* out,
@@ -273,23 +300,36 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const uin
     const size_t at = head + size_t(pos) * D;
     const float* bias = rope.bias;
     if (warp == 0) {
-      uint16_t* dst = rope.k_cache + at;
       norm_rope_head(rope.in.k + r * rope.in.ldk + int64_t(kh) * D, bias ? bias + int64_t(NH + kh) * D : nullptr,
-                     rope.k_norm, rope.eps, rope.inv_freq, pos, D, lane, [&](int i, float v) { dst[i] = stb(v); });
+                     rope.k_norm, rope.eps, rope.inv_freq, pos, D, lane,
+                     [&](int i, float v) { put_kv<F8>(rope.k_cache, at + i, v); });
     } else if (warp == 1) {
       const uint16_t* src = rope.in.v + r * rope.in.ldv + int64_t(kh) * D;
       const float* b = bias ? bias + int64_t(NH + NKV + kh) * D : nullptr;
-      for (int i = lane; i < D; i += 32) rope.v_cache[at + i] = stb(ldb(src + i) + (b ? b[i] : 0.f));
+      for (int i = lane; i < D; i += 32) put_kv<F8>(rope.v_cache, at + i, ldb(src + i) + (b ? b[i] : 0.f));
     }
     __syncthreads();  // the block's tile loads below read these two cache rows
   }
   auto load_tile = [&](int64_t t0) {  // keys [t0, t0 + n) into shared memory (cp.async, one group)
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
-    const uint16_t* kg = kc + head + size_t(t0) * D;
-    const uint16_t* vg = vc + head + size_t(t0) * D;
     // TC: the rows past n are zero-filled, since the MMAs read whole tiles (a stale NaN there
     // times a zero probability would still be NaN).
     const int rows = TC ? kAttnTile : n;
+    if constexpr (F8) {
+      const uint2* kg = reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(kc) + head + size_t(t0) * D);
+      const uint2* vg = reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(vc) + head + size_t(t0) * D);
+#pragma unroll 4
+      for (int e = tid; e < rows * C8; e += kAttnThreads) {
+        const int key = e / C8, c = e % C8;
+        const bool ok = key < n;
+        const uint2 kr = ok ? kg[e] : make_uint2(0, 0), vr = ok ? vg[e] : make_uint2(0, 0);  // not __ldg: the fused rope may have just written one of these rows
+        *reinterpret_cast<uint4*>(ks + key * S::kKPitch + c * 8) = e4m3x8_to_bf16x8(kr);
+        *reinterpret_cast<uint4*>(vs + key * S::kVPitch + c * 8) = e4m3x8_to_bf16x8(vr);
+      }
+      return;  // plain stores: the __syncthreads after cp_wait publishes them
+    }
+    const uint16_t* kg = static_cast<const uint16_t*>(kc) + head + size_t(t0) * D;
+    const uint16_t* vg = static_cast<const uint16_t*>(vc) + head + size_t(t0) * D;
     for (int e = tid; e < rows * C8; e += kAttnThreads) {
       const int key = e / C8, c = e % C8;
       const bool ok = key < n;
@@ -656,14 +696,14 @@ void residual_rmsnorm(float* h, const bf16_t* delta, const float* bias, const fl
 
 void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const float* k_norm, float eps,
                     const float* inv_freq, const int32_t* row_slot, const int32_t* row_pos, int64_t rows,
-                    int64_t NH, int64_t NKV, int64_t D, float* q_out, bf16_t* k_cache, bf16_t* v_cache,
-                    int64_t max_ctx, cudaStream_t s) {
+                    int64_t NH, int64_t NKV, int64_t D, float* q_out, void* k_cache, void* v_cache,
+                    int64_t max_ctx, cudaStream_t s, KvCache kv) {
   if (rows <= 0) return;
   // One warp per head job, 4 per block, so that a single decode row still spreads over many SMs.
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((NH + 2 * NKV + 3) / 4));
-  qkv_rope_cache_k<<<grid, 128, 0, s>>>(in, bias, q_norm, k_norm, eps, inv_freq, row_slot,
-                                                               row_pos, int(NH), int(NKV), int(D), q_out, k_cache,
-                                                               v_cache, max_ctx);
+  (kv == KvCache::E4M3 ? qkv_rope_cache_k<true> : qkv_rope_cache_k<false>)<<<grid, 128, 0, s>>>(
+      in, bias, q_norm, k_norm, eps, inv_freq, row_slot, row_pos, int(NH), int(NKV), int(D), q_out, k_cache, v_cache,
+      max_ctx);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
@@ -685,41 +725,39 @@ size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t m
 }
 
 namespace {
-template <int D, bool TC>
-void launch_attn_as(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot,
+template <int D, bool TC, bool F8>
+void launch_attn_as(const float* q, const void* kc, const void* vc, const int32_t* row_slot,
                     const int32_t* row_pos, int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits,
                     float* part_o, float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
   const size_t smem = AttnSmem<D, TC>::bytes(NH / NKV);
-  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per D)
+  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per kernel)
   if (smem > 48 * 1024 && !raised) {
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D, TC, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(AttnSmem<D, TC>::bytes(kMaxGroup))));
     raised = true;
   }
   dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  attn_k<D, TC><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
-                                                 1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
+  attn_k<D, TC, F8><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
+                                                     1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
 // The tensor-core kernel for groups of up to 8 query heads per KV head, else the CUDA-core one.
 template <int D>
-void launch_attn(const float* q, const bf16_t* kc, const bf16_t* vc, const int32_t* row_slot, const int32_t* row_pos,
+void launch_attn(const float* q, const void* kc, const void* vc, const int32_t* row_slot, const int32_t* row_pos,
                  int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
-                 float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
-  if (attention_uses_tensor_cores(NH / NKV, D))
-    launch_attn_as<D, true>(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml,
-                            counters, out, rope, s);
-  else
-    launch_attn_as<D, false>(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml,
-                             counters, out, rope, s);
+                 float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, KvCache kv, cudaStream_t s) {
+  const bool tc = attention_uses_tensor_cores(NH / NKV, D), f8 = kv == KvCache::E4M3;
+  auto launch = (tc ? (f8 ? launch_attn_as<D, true, true> : launch_attn_as<D, true, false>)
+                    : (f8 ? launch_attn_as<D, false, true> : launch_attn_as<D, false, false>));
+  launch(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml, counters, out, rope, s);
 }
 }  // namespace
 
-void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
+void attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
                int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s,
-               const DecodeRope* rope_in) {
+               const DecodeRope* rope_in, KvCache kv) {
   if (rows <= 0) return;
   const DecodeRope rope = rope_in ? *rope_in : DecodeRope{};
   if (rope.k_cache && (row_slot || rope.k_cache != k_cache || rope.v_cache != v_cache || !rope.inv_freq ||
@@ -736,11 +774,11 @@ void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, con
   float* part_ml = workspace + size_t(rows) * NH * splits * D;
   const int nh = int(NH), nkv = int(NKV), c = int(ch);
   switch (D) {
-    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
-    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
-    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
-    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
-    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, s); break;
+    case 16: launch_attn<16>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, kv, s); break;
+    case 32: launch_attn<32>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, kv, s); break;
+    case 64: launch_attn<64>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, kv, s); break;
+    case 128: launch_attn<128>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, kv, s); break;
+    case 256: launch_attn<256>(q, k_cache, v_cache, row_slot, row_pos, rows, nh, nkv, max_ctx, c, splits, part_o, part_ml, counters, out, rope, kv, s); break;
     default: throw Error("attention: head_dim " + std::to_string(D) + " is not supported (16, 32, 64, 128 or 256)");
   }
 }

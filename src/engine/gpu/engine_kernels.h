@@ -6,11 +6,17 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace spense::cuda::engine {
 
 using bf16_t = uint16_t;  // raw BF16 bits on the host side of the interface
+
+// Element type of the KV cache: BF16, or E4M3 codes with no scale (values saturate at +-448;
+// half the bytes, which decode attention streams once per step). Caches are passed as void*.
+enum class KvCache { BF16, E4M3 };
+inline size_t kv_cache_bytes(KvCache kv) { return kv == KvCache::E4M3 ? 1 : 2; }
 
 // h[r, :] = E[ids[r], :] (BF16 -> fp32). ids outside [0, vocab) are clamped (the host
 // checks prompt ids; decode ids come from argmax).
@@ -31,11 +37,11 @@ struct QkvView {
 // Per row: q/k/v biases (nullable, fp32 [NH*D | NKV*D | NKV*D]), per-head RMSNorm of q and k
 // (q_norm/k_norm nullable, fp32 [D]), RoPE at position row_pos[r] (HF rotate_half), then q to
 // q_out (fp32 [rows, NH*D]) and k, v into the cache at (slot, position).
-// Cache layout per layer: [slot][kv_head][pos][D] BF16.
+// Cache layout per layer: [slot][kv_head][pos][D] of kv elements.
 void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const float* k_norm, float eps,
                     const float* inv_freq, const int32_t* row_slot, const int32_t* row_pos, int64_t rows,
-                    int64_t NH, int64_t NKV, int64_t D, float* q_out, bf16_t* k_cache, bf16_t* v_cache,
-                    int64_t max_ctx, cudaStream_t s);
+                    int64_t NH, int64_t NKV, int64_t D, float* q_out, void* k_cache, void* v_cache,
+                    int64_t max_ctx, cudaStream_t s, KvCache kv = KvCache::BF16);
 
 // Causal attention of each row's queries over its slot's keys 0..row_pos[r] (flash-decoding:
 // the KV range is cut into splits of `chunk` keys or more, at most 32 per row; each split's
@@ -56,17 +62,17 @@ struct DecodeRope {
   const float* k_norm = nullptr;
   float eps = 0.f;
   const float* inv_freq = nullptr;
-  bf16_t* k_cache = nullptr;      // the k_cache / v_cache attention reads; nullptr: no fused rope
-  bf16_t* v_cache = nullptr;
+  void* k_cache = nullptr;        // the k_cache / v_cache attention reads; nullptr: no fused rope
+  void* v_cache = nullptr;
 };
 // Whether attention runs on the tensor cores for G query heads per KV head and head size D
 // (G <= 8 and D a multiple of 16); else on CUDA cores.
 bool attention_uses_tensor_cores(int64_t G, int64_t D);
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk);
-void attention(const float* q, const bf16_t* k_cache, const bf16_t* v_cache, const int32_t* row_slot,
+void attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
                int64_t chunk, float* workspace, int* counters, bf16_t* out, cudaStream_t s,
-               const DecodeRope* rope = nullptr);
+               const DecodeRope* rope = nullptr, KvCache kv = KvCache::BF16);
 
 // act[r, i] = bf16(silu(gate[r, i]) * up[r, i]) for i < I.
 void silu_mul(const bf16_t* gate, int64_t ldg, const bf16_t* up, int64_t ldu, int64_t rows, int64_t I, bf16_t* act,
