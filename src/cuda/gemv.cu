@@ -13,8 +13,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <stdexcept>
-#include <string>
 
 #include "cuda/async_copy.cuh"
 #include "cuda/mma.cuh"
@@ -106,75 +104,18 @@ __device__ __forceinline__ float span_dot(uint4 wv, uint32_t meta, const uint32_
   return acc;
 }
 
-// Where the 16-byte weight span c (and its metadata) of stored row s0 + r of one kind is, in the
-// tiled storage (gemv.h) or, for an all-dense layer, row-major: span c is chunk c % 8 of stage
-// c / 8 of the row.
-struct RowsAt {
-  const uint8_t* v = nullptr;  // stage 0 of row s0
-  int64_t row_step = 0;        // bytes from row s0 to s0 + 1
-  int64_t stage_step = 0;      // bytes from a row's stage to its next
-  int swz = 0, swz_mask = 0;   // chunk c of row s0 + r sits at chunk c ^ ((swz + r) & swz_mask)
-  const uint8_t* m = nullptr;  // 2:4: metadata of row s0's stage 0
-  int64_t m_row_step = 0, m_stage_step = 0;
-  __device__ __forceinline__ const uint8_t* span(int r, int64_t c) const {
-    return v + r * row_step + (c >> 3) * stage_step + ((int(c & 7) ^ ((swz + r) & swz_mask)) << 4);
-  }
-  // Where a span's metadata is: 16 bits per 16 columns, so 2 bytes per BF16 span and 4 per E4M3 span.
-  template <bool FP8>
-  __device__ __forceinline__ const uint8_t* meta_ptr(int r, int64_t c) const {
-    return m + r * m_row_step + (c >> 3) * m_stage_step + (c & 7) * (FP8 ? 4 : 2);
-  }
-};
-
-// Row s0 (< ns: 2:4, else dense) of w as RowsAt.
-template <bool FP8>
-__device__ __forceinline__ RowsAt rows_at(const Weights& w, int64_t s0) {
-  RowsAt a;
-  const bool sp = s0 < w.ns;
-  const int64_t row = sp ? s0 : s0 - w.ns;
-  const int64_t row_bytes = (sp ? w.k / 2 : w.k) * (FP8 ? 1 : 2);
-  const uint8_t* base = static_cast<const uint8_t*>(sp ? w.sparse_values : w.dense);
-  if (!w.tiled) {  // an all-dense layer's row-major weights
-    a.v = base + size_t(row) * size_t(w.dense_ld) * (FP8 ? 1 : 2);
-    a.row_step = w.dense_ld * (FP8 ? 1 : 2);
-    a.stage_step = kTileBytes;
-    return a;
-  }
-  const int64_t stages = tile_stages(row_bytes), rb = row / kTileRows, r = row % kTileRows;
-  a.v = base + (rb * stages * kTileRows + r) * kTileBytes;
-  a.row_step = kTileBytes;
-  a.stage_step = kTileRows * kTileBytes;
-  a.swz = int(r & 7);
-  a.swz_mask = 7;
-  if (sp) {
-    constexpr int mb = kMetaTileBytes(FP8);
-    a.m = reinterpret_cast<const uint8_t*>(w.sparse_meta) + (rb * stages * kTileRows + r) * mb;
-    a.m_row_step = mb;
-    a.m_stage_step = kTileRows * mb;
-  }
-  return a;
-}
-
-// The rows [s0, s0 + R) of one kind (at): U spans per lane in flight (their weights and
-// metadata loaded before any arithmetic, so each lane keeps U x R 16-byte loads outstanding).
+// The rows [s0, s0 + R) of one kind: U spans per lane in flight (their weights and metadata
+// loaded before any arithmetic, so each lane keeps U x R 16-byte loads outstanding).
 // Spans part*32 + lane + j * 32 * wk of the row: the wk warps of a row group split K.
 template <int M, bool FP8, bool SPARSE, int U>
-__device__ __forceinline__ void rows_dot(const RowsAt& at, int64_t k, const uint16_t* xb, int64_t ldx, int mrows,
-                                         int lane, int part, int wk, float (&acc)[kRowsPerWarp][M]) {
+__device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, const uint16_t* meta, int64_t k,
+                                         const uint16_t* xb, int64_t ldx, int mrows, int lane, int part, int wk,
+                                         float (&acc)[kRowsPerWarp][M]) {
   constexpr int R = kRowsPerWarp, C = Span<FP8, SPARSE>::kCols, XW = Span<FP8, SPARSE>::kXWords;
   const int64_t spans = k / C;
+  const int64_t meta_row = k / 16;  // u16 per row
   const int64_t step = int64_t(32) * wk;
-  // A lane's spans c0, c0 + step, ... keep c % 8 (step is a multiple of 32): the row and chunk
-  // part of their addresses is set once, the stage part is a shift (stage_step is a power of 2).
-  const int64_t c_first = part * 32 + lane;
-  int v_off[R], m_off[R];  // < 2^31: row r of R and a chunk
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    v_off[r] = int(at.span(r, c_first) - at.v - (c_first >> 3) * at.stage_step);
-    if constexpr (SPARSE) m_off[r] = int(at.template meta_ptr<FP8>(r, c_first) - at.m - (c_first >> 3) * at.m_stage_step);
-  }
-  const int v_shift = __ffsll(at.stage_step) - 1, m_shift = SPARSE ? __ffsll(at.m_stage_step) - 1 : 0;
-  for (int64_t c0 = c_first; c0 < spans; c0 += step * U) {
+  for (int64_t c0 = part * 32 + lane; c0 < spans; c0 += step * U) {
     uint4 wv[U][R];
     uint32_t mt[U][R];
 #pragma unroll
@@ -183,11 +124,10 @@ __device__ __forceinline__ void rows_dot(const RowsAt& at, int64_t k, const uint
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (c < spans) {
-          wv[u][r] = ldg16(at.v + v_off[r] + ((c >> 3) << v_shift));
+          wv[u][r] = ldg16(wrow + r * row_bytes + size_t(c) * 16);
           if constexpr (SPARSE) {
-            const uint8_t* p = at.m + m_off[r] + ((c >> 3) << m_shift);
-            if constexpr (FP8) mt[u][r] = __ldg(reinterpret_cast<const uint32_t*>(p));
-            else mt[u][r] = __ldg(reinterpret_cast<const uint16_t*>(p));
+            if constexpr (FP8) mt[u][r] = __ldg(reinterpret_cast<const uint32_t*>(meta + r * meta_row) + c);
+            else mt[u][r] = __ldg(meta + r * meta_row + c);
           } else {
             mt[u][r] = 0;
           }
@@ -225,14 +165,18 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
   const int64_t m0 = int64_t(blockIdx.y) * M;
   const int mrows = static_cast<int>(m_total - m0 < M ? m_total - m0 : M);
   const uint16_t* xb = x + m0 * ldx;
-  const RowsAt at = s0 < n ? rows_at<FP8>(w, s0) : RowsAt{};
+  const size_t eb = FP8 ? 1 : 2;
   {  // this lane's first weight spans toward L2 while the previous kernel may still run (PDL)
-    const int64_t spans = s0 < w.ns ? w.k / Span<FP8, true>::kCols : w.k / Span<FP8, false>::kCols;
+    const bool sp = s0 < w.ns;
+    const size_t rb = (sp ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;
+    const int64_t spans = sp ? w.k / Span<FP8, true>::kCols : w.k / Span<FP8, false>::kCols;
     const int64_t c = int64_t(part) * 32 + lane;
     if (s0 < n && c < spans) {
+      const uint8_t* base = sp ? static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb
+                               : static_cast<const uint8_t*>(w.dense) + size_t(s0 - w.ns) * rb;
 #pragma unroll
       for (int r = 0; r < R; ++r)
-        if (s0 + r < n) prefetch_l2(at.span(r, c));
+        if (s0 + r < n) prefetch_l2(base + r * rb + size_t(c) * 16);
     }
   }
   griddep_wait();  // x is the previous kernel's output
@@ -242,9 +186,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
   if (s0 < w.ns) {  // 2:4 rows (ns is a multiple of R)
-    rows_dot<M, FP8, true, U>(at, w.k, xb, ldx, mrows, lane, part, wk, acc);
+    const size_t rb = size_t(w.k / 2) * eb;
+    rows_dot<M, FP8, true, U>(static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb, rb,
+                              w.sparse_meta + size_t(s0) * (w.k / 16), w.k, xb, ldx, mrows, lane, part, wk, acc);
   } else if (s0 < n) {
-    rows_dot<M, FP8, false, U>(at, w.k, xb, ldx, mrows, lane, part, wk, acc);
+    const size_t rb = size_t(w.dense_ld) * eb;
+    rows_dot<M, FP8, false, U>(static_cast<const uint8_t*>(w.dense) + size_t(s0 - w.ns) * rb, rb, nullptr, w.k, xb,
+                               ldx, mrows, lane, part, wk, acc);
   }
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -363,22 +311,17 @@ constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weigh
 // token tile stored for wgmma's descriptor: K-major core matrices of 8 tokens x 16 bytes, chunk q
 // (columns 8q .. 8q + 7) of token tk at byte (q * kTok + tk) * 16 of the stage's token area
 // (kTok * 16 bytes between chunks along K, 128 between groups of 8 tokens).
-// STREAM (the streamed shapes, gemv_stream_k): the stage's weight rows land as the tiled
-// storage holds them (kTileBytes apart, chunks swizzled), copied whole by the copy engine.
-template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false, bool STREAM = false>
+template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false>
 struct TcCfg {
-  static constexpr bool kFP8 = FP8, kWG = WG, kStream = STREAM;
+  static constexpr bool kFP8 = FP8, kWG = WG;
   static_assert(!WG || W % 4 == 0, "warpgroup shapes take whole warpgroups");
-  static_assert(!(WG && STREAM), "streamed shapes use mma.sync");
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
   static constexpr int kSparseCols = FP8 ? 256 : 128;  // columns of a 2:4 stage
   static constexpr int kDenseCols = FP8 ? 128 : 64;    // columns of a dense stage
   static constexpr int kMetaBytes = kSparseCols / 8;   // a 2:4 stage's metadata per row
   static constexpr int kXPitch = 2 * kSparseCols + 16;  // shared-memory pitch of a token's columns
-  static constexpr int kAPitch = STREAM ? kTileBytes : kTcRowPitch;  // bytes between weight rows in a stage
-  static_assert(!STREAM || kBM % kTileRows == 0, "streamed stages are whole tiles");
-  static constexpr int kA = kBM * kAPitch, kMeta = kBM * kMetaBytes;
+  static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kMetaBytes;
   static constexpr int kX = WG ? kTok * 2 * kSparseCols : kTok * kXPitch;
   static constexpr int kStage = kA + kMeta + kX;
   static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
@@ -387,7 +330,7 @@ struct TcCfg {
   static constexpr int kAChunks = kBM / kARowsPerPass;
   static constexpr int kMetaChunks = kBM * kMetaBytes / 16;  // 16-byte metadata copies per stage
   static constexpr int kMetaPerThread = (kMetaChunks + kThreads - 1) / kThreads;
-  static_assert(kAChunks * kARowsPerPass == kBM && kMetaPerThread <= 4, "four metadata copies per thread at most");
+  static_assert(kBM % kARowsPerPass == 0 && kMetaPerThread <= 4, "four metadata copies per thread at most");
   static_assert(kBM * kRedPitch * 4 <= kSmem, "the partial tile must fit in the pipeline's memory");
   static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
 };
@@ -434,13 +377,10 @@ __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t r
 // This thread's share of every stage's copies, addressed once: weight chunk j is row
 // (tid / 8) + j * kARowsPerPass, bytes 16 * (tid % 8) of the row's 128; metadata chunk j is
 // tid + j * kThreads of the kBM x (kMetaBytes / 16) chunks; token chunk j is tid + j * kThreads
-// of the tile's kTok x XCH chunks. Stage i reads i tiles further along each weight row than stage
-// 0 in the tiled storage (gemv.h; i * 128 bytes in an all-dense layer's row-major weights), as
-// many metadata tiles further, and 2 * kCols columns further along each token row. In shared
-// memory the weight chunks land unswizzled, in rows padded to kTcRowPitch.
+// of the tile's kTok x XCH chunks. Stage i reads 128 bytes further along each weight row than
+// stage 0, kMetaBytes further along the metadata and 2 * kCols along each token row.
 template <class C, bool SPARSE>
 struct TcCopies {
-  static_assert(kTcRowBytes == kTileBytes && C::kMetaBytes == kMetaTileBytes(C::kFP8), "a stage is one tile");
   static constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;  // weight columns per stage
   static constexpr int XCH = kCols / 8;  // 16-byte chunks of a token's stage columns
   static constexpr int XN = (C::kTok * XCH + C::kThreads - 1) / C::kThreads;
@@ -450,25 +390,19 @@ struct TcCopies {
   const uint8_t* xs[XN];
   uint32_t a_dst, meta_dst[MN], x_dst[XN];
   uint32_t a_ok = 0, meta_ok = 0, meta_any = 0, x_ok = 0, x_any = 0;
-  int64_t a_step;  // bytes from a row's stage to its next: whole tiles, or 128 bytes row-major
-  static constexpr int kMetaStep = kTileRows * C::kMetaBytes;
 
   __device__ __forceinline__ TcCopies(const Weights& w, const uint16_t* x, int64_t ldx, int64_t m_total,
                                       const TcUnit& t) {
     const int tid = threadIdx.x;
     const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
-    const int64_t eb = C::kFP8 ? 1 : 2;
-    const int64_t stages = tile_stages((SPARSE ? w.k / 2 : w.k) * eb);  // of the tiled storage
-    a_step = w.tiled ? kTileRows * kTileBytes : kTcRowBytes;
+    const size_t eb = C::kFP8 ? 1 : 2;
+    const size_t arow = (SPARSE ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;  // bytes between weight rows
+    const size_t k0 = size_t(t.begin) * kTcRowBytes;
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j) {
       const int64_t r = t.row0 + tid / 8 + j * C::kARowsPerPass;
       const bool ok = r < t.rows;
-      const int64_t rr = ok ? r : 0;
-      // Chunk tid % 8 of the row's stage t.begin (swizzled in the tiled storage, see gemv.h).
-      a[j] = w.tiled ? abase + ((rr / kTileRows * stages + t.begin) * kTileRows + rr % kTileRows) * kTileBytes +
-                           16 * ((tid % 8) ^ (rr % 8))
-                     : abase + rr * w.dense_ld * eb + t.begin * kTcRowBytes + 16 * (tid % 8);
+      a[j] = abase + size_t(ok ? r : 0) * arow + k0 + 16 * (tid % 8);
       a_ok |= uint32_t(ok) << j;
     }
     a_dst = (tid / 8) * kTcRowPitch + 16 * (tid % 8);
@@ -477,10 +411,8 @@ struct TcCopies {
       constexpr int per_row = C::kMetaBytes / 16;
       const int c = tid + j * C::kThreads, row = c / per_row, piece = c % per_row;
       const bool any = SPARSE && c < C::kMetaChunks, ok = any && t.row0 + row < t.rows;
-      const int64_t rr = ok ? t.row0 + row : 0;
-      meta[j] = SPARSE ? reinterpret_cast<const uint8_t*>(w.sparse_meta) +
-                             ((rr / kTileRows * stages + t.begin) * kTileRows + rr % kTileRows) * C::kMetaBytes +
-                             16 * piece
+      meta[j] = SPARSE ? reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(ok ? t.row0 + row : 0) * size_t(w.k / 8) +
+                             size_t(t.begin) * C::kMetaBytes + 16 * piece
                        : nullptr;
       meta_dst[j] = C::kA + row * C::kMetaBytes + 16 * piece;
       meta_ok |= uint32_t(ok) << j;
@@ -506,10 +438,10 @@ struct TcCopies {
   __device__ __forceinline__ void issue_weights(int64_t i, uint32_t stage) const {
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j)
-      cp16(stage + a_dst + j * C::kARowsPerPass * kTcRowPitch, a[j] + i * a_step, (a_ok >> j) & 1);
+      cp16(stage + a_dst + j * C::kARowsPerPass * kTcRowPitch, a[j] + i * kTcRowBytes, (a_ok >> j) & 1);
 #pragma unroll
     for (int j = 0; j < MN; ++j)
-      if ((meta_any >> j) & 1) cp16(stage + meta_dst[j], meta[j] + i * kMetaStep, (meta_ok >> j) & 1);
+      if ((meta_any >> j) & 1) cp16(stage + meta_dst[j], meta[j] + i * C::kMetaBytes, (meta_ok >> j) & 1);
   }
   __device__ __forceinline__ void issue_x(int64_t i, uint32_t stage) const {
 #pragma unroll
@@ -545,26 +477,19 @@ __device__ __forceinline__ uint32_t bf16x2_of_e4m3_smem(const uint8_t* p) {
 
 // The A fragment of 16 weight columns (BF16: 32 bytes, E4M3: 16) starting at BF16 byte col_bytes
 // of the tile's rows row0 .. row0 + 15 in a landed stage: ldmatrix, or E4M3 pairs widened.
-// Byte b of weight row r in a landed stage: padded rows, or (streamed shapes) the tiled
-// storage's rows with their 16-byte chunks swizzled by r % 8 (gemv.h).
-template <class C>
-__device__ __forceinline__ int a_at(int r, int b) {
-  if constexpr (C::kStream) return r * kTileBytes + ((((b >> 4) ^ r) & 7) << 4) + (b & 15);
-  else return r * kTcRowPitch + b;
-}
-
 template <class C>
 __device__ __forceinline__ void a_frag(const uint8_t* A, int row0, int col_bytes, uint32_t (&a)[4]) {
   const int lane = threadIdx.x & 31;
   if constexpr (C::kFP8) {  // fragment row g's columns 2t, 2t + 1, 2t + 8, 2t + 9 (and row g + 8's)
-    const int r = row0 + (lane >> 2), b = 2 * (lane & 3) + col_bytes / 2;
-    a[0] = bf16x2_of_e4m3_smem(A + a_at<C>(r, b));
-    a[1] = bf16x2_of_e4m3_smem(A + a_at<C>(r + 8, b));
-    a[2] = bf16x2_of_e4m3_smem(A + a_at<C>(r, b + 8));
-    a[3] = bf16x2_of_e4m3_smem(A + a_at<C>(r + 8, b + 8));
+    const uint8_t* q = A + (row0 + (lane >> 2)) * kTcRowPitch + 2 * (lane & 3) + col_bytes / 2;
+    constexpr int P8 = 8 * kTcRowPitch;
+    a[0] = bf16x2_of_e4m3_smem(q);
+    a[1] = bf16x2_of_e4m3_smem(q + P8);
+    a[2] = bf16x2_of_e4m3_smem(q + 8);
+    a[3] = bf16x2_of_e4m3_smem(q + P8 + 8);
   } else {
     const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), a_byte = 16 * (lane >> 4);
-    ldsm_x4(smem_addr(A + a_at<C>(row0 + a_row, a_byte + col_bytes)), a);
+    ldsm_x4(smem_addr(A + (row0 + a_row) * kTcRowPitch + a_byte + col_bytes), a);
   }
 }
 
@@ -824,316 +749,6 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
                                        static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks));
 }
 
-// ---- Streamed shapes (6-7): persistent blocks, the copy engine, stream-K over the stages ----
-// tools/device/stream_pattern.cu measured what limits the block pipeline above: with one block
-// per unit, blocks start and drain their pipelines once per unit, and 16-byte copies of
-// 128-byte row pieces stream the weights at 51-69% of the copy bandwidth even with no
-// arithmetic; persistent blocks that each stream one contiguous share of the layer's stages,
-// whole tiles at a time through the copy engine (cp.async.bulk), reached 85-94% (H200,
-// docs/perf.md). So: the layer's units (row blocks, 2:4 first, times token tiles) are laid end
-// to end as one sequence of stages (a stage = 128 bytes of every row of a block, tiled storage,
-// so both kinds' stages hold the same bytes), every resident block takes an equal run of it,
-// and its pipeline runs on across unit boundaries. A unit that lies wholly in one block's run is
-// written directly; one cut between blocks is summed in Weights::stream_ws (fp32 atomics) and
-// written by the block that adds its last stages, which also zeroes the tile and its counter.
-// Warp-specialized: one producer warp after the W consumer warps fills the S slots (lane 0: the
-// stage's weight and metadata tiles as bulk copies; all 32 lanes: the token chunks by cp.async,
-// each lane's arrival on the slot's "full" mbarrier deferred until its copies land), and the
-// consumer warps free a slot on its "empty" mbarrier once they have read it. No block-wide
-// barrier per stage: a unit's epilogue in one warp group does not stall the copies.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define SPENSE_BULK 1
-#else
-#define SPENSE_BULK 0
-#endif
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-#if SPENSE_BULK
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-#endif
-}
-__device__ __forceinline__ void mbar_init_fence() {
-#if SPENSE_BULK
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-// Arrives on bar and adds `bytes` to the copies its current phase waits for.
-__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
-#if SPENSE_BULK
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-#endif
-}
-// Waits for the phase of bar with this parity to complete. A copy that never lands (a bug)
-// traps after about 10 s instead of hanging the GPU.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#if SPENSE_BULK
-  const long long t0 = clock64();
-  for (;;) {
-    uint32_t done;
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-    if (done) return;
-    if (clock64() - t0 > (1ll << 34)) __trap();
-  }
-#endif
-}
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-#if SPENSE_BULK
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-#else
-  __trap();  // the host launches the streamed shapes on sm_90 only
-#endif
-}
-
-// Arrives on bar (release: this thread's earlier shared-memory reads of the slot are done).
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-#if SPENSE_BULK
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#endif
-}
-// Arrives on bar once every cp.async this thread has issued so far has landed (one of the
-// phase's expected arrivals: .noinc).
-__device__ __forceinline__ void mbar_arrive_cp(uint32_t bar) {
-#if SPENSE_BULK
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-#endif
-}
-// Barrier 1 over the consumer warps only (the producer warp never joins it).
-template <class C>
-__device__ __forceinline__ void consumers_sync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(C::kThreads) : "memory");
-}
-
-// The layer's stage sequence: per token tile, the 2:4 row blocks' stages, then the dense ones'.
-struct StreamGeom {
-  int64_t sparse_blocks = 0, row_blocks = 0;  // row blocks of kBM rows, 2:4 first
-  int64_t sv = 0, sd = 0;                     // stages of a 2:4 / dense unit
-  int64_t per_tile = 0, total = 0;            // stages of one token tile's units / of all
-};
-
-// A position in the sequence: token tile, row block, stage within the unit, the unit's stages.
-struct StreamPos {
-  int64_t tt = 0, rb = 0, s = 0, n = 0;
-  __device__ __forceinline__ void seek(const StreamGeom& g, int64_t i) {
-    tt = i / g.per_tile;
-    int64_t r = i % g.per_tile;
-    if (r < g.sparse_blocks * g.sv) {
-      rb = r / g.sv, s = r % g.sv, n = g.sv;
-    } else {
-      r -= g.sparse_blocks * g.sv;
-      rb = g.sparse_blocks + r / g.sd, s = r % g.sd, n = g.sd;
-    }
-  }
-  __device__ __forceinline__ void next(const StreamGeom& g) {
-    if (++s < n) return;
-    s = 0;
-    if (++rb == g.row_blocks) rb = 0, ++tt;
-    n = rb < g.sparse_blocks ? g.sv : g.sd;
-  }
-  __device__ __forceinline__ bool sparse(const StreamGeom& g) const { return rb < g.sparse_blocks; }
-};
-
-// Thread 0: stage p's weight tiles (and 2:4 metadata tiles) into the slot at `stage`, on `bar`.
-template <class C>
-__device__ __forceinline__ void stream_issue_weights(const Weights& w, const StreamGeom& g, const StreamPos& p,
-                                                     uint32_t stage, uint32_t bar) {
-  constexpr int kTiles = C::kBM / kTileRows, kVal = kTileRows * kTileBytes, kMet = kTileRows * C::kMetaBytes;
-  const bool sp = p.sparse(g);
-  const int64_t rows = sp ? w.ns : w.nd, stages = sp ? g.sv : g.sd;
-  const int64_t t0 = (sp ? p.rb : p.rb - g.sparse_blocks) * kTiles;
-  const int64_t nt = std::min<int64_t>(kTiles, (rows + kTileRows - 1) / kTileRows - t0);  // the last block may be short
-  mbar_expect(bar, uint32_t(nt * (sp ? kVal + kMet : kVal)));
-  const uint8_t* v = static_cast<const uint8_t*>(sp ? w.sparse_values : w.dense);
-  const uint8_t* m = reinterpret_cast<const uint8_t*>(w.sparse_meta);
-  for (int j = 0; j < nt; ++j) {
-    const int64_t tile = (t0 + j) * stages + p.s;
-    bulk_copy(stage + j * kVal, v + tile * kVal, kVal, bar);
-    if (sp) bulk_copy(stage + C::kA + j * kMet, m + tile * kMet, kMet, bar);
-  }
-}
-
-// Lane `lane` of the producer warp: its cp.async chunks of stage p's token columns.
-template <class C>
-__device__ __forceinline__ void stream_issue_tokens(const StreamGeom& g, const StreamPos& p, const uint16_t* x,
-                                                    int64_t ldx, int64_t m_total, uint32_t stage, int lane) {
-  const int cols = p.sparse(g) ? C::kSparseCols : C::kDenseCols, xch = cols / 8;
-  const int64_t m0 = p.tt * C::kTok, c0 = p.s * cols;
-  for (int c = lane; c < C::kTok * xch; c += 32) {
-    const int tk = c / xch, q = c % xch;
-    const bool ok = m0 + tk < m_total;
-    cp16(stage + C::kA + C::kMeta + tk * C::kXPitch + q * 16, x + (ok ? m0 + tk : 0) * ldx + c0 + q * 8, ok);
-  }
-}
-
-// The end of a run of unit p's stages [s0, p.s]: written directly when the run is the whole
-// unit, else summed through the workspace (see above).
-template <class C>
-__device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGeom& g, const StreamPos& p, int64_t s0,
-                                                int64_t m_total, uint16_t* y, int64_t ldy,
-                                                const float (&acc)[C::kMT][C::kNT][4], int* last) {
-  constexpr int MT = C::kMT, NT = C::kNT, kTile = C::kBM * C::kTok;
-  TcUnit t;
-  t.sparse = p.sparse(g);
-  t.row0 = (t.sparse ? p.rb : p.rb - g.sparse_blocks) * C::kBM;
-  t.rows = t.sparse ? w.ns : w.nd;
-  t.first = t.sparse ? 0 : w.ns;
-  t.m0 = p.tt * C::kTok;
-  const int64_t done = p.s + 1 - s0;
-  if (done == p.n) return tc_epilogue<C>(w, m_total, y, ldy, t, nullptr, 0, 1, acc);
-  const int64_t u = p.tt * g.row_blocks + p.rb, units = g.row_blocks * ((m_total + C::kTok - 1) / C::kTok);
-  int* counters = static_cast<int*>(w.stream_ws);
-  float* tile = reinterpret_cast<float*>(counters + (units + 63) / 64 * 64) + u * kTile;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g4 = lane >> 2, q4 = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int r = tc_row0<C>(warp, mt) + g4, tk = 8 * j + 2 * q4;
-      atomicAdd(tile + r * C::kTok + tk, acc[mt][j][0]);
-      atomicAdd(tile + r * C::kTok + tk + 1, acc[mt][j][1]);
-      atomicAdd(tile + (r + 8) * C::kTok + tk, acc[mt][j][2]);
-      atomicAdd(tile + (r + 8) * C::kTok + tk + 1, acc[mt][j][3]);
-    }
-  __threadfence();  // this block's sums are visible device-wide before its stages are counted
-  consumers_sync<C>();
-  if (threadIdx.x == 0) {
-    const int before = atomicAdd(counters + u, int(done));
-    *last = before + done == p.n;
-    if (*last) counters[u] = 0;  // every block of the unit has counted: ready for the next launch
-  }
-  consumers_sync<C>();
-  if (!*last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < kTile; i += C::kThreads) {
-    const int r = i / C::kTok, tk = i % C::kTok;
-    const float v = __ldcg(tile + i);
-    __stcg(tile + i, 0.f);
-    if (t.row0 + r >= t.rows || t.m0 + tk >= m_total) continue;
-    const int64_t s = t.first + t.row0 + r;
-    store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), w.scales ? v * w.scales[s] : v);
-  }
-}
-
-template <class C>
-__global__ void __launch_bounds__(C::kThreads + 32, 2) gemv_stream_k(Weights w, const uint16_t* x, int64_t ldx,
-                                                                  int64_t m_total, uint16_t* y, int64_t ldy,
-                                                                  StreamGeom g) {
-  extern __shared__ __align__(16) uint8_t smem[];  // bulk copies need 16-byte aligned slots
-  constexpr int S = C::kStages, W = C::kThreads / 32;
-  // full[slot]: the producer warp's 32 lanes (their token copies, .noinc) and lane 0's expected
-  // weight bytes; empty[slot]: one lane of each consumer warp, done reading the slot.
-  __shared__ __align__(8) uint64_t full[S], empty[S];
-  __shared__ int last;
-  const int64_t g0 = g.total * blockIdx.x / gridDim.x, n = g.total * (blockIdx.x + 1) / gridDim.x - g0;
-  const uint32_t base = smem_addr(smem);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (threadIdx.x < S) {
-    mbar_init(smem_addr(&full[threadIdx.x]), 33);
-    mbar_init(smem_addr(&empty[threadIdx.x]), W);
-  }
-  mbar_init_fence();
-  __syncthreads();  // the last block-wide barrier: the producer warp leaves early
-  StreamPos cur;
-  cur.seek(g, g0);
-  if (warp == W) {  // producer: fills slot i % S with stage i once the consumers have freed it
-    StreamPos p = cur;
-    // The first S stages' weights go out before the wait for the previous kernel (PDL).
-    for (int i = 0; i < S && i < n; ++i, p.next(g))
-      if (lane == 0) stream_issue_weights<C>(w, g, p, base + i * C::kStage, smem_addr(&full[i]));
-    griddep_wait();  // the tokens are the previous kernel's output
-    p = cur;
-#pragma unroll 1
-    for (int64_t i = 0; i < n; ++i, p.next(g)) {
-      const int slot = int(i % S);
-      const uint32_t fb = smem_addr(&full[slot]);
-      if (i >= S) {
-        mbar_wait(smem_addr(&empty[slot]), uint32_t((i / S - 1) & 1));
-        if (lane == 0) stream_issue_weights<C>(w, g, p, base + slot * C::kStage, fb);
-      }
-      stream_issue_tokens<C>(g, p, x, ldx, m_total, base + slot * C::kStage, lane);
-      mbar_arrive_cp(fb);
-    }
-    cp_commit();  // the copies above belong to no group until now: drain them before leaving
-    cp_wait<0>();
-    return;
-  }
-  griddep_wait();  // before the outputs and the workspace are written
-  float acc[C::kMT][C::kNT][4] = {};
-  int64_t s0 = cur.s;  // the first stage of the current run of the unit
-#pragma unroll 1
-  for (int64_t i = 0; i < n; ++i) {
-    const int slot = int(i % S);
-    mbar_wait(smem_addr(&full[slot]), uint32_t((i / S) & 1));
-    if (cur.sparse(g)) tc_compute<C, true>(smem + slot * C::kStage, acc);
-    else tc_compute<C, false>(smem + slot * C::kStage, acc);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(smem_addr(&empty[slot]));
-    if (cur.s + 1 == cur.n || i + 1 == n) {
-      stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, acc, &last);
-#pragma unroll
-      for (int mt = 0; mt < C::kMT; ++mt)
-#pragma unroll
-        for (int j = 0; j < C::kNT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-      s0 = 0;
-    }
-    cur.next(g);
-  }
-}
-
-template <class C>
-StreamGeom stream_geom(const Weights& w, int64_t m) {
-  StreamGeom g;
-  const int64_t eb = C::kFP8 ? 1 : 2;
-  g.sparse_blocks = (w.ns + C::kBM - 1) / C::kBM;
-  g.row_blocks = g.sparse_blocks + (w.nd + C::kBM - 1) / C::kBM;
-  g.sv = tile_stages(w.k / 2 * eb);
-  g.sd = tile_stages(w.k * eb);
-  g.per_tile = g.sparse_blocks * g.sv + (g.row_blocks - g.sparse_blocks) * g.sd;
-  g.total = g.per_tile * ((m + C::kTok - 1) / C::kTok);
-  return g;
-}
-
-// Workspace bytes of C at M = m: a counter per unit (padded to 64), then a partial tile per unit.
-template <class C>
-size_t stream_ws_bytes(const Weights& w, int64_t m) {
-  const StreamGeom g = stream_geom<C>(w, m);
-  const int64_t units = g.row_blocks * ((m + C::kTok - 1) / C::kTok);
-  return size_t((units + 63) / 64 * 64) * sizeof(int) + size_t(units) * C::kBM * C::kTok * sizeof(float);
-}
-
-template <class C>
-void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  static const int resident = [] {  // blocks per SM at this shared-memory size
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_stream_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-    int b = 0;
-    SPENSE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemv_stream_k<C>, C::kThreads + 32, C::kSmem));
-    return b > 0 ? b : 1;
-  }();
-  const StreamGeom g = stream_geom<C>(w, m);
-  if (g.total <= 0) return;
-  if (!w.stream_ws || w.stream_ws_bytes < stream_ws_bytes<C>(w, m))
-    throw std::runtime_error("internal: the small-M kernel's streamed shape has no workspace for M=" + std::to_string(m));
-  cudaLaunchConfig_t cfg = {};
-  int64_t blocks = std::min<int64_t>(g.total, int64_t(tc_device().sms) * resident);
-  if (w.stream_blocks > 0) blocks = std::min<int64_t>(blocks, w.stream_blocks);
-  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-  cfg.blockDim = dim3(C::kThreads + 32);  // the consumer warps, then the producer warp
-  cfg.dynamicSmemBytes = C::kSmem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = w.pdl ? 1 : 0;
-  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_stream_k<C>, w, static_cast<const uint16_t*>(x), ldx, m,
-                                       static_cast<uint16_t*>(y), ldy, g));
-}
-
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
                              uint8_t* values, uint16_t* meta, unsigned long long* bad) {
   const int64_t chunks = k / 16;
@@ -1192,30 +807,9 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 // warpgroup of 64 rows, and two warpgroups of 128 rows each (256 rows: a quarter of the token
 // bytes per weight byte). First: the one for untimed M. E4M3 stages carry twice the token
 // columns, so large token tiles take fewer stages.
-// Shapes 6-7 (streamed, sm_90 copy engine; tiled storage and M <= 64 only, else shape 0): 8
-// warps of 128 rows and 4 warps of 64 rows, 3-4 stages, sized so that 2-4 blocks stay resident
-// per SM (the stream_pattern measurement: more resident pipelines per SM streamed faster at
-// the same bytes in flight).
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
-  if (v >= kTcFirstStreamShape && (!w.tiled || m > 64)) v = 0;
-  if (v == 6 || v == 7) {
-    if (m <= 8) {
-      if (v == 6) launch_stream<TcCfg<1, 1, 8, 4, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-      else launch_stream<TcCfg<1, 1, 4, 4, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-    } else if (m <= 16) {
-      if (v == 6) launch_stream<TcCfg<1, 2, 8, 3, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-      else launch_stream<TcCfg<1, 2, 4, 4, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-    } else if (m <= 32) {
-      if (v == 6) launch_stream<TcCfg<1, 4, 8, 3, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-      else launch_stream<TcCfg<1, 4, 4, 4, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-    } else {
-      if (v == 6) launch_stream<TcCfg<1, 8, 8, 3, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-      else launch_stream<TcCfg<1, 8, 4, 4, FP8, false, true>>(w, x, ldx, m, y, ldy, s);
-    }
-    return;
-  }
+  const int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
   if (m <= 8) {
     if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
@@ -1260,55 +854,15 @@ constexpr int tc_largest_smem() {
                        TcCfg<2, 1, 8, 4, FP8, true>::kSmem, TcCfg<1, 2, 4, 6, FP8, true>::kSmem,
                        TcCfg<2, 2, 8, 3, FP8, true>::kSmem, TcCfg<1, 4, 4, 4, FP8, true>::kSmem,
                        TcCfg<2, 4, 8, 3, FP8, true>::kSmem, TcCfg<1, 8, 4, 4, FP8, true>::kSmem,
-                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem, TcCfg<1, 1, 8, 4, FP8, false, true>::kSmem,
-                       TcCfg<1, 1, 4, 4, FP8, false, true>::kSmem, TcCfg<1, 2, 8, 3, FP8, false, true>::kSmem,
-                       TcCfg<1, 2, 4, 4, FP8, false, true>::kSmem, TcCfg<1, 4, 8, 3, FP8, false, true>::kSmem,
-                       TcCfg<1, 4, 4, 4, FP8, false, true>::kSmem, TcCfg<1, 8, 8, 3, FP8, false, true>::kSmem,
-                       TcCfg<1, 8, 4, 4, FP8, false, true>::kSmem};
+                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem};
   int m = 0;
   for (int x : v) m = x > m ? x : m;
   return m;
 }
 
-// One thread per 2 bytes of dst (gemv.h, tile_rows).
-__global__ void tile_rows_k(const uint8_t* src, int64_t rows, int64_t row_bytes, int piece, int64_t stages,
-                            uint8_t* dst, int64_t total) {
-  const int64_t off = 2 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (off >= total) return;
-  const int64_t tile = off / (kTileRows * piece), rem = off % (kTileRows * piece);
-  const int64_t row = tile / stages * kTileRows + rem / piece;
-  int b = int(rem % piece);
-  if (piece == kTileBytes) b = (((b >> 4) ^ int(row & 7)) << 4) | (b & 15);  // the swizzle is its own inverse
-  const int64_t sb = tile % stages * piece + b;
-  uint16_t v = 0;
-  if (row < rows && sb < row_bytes) v = *reinterpret_cast<const uint16_t*>(src + row * row_bytes + sb);
-  *reinterpret_cast<uint16_t*>(dst + off) = v;
-}
-
 }  // namespace
 
-void tile_rows(const void* src, int64_t rows, int64_t row_bytes, int piece, void* dst, cudaStream_t s) {
-  const int64_t stages = (row_bytes + piece - 1) / piece, total = tiled_bytes(rows, stages, piece);
-  if (total <= 0) return;
-  tile_rows_k<<<static_cast<unsigned>((total / 2 + 255) / 256), 256, 0, s>>>(
-      static_cast<const uint8_t*>(src), rows, row_bytes, piece, stages, static_cast<uint8_t*>(dst), total);
-  SPENSE_CUDA_CHECK_LAUNCH();
-}
-
 bool tc_wgmma_ok() { return tc_device().wgmma; }
-
-size_t tc_stream_workspace_bytes(const Weights& w, int64_t m) {
-  if (!w.tiled || m <= 0 || m > 64) return 0;
-  auto most = [&](auto... c) { return std::max({stream_ws_bytes<decltype(c)>(w, m)...}); };
-  if (m <= 8) return w.fp8 ? most(TcCfg<1, 1, 8, 4, true, false, true>{}, TcCfg<1, 1, 4, 4, true, false, true>{})
-                           : most(TcCfg<1, 1, 8, 4, false, false, true>{}, TcCfg<1, 1, 4, 4, false, false, true>{});
-  if (m <= 16) return w.fp8 ? most(TcCfg<1, 2, 8, 3, true, false, true>{}, TcCfg<1, 2, 4, 4, true, false, true>{})
-                            : most(TcCfg<1, 2, 8, 3, false, false, true>{}, TcCfg<1, 2, 4, 4, false, false, true>{});
-  if (m <= 32) return w.fp8 ? most(TcCfg<1, 4, 8, 3, true, false, true>{}, TcCfg<1, 4, 4, 4, true, false, true>{})
-                            : most(TcCfg<1, 4, 8, 3, false, false, true>{}, TcCfg<1, 4, 4, 4, false, false, true>{});
-  return w.fp8 ? most(TcCfg<1, 8, 8, 3, true, false, true>{}, TcCfg<1, 8, 4, 4, true, false, true>{})
-               : most(TcCfg<1, 8, 8, 3, false, false, true>{}, TcCfg<1, 8, 4, 4, false, false, true>{});
-}
 
 int tc_effective_slices(const Weights& w, int requested) {
   return std::max(1, std::min(requested, tc_max_slices(w)));

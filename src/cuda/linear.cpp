@@ -465,18 +465,13 @@ class GemvLinearImpl final : public Linear {
     ns_ = n - nd_;
     row_map_ = std::make_shared<DeviceBuffer>(upload_ints(order));
     DeviceBuffer wdev = upload(w.data, static_cast<size_t>(n * k) * eb);
-    // The kernels read the tiled storage (gemv.h): compress / pack row-major, then tile.
-    const int64_t row_v = k / 2 * static_cast<int64_t>(eb), row_m = k / 8, stages_v = gemv::tile_stages(row_v);
     if (ns_ > 0) {
-      DeviceBuffer values(static_cast<size_t>(ns_ * k / 2) * eb), meta(static_cast<size_t>(ns_ * k / 16) * 2);
+      values_ = DeviceBuffer(static_cast<size_t>(ns_ * k / 2) * eb);
+      meta_ = DeviceBuffer(static_cast<size_t>(ns_ * k / 16) * 2);
       DeviceBuffer bad(sizeof(unsigned long long));
       SPENSE_CUDA_CHECK(cudaMemset(bad.get(), 0xff, bad.size()));
-      gemv::compress24(wdev.get(), eb == 1, k, row_map_->as<int32_t>(), ns_, values.get(), meta.as<uint16_t>(),
+      gemv::compress24(wdev.get(), eb == 1, k, row_map_->as<int32_t>(), ns_, values_.get(), meta_.as<uint16_t>(),
                        bad.as<unsigned long long>(), nullptr);
-      values_ = DeviceBuffer(static_cast<size_t>(gemv::tiled_bytes(ns_, stages_v, gemv::kTileBytes)));
-      meta_ = DeviceBuffer(static_cast<size_t>(gemv::tiled_bytes(ns_, stages_v, gemv::kMetaTileBytes(eb == 1))));
-      gemv::tile_rows(values.get(), ns_, row_v, gemv::kTileBytes, values_.get(), nullptr);
-      gemv::tile_rows(meta.get(), ns_, row_m, gemv::kMetaTileBytes(eb == 1), meta_.get(), nullptr);
       unsigned long long first = 0;
       SPENSE_CUDA_CHECK(cudaMemcpy(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost));
       if (first != ~0ull) {
@@ -486,13 +481,7 @@ class GemvLinearImpl final : public Linear {
                                    " hold more than 2 non-zeros");
       }
     }
-    if (nd_ > 0) {
-      const DeviceBuffer dense = pack_part(wdev.get(), eb, n, k, HybridAxis::OUT, order, ns_, n);
-      const int64_t row_d = k * static_cast<int64_t>(eb);
-      dense_ = DeviceBuffer(static_cast<size_t>(gemv::tiled_bytes(nd_, gemv::tile_stages(row_d), gemv::kTileBytes)));
-      gemv::tile_rows(dense.get(), nd_, row_d, gemv::kTileBytes, dense_.get(), nullptr);
-      SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // the tiling ran on the legacy stream; its source goes now
-    }
+    if (nd_ > 0) dense_ = pack_part(wdev.get(), eb, n, k, HybridAxis::OUT, order, ns_, n);
     if (prec == LinearPrecision::FP8) {
       const std::vector<float> sc = fetch_floats(w.scales, n);
       std::vector<float> st(sc.size());
@@ -514,9 +503,6 @@ class GemvLinearImpl final : public Linear {
     if (m <= 0 || choice_.count(m)) return;
     if (inner_) inner_->prepare(m);  // cuBLASLt's plan and scratch, also when it is the only candidate
     const std::vector<Choice> cands = candidates(m);
-    for (const Choice& c : cands)  // the streamed shapes' workspace, shared by the Context's layers
-      if (c.path == Path::TENSOR_CORES && c.shape >= gemv::kTcFirstStreamShape)
-        ctx_->reserve_scratch(Scratch::GEMV_STREAM, gemv::tc_stream_workspace_bytes(weights(), m));
     if (cands.size() == 1) {
       choice_[m] = cands[0];
       return;
@@ -556,9 +542,6 @@ class GemvLinearImpl final : public Linear {
     switch (it->second.path) {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
-        if (it->second.shape >= gemv::kTcFirstStreamShape)
-          return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) +
-                 (m <= 64 ? " (streamed: persistent blocks, bulk copies)" : " (above 64 tokens: run as shape 0)");
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
                (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)";
       default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
@@ -589,9 +572,7 @@ class GemvLinearImpl final : public Linear {
     for (int shape = 0; tc && shape < gemv::kTcShapes; ++shape)
       if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstWgmmaShape && !gemv::tc_wgmma_ok()) continue;
-      else if (shape >= gemv::kTcFirstStreamShape) {  // no K split; tiled storage only (not an all-dense layer)
-        if (opts_.small_m_tc_shape >= 0 || (!inner_ && m <= kTimedMaxM)) v.push_back({Path::TENSOR_CORES, 1, shape});
-      } else if (opts_.small_m_tc_slices > 0)
+      else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else
         for (int sl : {1, 2, 3, 4, 6, 8})  // counts that fill the SMs in whole waves for most layers
@@ -605,11 +586,6 @@ class GemvLinearImpl final : public Linear {
     w.tc_slices = c.slices;
     w.tc_shape = c.shape;
     w.pdl = opts_.pdl;
-    w.stream_blocks = opts_.small_m_stream_blocks;
-    if (w.tensor_cores && c.shape >= gemv::kTcFirstStreamShape) {
-      w.stream_ws_bytes = gemv::tc_stream_workspace_bytes(w, m);
-      w.stream_ws = w.stream_ws_bytes ? ctx_->scratch(Scratch::GEMV_STREAM, w.stream_ws_bytes) : nullptr;
-    }
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
 
@@ -629,7 +605,6 @@ class GemvLinearImpl final : public Linear {
       w.row_map = row_map_->as<int32_t>();
       w.ns = ns_;
       w.nd = nd_;
-      w.tiled = true;
     }
     w.dense_ld = k_;
     return w;
@@ -667,8 +642,6 @@ std::unique_ptr<Linear> make_sparse_linear(Context& ctx, int64_t n, int64_t k, L
 std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                          const WeightsView& w, const GemvLayout& layout, const LinearOptions& opts) {
   return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
-    if (opts.small_m_stream_blocks < 0)
-      layer_error(opts.name, "small_m_stream_blocks " + std::to_string(opts.small_m_stream_blocks) + " is negative");
     if (opts.small_m_tc_shape < -1 || opts.small_m_tc_shape >= gemv::kTcShapes)
       layer_error(opts.name, "small_m_tc_shape " + std::to_string(opts.small_m_tc_shape) + " is outside -1.." +
                                  std::to_string(gemv::kTcShapes - 1));

@@ -258,8 +258,8 @@ TEST(Engine, EvalModelMatchesCpuReferenceAndGreedyTokens) {
 // The E4M3 KV cache (EngineOptions::kv_fp8) on the evaluation model, BF16 weights: the prompt's
 // logits (prefill writes the cache with the separate rope kernel, attention reads it back) and
 // 32 greedy steps (batch-1 decode: the fused rope kernel writes it) against the CPU fp32 path.
-// The cache rounds keys and values to 3 mantissa bits (relative step 1/16), a larger change than
-// BF16's; the bounds say what that costs on this model.
+// The cache rounds keys and values to 3 mantissa bits (relative error up to 1/16), a larger change than
+// BF16's; the bounds allow for it with a margin over what was measured.
 TEST(Engine, Fp8KvCacheStaysCloseToTheCpuReference) {
   const auto prompt = fixture_line("prompt"), greedy = fixture_line("greedy");
   const Ref ref = open_ref(std::string(SPENSE_FIXTURES) + "/engine/eval_greedy_logits.safetensors");
@@ -278,8 +278,10 @@ TEST(Engine, Fp8KvCacheStaysCloseToTheCpuReference) {
     while (same < out.size() && same < greedy.size() && out[same] == greedy[same]) ++same;
     std::printf("eval model bf16, fp8 KV cache [%s]: logits rel err %.2e vs CPU fp32; greedy tokens equal to the "
                 "CPU's for %zu of 32 steps\n", gemm_backend_name(be), err, same);
-    EXPECT_LT(err, 0.1);
-    EXPECT_GE(same, 16u);
+    // Measured on an H100 (2026-12-07), every back end: 1.60e-02 (BF16 cache: 2.36e-03), and all
+    // 32 greedy tokens equal.
+    EXPECT_LT(err, 0.04);
+    EXPECT_GE(same, 24u);
   }
 }
 

@@ -301,17 +301,12 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
         // Tensor cores: each block shape forced, and with k = 8320 (8 uneven slices) each K split
-        // in each shape that splits K (not the streamed ones), then both timed.
-        // The streamed shapes also with 1, 2 and 5 blocks: on a full GPU no block here streams
-        // more stages than its ring holds, so only these runs wrap the ring (the empty barriers'
-        // waits, both parities), carry a block's sums across units and write whole units directly.
-        struct K { SmallMKernel kern; int slices, shape, blocks = 0; };
+        // in each shape, then both timed.
+        struct K { SmallMKernel kern; int slices, shape; };
         std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
         for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
           kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
-          if (shape >= gemv::kTcFirstStreamShape)
-            for (int b : {1, 2, 5}) kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape, b});
-          if (sh.k >= 8192 && shape < gemv::kTcFirstStreamShape)
+          if (sh.k >= 8192)
             for (int sl : {1, 2, 3, 4, 5, 6, 7, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
         }
         // Activations and the reference product once per M (the CPU product dominated the test's time).
@@ -330,21 +325,18 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
           o.small_m_kernel = kern;
           o.small_m_tc_slices = kk.slices;
           o.small_m_tc_shape = kk.shape;
-          o.small_m_stream_blocks = kk.blocks;
           auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
           for (int64_t m : sh.ms) {
             L->prepare(m);
             SCOPED_TRACE(std::string(precision_name(p)) + " n=" + std::to_string(sh.n) + " k=" + std::to_string(sh.k) +
                          " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
-                         " slices " + std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) +
-                         " blocks " + std::to_string(kk.blocks) + " (" +
+                         " slices " + std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" +
                          L->plan_info(m) + ")");
             const HostActs& a = io.at(m).first;
             const std::vector<float>& want = io.at(m).second;
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
             if (kern == SmallMKernel::TENSOR_CORES) {
-              // Again: the streamed shapes sum units shared by blocks in a workspace, which each
-              // launch must leave zeroed (a stale partial sum or counter shows up here).
+              // Again: nothing a launch leaves behind may change the next.
               EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
               // The forced path is the one that ran.
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;

@@ -88,9 +88,6 @@ struct LinearOptions {
   // And its block shape (gemv::kTcShapes per token-tile size; see gemv.cu): -1 times each,
   // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
-  // And its streamed shapes run at most this many persistent blocks (0: as many as fit on the
-  // GPU). Tests set it small so that each block streams many more stages than its ring holds.
-  int small_m_stream_blocks = 0;
   // And it launches with programmatic dependent launch on sm_90+ (its blocks start and fetch
   // their first weights while the previous kernel in the stream finishes; they wait for that
   // kernel before reading x).

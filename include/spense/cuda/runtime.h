@@ -125,9 +125,7 @@ float time_calls_cold_ms(cudaStream_t s, const std::function<void(cudaStream_t)>
                          const L2Flush* flush = nullptr, int reps = 7);
 
 // Scratch slots shared by all layers of a Context (they run one after another).
-// GEMV_STREAM: the small-M kernel's streamed shapes' partial tiles and counters
-// (gemv::Weights::stream_ws; zeroed here, left zeroed by the kernel).
-enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, GEMV_STREAM, COUNT };
+enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };
 
 class Context {
  public:
