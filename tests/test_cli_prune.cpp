@@ -77,8 +77,8 @@ class PruneCli : public ::testing::Test {
 std::string PruneCli::model_, PruneCli::text_;
 
 TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
-  for (const char* axis : {"out", "in"}) {
-    const std::string out = (tmp() / (std::string("spense_") + axis)).string();
+  for (const std::string axis : {"out", "in", "mixed"}) {
+    const std::string out = (tmp() / ("spense_" + axis)).string();
     const Result r = run(base(out) + " --axis " + axis + " --dense-ratio 0.25 --log-json");
     ASSERT_EQ(r.code, 0) << r.err;
     for (const char* f : {"model.safetensors", "spense.safetensors", "spense.json", "report.json", "config.json",
@@ -106,7 +106,7 @@ TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
         const TensorRef t = ck.get(name);
         w.add(name, t.info->dtype, t.info->shape, t.data, t.info->nbytes());
       }
-      const fs::path rebuilt = tmp() / (std::string("rebuilt_") + axis + ".safetensors");
+      const fs::path rebuilt = tmp() / ("rebuilt_" + axis + ".safetensors");
       w.write(rebuilt.string());
       EXPECT_TRUE(slurp(rebuilt) == slurp(fs::path(out) / "model.safetensors"));
       EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 6) << "stray files in " << out;
@@ -120,7 +120,10 @@ TEST_F(PruneCli, SpenseGptOutputIsConsistent) {
       for (Proj p : kAllProjs) {
         const std::string name = "model.layers." + std::to_string(l) + "." + proj_name(p);
         const SpenseTensor t = spense_read_tensors(*sf, name);
-        EXPECT_EQ(spense_axis_name(t.layout.axis), std::string(axis));
+        // mixed: in for o_proj and down_proj, out for the others.
+        const std::string want = axis != "mixed" ? axis : (p == Proj::O || p == Proj::DOWN) ? "in" : "out";
+        EXPECT_EQ(spense_axis_name(t.layout.axis), want) << name;
+        EXPECT_EQ(sj["layers"][name]["axis"].get<std::string>(), want) << name;
         EXPECT_FALSE(t.layout.dense_tiles.empty()) << name;
         EXPECT_EQ(sj["layers"][name]["dense_tiles"].get<std::vector<int64_t>>(), t.layout.dense_tiles);
         const Linear& lin = pruned.layer(l).proj(p);
@@ -234,6 +237,7 @@ TEST_F(PruneCli, BadInputsExit2AndWriteNothing) {
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 64", "does not divide"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 6", "multiple of 4"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --method foo", "unknown method"},
+      {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --axis diagonal", "expected out, in or mixed"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --budget global --method sparsegpt", "spensegpt only"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --budget foo", "--budget"},
       {"prune --model " + m + " --calib " + c + " --out " + o + " --tile 16 --skip '('", "--skip"},

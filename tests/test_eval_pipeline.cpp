@@ -115,12 +115,15 @@ TEST(PrunePipeline, MagnitudeMatchesIndependentComputation) {
 }
 
 TEST(PrunePipeline, SpenseGptIsTwoFourOutsideDenseTilesAndPacksExactly) {
-  for (SpenseAxis axis : {SpenseAxis::OUT, SpenseAxis::IN}) {
+  // Axis out, in, and mixed (mixed_axis: in for o/down, out for the rest; prune.axis ignored).
+  for (int mode = 0; mode < 3; ++mode) {
+    const SpenseAxis axis = mode == 1 ? SpenseAxis::IN : SpenseAxis::OUT;
     const ModelConfig cfg = tiny_config();
     Model m = Model::random(cfg, 2);
     PipelineOptions o;
     o.prune.method = PruneMethod::SPENSEGPT;
-    o.prune.axis = axis;
+    o.prune.axis = mode == 2 ? SpenseAxis::IN : axis;
+    o.mixed_axis = mode == 2;
     o.prune.dense_ratio = 0.25;
     o.prune.tile = 16;
     o.dtypes.assign(size_t(cfg.num_layers * 7), DType::BF16);
@@ -128,6 +131,8 @@ TEST(PrunePipeline, SpenseGptIsTwoFourOutsideDenseTilesAndPacksExactly) {
     for (const auto& pp : res.projections) {
       ASSERT_TRUE(pp.packed) << pp.name;
       const Linear& lin = m.layer(pp.layer).proj(pp.proj);
+      const bool in = mode == 2 ? (pp.proj == Proj::O || pp.proj == Proj::DOWN) : axis == SpenseAxis::IN;
+      EXPECT_EQ(pp.tensor.layout.axis, in ? SpenseAxis::IN : SpenseAxis::OUT) << pp.name << " mode " << mode;
       EXPECT_FALSE(pp.tensor.layout.dense_tiles.empty()) << pp.name;
       expect_24_outside(lin, pp.tensor.layout, pp.name);
       EXPECT_EQ(spense_unpack_f32(pp.tensor), lin.weight) << pp.name;

@@ -86,6 +86,12 @@ struct PipelineOptions {
   // d, up to one tile). The second pass is the normal sequential pipeline with those tiles
   // fixed. Costs one extra forward and prune pass, and a second copy of the activations.
   bool global_budget = false;
+  // SpenseGPT's axis per projection instead of prune.axis for all: in (dense input columns)
+  // for o_proj and down_proj, out (dense output rows) for q/k/v and gate/up. The layout of
+  // bench-decode --axis mixed: cuSPARSELt + cuBLASLt ran the FP8 o and down hybrids faster at
+  // axis in (H100, M = 16: 19.8 vs 27.2 us and 46.6 vs 53.6 us; docs/perf.md), and q/k/v and
+  // gate/up keep axis out, which fuses them and runs on our small-M kernel.
+  bool mixed_axis = false;
   // Progress bar on stderr even when it is not a terminal.
   bool progress_force = false;
   // One line per finished layer (e.g. to stderr); may be empty.
@@ -95,6 +101,10 @@ struct PipelineOptions {
   bool fp32_hessian = false;
   MatmulDType linear_dtype = MatmulDType::F32;  // the CPU runner's forwards
 };
+
+// The Spense axis opts gives projection p (PipelineOptions::mixed_axis, else prune.axis).
+SpenseAxis pipeline_axis(const PipelineOptions& opts, Proj p);
+
 
 struct PrunedProjection;
 // Called once per decoder layer after its pruned outputs were computed, with the layer's

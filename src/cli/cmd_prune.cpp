@@ -77,7 +77,9 @@ void run_prune(const PruneArgs& a) {
   PruneOptions po;
   if (!prune_method_parse(a.method, &po.method))
     throw Error("--method '" + a.method + "': unknown method (expected spensegpt, sparsegpt, wanda, magnitude or dense)");
-  if (!spense_axis_parse(a.axis, &po.axis)) throw Error("--axis '" + a.axis + "': expected in or out");
+  const bool mixed_axis = a.axis == "mixed";  // in for o/down, out for the rest (PipelineOptions::mixed_axis)
+  if (!mixed_axis && !spense_axis_parse(a.axis, &po.axis))
+    throw Error("--axis '" + a.axis + "': expected out, in or mixed");
   if (!dense_strategy_parse(a.strategy, &po.strategy))
     throw Error("--strategy '" + a.strategy + "': expected saliency or error");
   if (!(a.dense_ratio >= 0.0 && a.dense_ratio <= 1.0))
@@ -144,11 +146,11 @@ void run_prune(const PruneArgs& a) {
       if (K % 4 != 0)
         throw Error(name + ": in-features " + std::to_string(K) + " is not a multiple of 4 (2:4 groups)");
       if (po.method == PruneMethod::SPENSEGPT) {
-        const int64_t dim = po.axis == SpenseAxis::OUT ? N : K;
+        const bool in = mixed_axis ? (p == Proj::O || p == Proj::DOWN) : po.axis == SpenseAxis::IN;
+        const int64_t dim = in ? K : N;
         if (dim % a.tile != 0)
           throw Error("--tile " + std::to_string(a.tile) + " does not divide " + name + "'s " +
-                      (po.axis == SpenseAxis::OUT ? "out" : "in") + "-features " + std::to_string(dim) +
-                      " (axis " + a.axis + ")");
+                      (in ? "in" : "out") + "-features " + std::to_string(dim) + " (axis " + a.axis + ")");
       }
     }
   if (cfg.max_position_embeddings > 0 && a.seqlen > cfg.max_position_embeddings)
@@ -242,6 +244,7 @@ void run_prune(const PruneArgs& a) {
   opts.prune = po;
   opts.skip_regex = a.skip;
   opts.global_budget = a.budget == "global";
+  opts.mixed_axis = mixed_axis;
   opts.dtypes = dtypes;
   opts.progress_force = a.progress;
   opts.fp32_hessian = a.fp32_hessian;
@@ -453,7 +456,10 @@ void register_prune(CLI::App& app) {
   sub->add_option("--out", a->out, "Output directory (refused if it exists, unless --force)")->required();
   sub->add_option("--method", a->method, "spensegpt | sparsegpt | wanda | magnitude | dense")->default_val("spensegpt");
   sub->add_option("--dense-ratio", a->dense_ratio, "spensegpt: fraction d of dense tiles, in [0, 1]")->default_val(0.25);
-  sub->add_option("--axis", a->axis, "spensegpt: dense tiles of output rows (out) or input columns (in)")->default_val("out");
+  sub->add_option("--axis", a->axis,
+                  "spensegpt: dense tiles of output rows (out), of input columns (in), or mixed: in for o_proj "
+                  "and down_proj, out for the others")
+      ->default_val("out");
   sub->add_option("--strategy", a->strategy, "spensegpt: saliency (one pass) or error (two passes)")->default_val("saliency");
   sub->add_option("--tile", a->tile, "Tile size g: a multiple of 4 dividing the tiled dimension")->default_val(64);
   sub->add_option("--nsamples", a->nsamples, "Calibration windows")->default_val(128);

@@ -154,6 +154,7 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
       const double energy = reconstruction_error(W, Matrix(lin.out, lin.in), H, opts.prune.compute);
       PruneOptions po = opts.prune;
       po.layer = name;
+      po.axis = pipeline_axis(opts, p);
       po.compute_error = false;
       po.factor_cache = &factors;
       const int64_t dim = po.axis == SpenseAxis::OUT ? lin.out : lin.in;
@@ -193,6 +194,11 @@ std::vector<std::vector<int64_t>> global_dense_tiles(Model& model, CalibrationRu
 }
 
 }  // namespace
+
+SpenseAxis pipeline_axis(const PipelineOptions& opts, Proj p) {
+  if (!opts.mixed_axis) return opts.prune.axis;
+  return p == Proj::O || p == Proj::DOWN ? SpenseAxis::IN : SpenseAxis::OUT;
+}
 
 std::unique_ptr<CalibrationRunner> make_cpu_calibration_runner(bool fp32_hessian, MatmulDType linear_dtype) {
   return std::make_unique<CpuCalibrationRunner>(fp32_hessian, linear_dtype);
@@ -345,6 +351,7 @@ PipelineResult prune_model(Model& model, const std::vector<std::vector<int32_t>>
       Matrix W = to_matrix(lin);
       PruneOptions po = opts.prune;
       po.layer = pp.name;
+      po.axis = pipeline_axis(opts, p);
       po.factor_cache = &factors;
       if (global) po.dense_tiles = global_tiles[size_t(l * 7 + static_cast<int>(p))];
       const auto tp = Clock::now();
