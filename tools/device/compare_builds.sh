@@ -10,9 +10,9 @@
 # the small-M kernel's tests). BATCH (default 1,16) and DTYPES (default fp8,bf16): the
 # decode batches and precisions. Output: $OUT/{gemm,decode}_TAG_NAME.csv (NAME = "new" for the
 # working tree) and the logs in $OUT/logs.tgz, re-tarred after every step.
-# Written 2026-12-07 and not yet run on a device (no machine could be started that day). It
-# overlaps decode_profile_runs.sh's tests / base / basegemm parts, which it generalises to
-# several bases; once it has run, those parts can go.
+# First run 2026-12-07 on an H100 (PARTS="tests decode", two bases: 299 s; docs/perf.md, "The
+# three measured"). It generalises decode_profile_runs.sh's tests / base / basegemm parts to
+# several bases; those stay, since docs/perf.md quotes them as the commands of earlier runs.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 tag=${1:-cmp}
