@@ -306,13 +306,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
     f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
          "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
-         "speedup_vs_best_dense,weight_gb_total,device_gb_used\n";
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
-        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "\n";
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;
