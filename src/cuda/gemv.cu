@@ -15,6 +15,7 @@
 #include <cstdlib>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/fp8.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/gemv.h"
 #include "cuda/pdl.cuh"
@@ -30,12 +31,6 @@ constexpr int kWarps = 8;  // warps per block
 
 __device__ __forceinline__ float lo_bf16(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float hi_bf16(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
-
-// Two E4M3 bytes (low byte = first) -> two floats.
-__device__ __forceinline__ float2 e4m3x2(uint16_t v) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v), __NV_E4M3);
-  return __half22float2(*reinterpret_cast<const __half2*>(&h));
-}
 
 __device__ __forceinline__ uint4 ldg16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <string>
 
+#include "cuda/fp8.cuh"
 #include "spense/cuda/check.h"
 #include "spense/cuda/kernels.h"
 #include "spense/error.h"
@@ -28,10 +29,6 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <>
 __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half(v); }
-
-__device__ __forceinline__ uint8_t to_e4m3(float v) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
 
 // Load 8 consecutive 16-bit values (16 bytes) as floats.
 template <class T>

@@ -2,14 +2,13 @@
 // small next to the weight GEMMs at decode sizes; they are written plainly, one block per
 // row (or per row x head x KV chunk for attention), with fp32 arithmetic throughout.
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #include <algorithm>
 #include <cfloat>
 #include <string>
 
 #include "cuda/async_copy.cuh"
+#include "cuda/fp8.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/reduce.cuh"
@@ -33,17 +32,16 @@ __device__ __forceinline__ uint16_t stb(float v) {
 // tiles in shared memory are BF16 either way.
 template <bool F8>
 __device__ __forceinline__ void put_kv(void* cache, size_t i, float v) {
-  if constexpr (F8) static_cast<uint8_t*>(cache)[i] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+  if constexpr (F8) static_cast<uint8_t*>(cache)[i] = to_e4m3(v);
   else static_cast<uint16_t*>(cache)[i] = stb(v);
 }
-// 8 E4M3 codes (little-endian in u) -> 8 BF16 values (exact: E4M3 -> half -> float -> BF16).
+// 8 E4M3 codes (little-endian in u) -> 8 BF16 values (exact: E4M3 -> float -> BF16).
 __device__ __forceinline__ uint4 e4m3x8_to_bf16x8(uint2 u) {
   uint32_t w[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const uint32_t word = i < 2 ? u.x : u.y;
-    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * (i & 1))), __NV_E4M3);
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+    const float2 f = e4m3x2(static_cast<uint16_t>(word >> (16 * (i & 1))));
     const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
     w[i] = *reinterpret_cast<const uint32_t*>(&b);
   }
