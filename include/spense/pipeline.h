@@ -105,7 +105,6 @@ struct PipelineOptions {
 // The Spense axis opts gives projection p (PipelineOptions::mixed_axis, else prune.axis).
 SpenseAxis pipeline_axis(const PipelineOptions& opts, Proj p);
 
-
 struct PrunedProjection;
 // Called once per decoder layer after its pruned outputs were computed, with the layer's
 // weights still resident (pruned, dtype-rounded) and its seven entries of

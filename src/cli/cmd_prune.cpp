@@ -77,9 +77,11 @@ void run_prune(const PruneArgs& a) {
   PruneOptions po;
   if (!prune_method_parse(a.method, &po.method))
     throw Error("--method '" + a.method + "': unknown method (expected spensegpt, sparsegpt, wanda, magnitude or dense)");
-  const bool mixed_axis = a.axis == "mixed";  // in for o/down, out for the rest (PipelineOptions::mixed_axis)
-  if (!mixed_axis && !spense_axis_parse(a.axis, &po.axis))
+  PipelineOptions axes;  // the axis of each projection (pipeline_axis), for the checks below
+  axes.mixed_axis = a.axis == "mixed";
+  if (!axes.mixed_axis && !spense_axis_parse(a.axis, &po.axis))
     throw Error("--axis '" + a.axis + "': expected out, in or mixed");
+  axes.prune.axis = po.axis;
   if (!dense_strategy_parse(a.strategy, &po.strategy))
     throw Error("--strategy '" + a.strategy + "': expected saliency or error");
   if (!(a.dense_ratio >= 0.0 && a.dense_ratio <= 1.0))
@@ -146,7 +148,7 @@ void run_prune(const PruneArgs& a) {
       if (K % 4 != 0)
         throw Error(name + ": in-features " + std::to_string(K) + " is not a multiple of 4 (2:4 groups)");
       if (po.method == PruneMethod::SPENSEGPT) {
-        const bool in = mixed_axis ? (p == Proj::O || p == Proj::DOWN) : po.axis == SpenseAxis::IN;
+        const bool in = pipeline_axis(axes, p) == SpenseAxis::IN;
         const int64_t dim = in ? K : N;
         if (dim % a.tile != 0)
           throw Error("--tile " + std::to_string(a.tile) + " does not divide " + name + "'s " +
@@ -244,7 +246,7 @@ void run_prune(const PruneArgs& a) {
   opts.prune = po;
   opts.skip_regex = a.skip;
   opts.global_budget = a.budget == "global";
-  opts.mixed_axis = mixed_axis;
+  opts.mixed_axis = axes.mixed_axis;
   opts.dtypes = dtypes;
   opts.progress_force = a.progress;
   opts.fp32_hessian = a.fp32_hessian;

@@ -176,7 +176,6 @@ class EngineImpl final : public Engine {
     I_ = cfg_.intermediate_size;
     V_ = cfg_.vocab_size;
     if (D_ % 8 != 0) throw Error("engine: head_dim " + std::to_string(D_) + " is not a multiple of 8");
-    kv_ = opts_.kv_fp8 ? engine::KvCache::E4M3 : engine::KvCache::BF16;
   }
 
   // --- construction -------------------------------------------------------------------
@@ -325,7 +324,7 @@ class EngineImpl final : public Engine {
   size_t kv_bytes_per_step(int64_t batch) const override {
     size_t toks = 0;
     for (int64_t r = 0; r < batch; ++r) toks += static_cast<size_t>(lens_[static_cast<size_t>(r)] + 1);
-    return toks * static_cast<size_t>(KVD_) * 2 * engine::kv_cache_bytes(kv_) * static_cast<size_t>(cfg_.num_layers);
+    return toks * static_cast<size_t>(KVD_) * 2 * engine::kv_cache_bytes(kv()) * static_cast<size_t>(cfg_.num_layers);
   }
 
   std::string describe() const override {
@@ -443,8 +442,8 @@ class EngineImpl final : public Engine {
                                                      " must be below the context " + std::to_string(opts_.max_ctx));
     const size_t per_layer = static_cast<size_t>(opts_.max_batch * NKV_ * opts_.max_ctx * D_);
     const size_t used = static_cast<size_t>(batch * NKV_ * opts_.max_ctx * D_);
-    const size_t eb = engine::kv_cache_bytes(kv_);
-    const DType t = kv_ == engine::KvCache::E4M3 ? DType::F8_E4M3 : DType::BF16;
+    const size_t eb = engine::kv_cache_bytes(kv());
+    const DType t = kv() == engine::KvCache::E4M3 ? DType::F8_E4M3 : DType::BF16;
     for (int64_t l = 0; l < cfg_.num_layers; ++l) {
       fill_random(k_cache_.as<uint8_t>() + l * per_layer * eb, t, used, seed + 2 * l, 1.f, stream_.get());
       fill_random(v_cache_.as<uint8_t>() + l * per_layer * eb, t, used, seed + 2 * l + 1, 1.f, stream_.get());
@@ -630,10 +629,10 @@ class EngineImpl final : public Engine {
     alloc(pf_pos_, cap * 4);
     alloc(tok_, cap * 4);
     alloc(lens_dev_, static_cast<size_t>(opts_.max_batch) * 4);
-    const size_t kv =
-        static_cast<size_t>(cfg_.num_layers * opts_.max_batch * NKV_ * opts_.max_ctx * D_) * engine::kv_cache_bytes(kv_);
-    k_cache_ = DeviceBuffer(kv);
-    v_cache_ = DeviceBuffer(kv);
+    const size_t cache_bytes =
+        static_cast<size_t>(cfg_.num_layers * opts_.max_batch * NKV_ * opts_.max_ctx * D_) * engine::kv_cache_bytes(kv());
+    k_cache_ = DeviceBuffer(cache_bytes);
+    v_cache_ = DeviceBuffer(cache_bytes);
     lens_.assign(static_cast<size_t>(opts_.max_batch), 0);
     SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream
   }
@@ -691,8 +690,8 @@ class EngineImpl final : public Engine {
         view = {qb, QD_, kb, KVD_, vb, KVD_};
       }
       mark("qkv", s);
-      uint8_t* kc = k_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv_);
-      uint8_t* vc = v_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv_);
+      uint8_t* kc = k_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv());
+      uint8_t* vc = v_cache_.as<uint8_t>() + l * kv_layer * engine::kv_cache_bytes(kv());
       engine::DecodeRope rope;
       rope.in = view;
       rope.bias = L.has_qkv_bias ? L.qkv_bias.as<float>() : nullptr;
@@ -714,11 +713,11 @@ class EngineImpl final : public Engine {
         rope.v_cache = vc;
       } else {
         engine::qkv_rope_cache(view, rope.bias, rope.q_norm, rope.k_norm, eps, rope.inv_freq, row_slot, row_pos, M,
-                               NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s, kv_);
+                               NH_, NKV_, D_, qf_.as<float>(), kc, vc, opts_.max_ctx, s, kv());
         mark("qk-norm+rope+cache", s);
       }
       engine::attention(qf_.as<float>(), kc, vc, row_slot, row_pos, M, NH_, NKV_, D_, opts_.max_ctx, kv_chunk,
-                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s, fused ? &rope : nullptr, kv_);
+                        attn_ws_.as<float>(), attn_cnt_.as<int>(), attn_.as<bf16_t>(), s, fused ? &rope : nullptr, kv());
       mark(fused ? "qk-norm+rope+attention" : "attention", s);
       L.o->forward(attn_.as<bf16_t>(), o_out_.as<bf16_t>(), M, s);
       mark("o", s);
@@ -764,7 +763,8 @@ class EngineImpl final : public Engine {
   DeviceBuffer h_, xn_, qkv_, qf_, attn_, o_out_, gu_, act_, d_out_, logits_, attn_ws_, attn_cnt_;
   DeviceBuffer pf_ids_, pf_slot_, pf_pos_, tok_, lens_dev_;
   DeviceBuffer k_cache_, v_cache_;
-  engine::KvCache kv_ = engine::KvCache::BF16;  // element type of k_cache_ / v_cache_ (opts_.kv_fp8)
+  // The caches' element type (EngineOptions::kv_fp8).
+  engine::KvCache kv() const { return opts_.kv_fp8 ? engine::KvCache::E4M3 : engine::KvCache::BF16; }
   int64_t cap_ = 0;  // rows of every activation buffer (the cuSPARSELt bucket of the most rows)
   size_t activation_bytes_ = 0;
   std::vector<int64_t> lens_;
