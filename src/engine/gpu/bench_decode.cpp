@@ -65,6 +65,8 @@ std::string bench_decode_usage() {
          "  --warmup N           untimed steps first (default 8)\n"
          "  --kv-cache bf16|fp8  KV-cache elements: bf16, or fp8 (E4M3, no scale; half the bytes)\n"
          "                       (default bf16)\n"
+         "  --kv-chunk N         keys per attention block at decode (default 64); more than 64: each\n"
+         "                       block pipelines its tiles of 64 keys, and a row has fewer splits\n"
          "  --no-graph           launch steps without CUDA graphs\n"
          "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
@@ -93,7 +95,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
-                                        "--small-m-kernel", "--hybrid-streams", "--kv-cache"};
+                                        "--small-m-kernel", "--hybrid-streams", "--kv-cache", "--kv-chunk"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -122,6 +124,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--kv-cache") {
       if (val != "bf16" && val != "fp8") throw Error("bench-decode: --kv-cache takes bf16 or fp8, not '" + val + "'");
       o->kv_fp8 = val == "fp8";
+    }
+    else if (a == "--kv-chunk") {
+      o->kv_chunk = static_cast<int64_t>(to_number(a, val));
+      if (o->kv_chunk < 1) throw Error("bench-decode: --kv-chunk must be a positive number of keys");
     }
     else if (a == "--hybrid-streams") {
       if (val != "1" && val != "2") throw Error("bench-decode: --hybrid-streams takes 1 or 2, not '" + val + "'");
@@ -164,12 +170,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s, %lld keys per attention block), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
+              (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", (long long)o.kv_chunk, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
               o.concurrent ? "on two streams" : "serial");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
@@ -197,6 +203,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
       eo.kv_fp8 = o.kv_fp8;
+      eo.decode_kv_chunk = o.kv_chunk;
       eo.concurrent = o.concurrent;
       eo.seed = o.seed;
       // The auto backend tunes each layer for the engine's largest batch, so it gets one
@@ -306,13 +313,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
     f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
          "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
-         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache\n";
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache,kv_chunk\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
-        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "\n";
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << o.kv_chunk << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;
