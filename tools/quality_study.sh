@@ -37,7 +37,7 @@ mkdir -p "$WORK" "$(dirname "$OUT_MD")"
 variants=("dense|")
 variants+=("magnitude|--method magnitude" "wanda|--method wanda" "sparsegpt|--method sparsegpt")
 for d in $DENSE_RATIOS; do
-  for axis in out in; do
+  for axis in out in mixed; do
     for strat in saliency error; do
       variants+=("spensegpt d=$d $axis $strat|--method spensegpt --dense-ratio $d --axis $axis --strategy $strat")
     done
