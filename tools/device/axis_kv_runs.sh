@@ -21,20 +21,23 @@ L=/tmp/axis_kv_logs
 rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz
 source tools/device/lib.sh
-step test_linear 150 ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
+# With DEADLINE=S (seconds the call may run, counted from its start) each step's limit is cut to
+# what is left, so that a step ends (and its log is packed) before the call is stopped.
+lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
+step test_linear "$(lim 150)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]" "$L/test_linear.log" | head -24
-step test_engine 150 ./build-gpu/test_cuda_engine
+step test_engine "$(lim 150)" ./build-gpu/test_cuda_engine
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]|spense-in" "$L/test_engine.log" | head -40
 d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --steps 32)
 f8=("${d[@]}" --dtype fp8 --kv-cache fp8)
-step fp8_c256 110 "${f8[@]}" --formats dense,spense --axis mixed --batch 16,64 --kv-chunk 256 --profile 8 \
+step fp8_c256 "$(lim 110)" "${f8[@]}" --formats dense,spense --axis mixed --batch 16,64 --kv-chunk 256 --profile 8 \
   --csv "$OUT/decode_fp8_mixed_c256.csv"
-step fp8_c64 150 "${f8[@]}" --compare --axis mixed --batch 16,64 --kv-chunk 64 --profile 8 --csv "$OUT/decode_fp8_mixed_c64.csv"
-step fp8_out 60 "${f8[@]}" --formats spense --axis out --batch 16,64 --kv-chunk 256 --csv "$L/decode_fp8_out_c256.csv"
-step fp8_b1 60 "${f8[@]}" --compare --axis mixed --batch 1 --csv "$L/decode_fp8_mixed_b1.csv"
-step fp8_b1_out 30 "${f8[@]}" --formats spense --axis out --batch 1 --csv "$L/decode_fp8_out_b1.csv"
-step bf16_b16 60 "${d[@]}" --dtype bf16 --formats dense,spense --axis mixed --batch 16 --csv "$L/decode_bf16_mixed_b16.csv"
-step gemm_in 100 ./build-gpu/spense_bench_gemm --models qwen3-32b --layers o,down --m 1,16,64 --d 0.25 \
+step fp8_c64 "$(lim 150)" "${f8[@]}" --compare --axis mixed --batch 16,64 --kv-chunk 64 --profile 8 --csv "$OUT/decode_fp8_mixed_c64.csv"
+step fp8_out "$(lim 60)" "${f8[@]}" --formats spense --axis out --batch 16,64 --kv-chunk 256 --csv "$L/decode_fp8_out_c256.csv"
+step fp8_b1 "$(lim 60)" "${f8[@]}" --compare --axis mixed --batch 1 --csv "$L/decode_fp8_mixed_b1.csv"
+step fp8_b1_out "$(lim 30)" "${f8[@]}" --formats spense --axis out --batch 1 --csv "$L/decode_fp8_out_b1.csv"
+step bf16_b16 "$(lim 60)" "${d[@]}" --dtype bf16 --formats dense,spense --axis mixed --batch 16 --csv "$L/decode_bf16_mixed_b16.csv"
+step gemm_in "$(lim 100)" ./build-gpu/spense_bench_gemm --models qwen3-32b --layers o,down --m 1,16,64 --d 0.25 \
   --dtypes fp8,bf16 --formats dense,spense-in,spense-out-gemv,spense-in-gemv --csv "$L/gemm_h100_32b_axis_in.csv"
 for f in fp8_c256 fp8_c64 fp8_out fp8_b1 fp8_b1_out bf16_b16; do
   echo "$f:"; grep -E "^(fp8|bf16) .*ms/step|^    " "$L/$f.log"
