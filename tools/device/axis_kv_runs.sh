@@ -30,17 +30,21 @@ step test_engine "$(lim 150)" ./build-gpu/test_cuda_engine
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]|spense-in" "$L/test_engine.log" | head -40
 d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --steps 32)
 f8=("${d[@]}" --dtype fp8 --kv-cache fp8)
+show() { grep -E "^(fp8|bf16) .*ms/step|^    " "$L/$1.log"; }
 step fp8_c256 "$(lim 110)" "${f8[@]}" --formats dense,spense --axis mixed --batch 16,64 --kv-chunk 256 --profile 8 \
   --csv "$OUT/decode_fp8_mixed_c256.csv"
+show fp8_c256
 step fp8_c64 "$(lim 150)" "${f8[@]}" --compare --axis mixed --batch 16,64 --kv-chunk 64 --profile 8 --csv "$OUT/decode_fp8_mixed_c64.csv"
+show fp8_c64
 step fp8_out "$(lim 60)" "${f8[@]}" --formats spense --axis out --batch 16,64 --kv-chunk 256 --csv "$L/decode_fp8_out_c256.csv"
+show fp8_out
 step fp8_b1 "$(lim 60)" "${f8[@]}" --compare --axis mixed --batch 1 --csv "$L/decode_fp8_mixed_b1.csv"
+show fp8_b1
 step fp8_b1_out "$(lim 30)" "${f8[@]}" --formats spense --axis out --batch 1 --csv "$L/decode_fp8_out_b1.csv"
+show fp8_b1_out
 step bf16_b16 "$(lim 60)" "${d[@]}" --dtype bf16 --formats dense,spense --axis mixed --batch 16 --csv "$L/decode_bf16_mixed_b16.csv"
+show bf16_b16
 step gemm_in "$(lim 100)" ./build-gpu/spense_bench_gemm --models qwen3-32b --layers o,down --m 1,16,64 --d 0.25 \
   --dtypes fp8,bf16 --formats dense,spense-in,spense-out-gemv,spense-in-gemv --csv "$L/gemm_h100_32b_axis_in.csv"
-for f in fp8_c256 fp8_c64 fp8_out fp8_b1 fp8_b1_out bf16_b16; do
-  echo "$f:"; grep -E "^(fp8|bf16) .*ms/step|^    " "$L/$f.log"
-done
 grep -E "^(qwen3|#)" -v "$L/gemm_in.log" | tail -24
 echo "total $(( $(date +%s) - T0 )) s"
