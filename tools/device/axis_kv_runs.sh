@@ -12,9 +12,11 @@
 #   gemm_in    per layer, o and down at M = 1 / 16 / 64: the library's axis in, our kernel at
 #              axis out and at axis in
 # The first two runs' CSVs (and their _profile.csv) come back as files; the rest are in logs.tgz,
-# to stay within the 8 files a call returns. From the repository root on the GPU machine, with
-# .devdeps carried:
-#   bash tools/device/axis_kv_runs.sh
+# to stay within the 8 files a call returns. It needs the two kernels that main took back out
+# (`git revert 4d60563`: the small-M kernel on axis=in layers, spense-in-gemv, and the pipelined
+# attention splits; tests SmallMKernelAxisIn*, the pipelined AttentionMatchesDoubleReference
+# cases). From the repository root on the GPU machine, with .devdeps carried:
+#   [DEADLINE=S] bash tools/device/axis_kv_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 L=/tmp/axis_kv_logs
