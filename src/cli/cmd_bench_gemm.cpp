@@ -27,7 +27,8 @@ void register_bench_gemm(CLI::App& app) {
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--d", o->ds, "dense ratios for spense-out / spense-in")->delimiter(',')->capture_default_str();
   cmd->add_option("--formats", o->formats,
-                  "dense, 2:4, spense-out, spense-in, spense-out-folded, spense-out-serial, spense-in-serial")
+                  "dense, 2:4, spense-out, spense-in, spense-out-folded, spense-out-serial, spense-in-serial "
+                  "(cuBLASLt / cuSPARSELt); dense-gemv, 2:4-gemv, spense-out-gemv, spense-in-gemv (our small-M kernel)")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--variant-d", o->variant_d, "dense ratio of the -folded / -serial variants")->capture_default_str();
   cmd->add_option("--tile", o->tile, "rows/columns per dense tile (multiple of 16)")->capture_default_str();

@@ -58,9 +58,10 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
       Format x{f, f == "dense-gemv", f == "2:4-gemv"};
       x.gemv = true;
       v.push_back(x);
-    } else if (f == "spense-out-gemv") {
+    } else if (f == "spense-out-gemv" || f == "spense-in-gemv") {
       for (double d : o.ds) {
         Format x{f};
+        x.axis = f == "spense-out-gemv" ? HybridAxis::OUT : HybridAxis::IN;
         x.d = d;
         x.gemv = true;
         v.push_back(x);
@@ -83,7 +84,7 @@ std::vector<Format> expand_formats(const BenchGemmOptions& o) {
     } else {
       throw Error("bench-gemm: unknown format '" + f +
                   "' (known: dense, 2:4, spense-out, spense-in, spense-out-folded, spense-out-serial, "
-                  "spense-in-serial, dense-gemv, 2:4-gemv, spense-out-gemv)");
+                  "spense-in-serial, dense-gemv, 2:4-gemv, spense-out-gemv, spense-in-gemv)");
     }
   }
   // The dense baseline must be measured first for speedups.
@@ -336,6 +337,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           if (f.gemv) {
             GemvLayout gl;
             gl.all_dense = f.dense;
+            gl.axis = f.axis;
             gl.tile = o.tile;
             if (!f.dense && !f.sparse24) gl.dense_tiles = layout.dense_tiles;
             reps.push_back(make_gemv_linear(ctx, L.n, L.k, prec, wv, gl, lo));
@@ -413,7 +415,8 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
 std::string bench_gemm_usage() {
   return "spense_bench_gemm [--models qwen3-32b,qwen3-8b] [--layers qkv,o,gate_up,down] [--m 1,16,64]\n"
          "  [--dtypes bf16,fp8] [--d 0.125,0.25,0.375] [--formats dense,2:4,spense-out,spense-in,\n"
-         "  spense-out-folded,spense-out-serial,spense-in-serial] [--variant-d 0.25] [--tile 64]\n"
+         "  spense-out-folded,spense-out-serial,spense-in-serial,dense-gemv,2:4-gemv,spense-out-gemv,\n"
+         "  spense-in-gemv] [--variant-d 0.25] [--tile 64]\n"
          "  [--iters 100] [--warmup 10] [--rotate-mb 256] [--max-replicas 32] [--dense-search 8]\n"
          "  [--no-sparse-search] [--no-split-sms] [--no-graph] [--small-m-kernel auto|cuda-cores|tensor-cores]\n"
          "  [--csv bench/results/gemm_h100.csv] [--seed 1]\n";

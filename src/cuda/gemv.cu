@@ -99,13 +99,23 @@ __device__ __forceinline__ float span_dot(uint4 wv, uint32_t meta, const uint32_
   return acc;
 }
 
+// Where the activations of stored column sc are: the same column, or for axis=in (IN) the
+// column at the same place in original column tile col_tiles[sc >> tile_shift].
+template <bool IN>
+__device__ __forceinline__ int64_t x_column(int64_t sc, const int32_t* col_tiles, int tile_shift) {
+  if constexpr (IN) return (int64_t(__ldg(col_tiles + (sc >> tile_shift))) << tile_shift) | (sc & ((int64_t(1) << tile_shift) - 1));
+  else return sc;
+}
+
 // The rows [s0, s0 + R) of one kind: U spans per lane in flight (their weights and metadata
 // loaded before any arithmetic, so each lane keeps U x R 16-byte loads outstanding).
-// Spans part*32 + lane + j * 32 * wk of the row: the wk warps of a row group split K.
-template <int M, bool FP8, bool SPARSE, int U>
+// Spans part*32 + lane + j * 32 * wk of the row: the wk warps of a row group split K. The k
+// columns are stored columns seg0 .. seg0 + k - 1 (axis=in: a row's 2:4 or dense part).
+template <int M, bool FP8, bool SPARSE, int U, bool IN = false>
 __device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, const uint16_t* meta, int64_t k,
                                          const uint16_t* xb, int64_t ldx, int mrows, int lane, int part, int wk,
-                                         float (&acc)[kRowsPerWarp][M]) {
+                                         float (&acc)[kRowsPerWarp][M], const int32_t* col_tiles = nullptr,
+                                         int tile_shift = 0, int64_t seg0 = 0) {
   constexpr int R = kRowsPerWarp, C = Span<FP8, SPARSE>::kCols, XW = Span<FP8, SPARSE>::kXWords;
   const int64_t spans = k / C;
   const int64_t meta_row = k / 16;  // u16 per row
@@ -113,9 +123,11 @@ __device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, 
   for (int64_t c0 = part * 32 + lane; c0 < spans; c0 += step * U) {
     uint4 wv[U][R];
     uint32_t mt[U][R];
+    int64_t xc[U];  // the span's first activation column
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + step * u;
+      xc[u] = c < spans ? x_column<IN>(seg0 + c * C, col_tiles, tile_shift) : 0;
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (c < spans) {
@@ -137,7 +149,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, 
       for (int m = 0; m < M; ++m) {
         if (m >= mrows) break;
         uint32_t xw[XW];
-        load_x_span<XW>(xb + m * ldx + c * C, xw);
+        load_x_span<XW>(xb + m * ldx + xc[u], xw);
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r][m] = span_dot<FP8, SPARSE>(wv[u][r], mt[u][r], xw, acc[r][m]);
       }
@@ -148,7 +160,8 @@ __device__ __forceinline__ void rows_dot(const uint8_t* wrow, size_t row_bytes, 
 // Block: 8 / wk row groups of kRowsPerWarp rows; the wk warps of a group split the row's K
 // range, and their partial sums meet in shared memory. Small-N layers take a large wk so that
 // they still launch thousands of short blocks (no tail of a few long ones).
-template <int M, bool FP8, int U>
+// Axis=in (IN): every row is a 2:4 part and a dense part, summed in the same accumulators.
+template <int M, bool FP8, int U, bool IN = false>
 __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t* x, int64_t ldx, int64_t m_total,
                                                       uint16_t* y, int64_t ldy, int wk) {
   constexpr int R = kRowsPerWarp;
@@ -161,14 +174,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
   const int mrows = static_cast<int>(m_total - m0 < M ? m_total - m0 : M);
   const uint16_t* xb = x + m0 * ldx;
   const size_t eb = FP8 ? 1 : 2;
+  const int64_t ks = IN ? w.in_ks : w.k;  // columns of a 2:4 row (axis=in: of its 2:4 part)
   {  // this lane's first weight spans toward L2 while the previous kernel may still run (PDL)
-    const bool sp = s0 < w.ns;
-    const size_t rb = (sp ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;
-    const int64_t spans = sp ? w.k / Span<FP8, true>::kCols : w.k / Span<FP8, false>::kCols;
+    const bool sp = s0 < w.ns && ks > 0;
+    const size_t rb = (sp ? size_t(ks / 2) : size_t(w.dense_ld)) * eb;
+    const int64_t spans = sp ? ks / Span<FP8, true>::kCols : (w.k - (IN ? ks : 0)) / Span<FP8, false>::kCols;
     const int64_t c = int64_t(part) * 32 + lane;
     if (s0 < n && c < spans) {
       const uint8_t* base = sp ? static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb
-                               : static_cast<const uint8_t*>(w.dense) + size_t(s0 - w.ns) * rb;
+                               : static_cast<const uint8_t*>(w.dense) + size_t(IN ? s0 : s0 - w.ns) * rb;
 #pragma unroll
       for (int r = 0; r < R; ++r)
         if (s0 + r < n) prefetch_l2(base + r * rb + size_t(c) * 16);
@@ -180,7 +194,21 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_k(Weights w, const uint16_t*
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
-  if (s0 < w.ns) {  // 2:4 rows (ns is a multiple of R)
+  if constexpr (IN) {
+    if (s0 < n) {  // n is a multiple of R
+      if (ks > 0) {
+        const size_t rb = size_t(ks / 2) * eb;
+        rows_dot<M, FP8, true, U, true>(static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb, rb,
+                                        w.sparse_meta + size_t(s0) * (ks / 16), ks, xb, ldx, mrows, lane, part, wk,
+                                        acc, w.col_tiles, w.tile_shift, 0);
+      }
+      if (w.k > ks) {
+        const size_t rb = size_t(w.dense_ld) * eb;
+        rows_dot<M, FP8, false, U, true>(static_cast<const uint8_t*>(w.dense) + size_t(s0) * rb, rb, nullptr,
+                                         w.k - ks, xb, ldx, mrows, lane, part, wk, acc, w.col_tiles, w.tile_shift, ks);
+      }
+    }
+  } else if (s0 < w.ns) {  // 2:4 rows (ns is a multiple of R)
     const size_t rb = size_t(w.k / 2) * eb;
     rows_dot<M, FP8, true, U>(static_cast<const uint8_t*>(w.sparse_values) + size_t(s0) * rb, rb,
                               w.sparse_meta + size_t(s0) * (w.k / 16), w.k, xb, ldx, mrows, lane, part, wk, acc);
@@ -245,7 +273,8 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   const int64_t row_groups = (w.ns + w.nd + kRowsPerWarp - 1) / kRowsPerWarp;
   // The fewest warps per row (a power of two up to 8) that still give >= 2048 blocks, as long
   // as every lane keeps >= 4 spans of the row (short rows split further only idle lanes).
-  const int64_t spans = w.ns > 0 ? w.k / (w.fp8 ? 32 : 16) : w.k / (w.fp8 ? 16 : 8);
+  const int64_t spans = w.axis_in ? w.in_ks / (w.fp8 ? 32 : 16) + (w.k - w.in_ks) / (w.fp8 ? 16 : 8)
+                      : w.ns > 0 ? w.k / (w.fp8 ? 32 : 16) : w.k / (w.fp8 ? 16 : 8);
   int wk = 1;
   while (wk < kWarps && row_groups * wk / kWarps < 2048 && spans / (32 * 2 * wk) >= 4) wk *= 2;
   const int64_t groups = kWarps / wk;
@@ -264,8 +293,14 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   cfg.numAttrs = w.pdl && tc_device().clusters ? 1 : 0;  // clusters: sm_90+, as PDL
   const auto* xp = static_cast<const uint16_t*>(x);
   auto* yp = static_cast<uint16_t*>(y);
-  if (w.fp8) SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, true, U>, w, xp, ldx, m, yp, ldy, wk));
-  else SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, false, U>, w, xp, ldx, m, yp, ldy, wk));
+  if (w.axis_in) {
+    if (w.fp8) SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, true, U, true>, w, xp, ldx, m, yp, ldy, wk));
+    else SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, false, U, true>, w, xp, ldx, m, yp, ldy, wk));
+  } else if (w.fp8) {
+    SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, true, U>, w, xp, ldx, m, yp, ldy, wk));
+  } else {
+    SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_k<M, false, U>, w, xp, ldx, m, yp, ldy, wk));
+  }
 }
 
 // ---- Tensor-core path (BF16 or E4M3 weights, BF16 activations) ---------------------------------
@@ -306,9 +341,11 @@ constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weigh
 // token tile stored for wgmma's descriptor: K-major core matrices of 8 tokens x 16 bytes, chunk q
 // (columns 8q .. 8q + 7) of token tk at byte (q * kTok + tk) * 16 of the stage's token area
 // (kTok * 16 bytes between chunks along K, 128 between groups of 8 tokens).
-template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false>
+// IN: axis=in weights (Weights::axis_in; a separate instantiation, so that the axis=out code
+// keeps its registers).
+template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false, bool IN = false>
 struct TcCfg {
-  static constexpr bool kFP8 = FP8, kWG = WG;
+  static constexpr bool kFP8 = FP8, kWG = WG, kIN = IN;
   static_assert(!WG || W % 4 == 0, "warpgroup shapes take whole warpgroups");
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
@@ -353,11 +390,26 @@ struct TcUnit {
   int64_t row0, rows, first, m0, begin, end;  // first: stored index of the kind's row 0
 };
 
+// Axis=in: every row block is a unit; `sparse_blocks` is then the number of K slices (of
+// the cluster's `slices`) that share the rows' 2:4 part, the others share their dense part.
 template <class C>
 __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t row_blocks, int64_t sparse_blocks,
                                           int slice, int slices) {
   const int64_t rb = u % row_blocks;
   TcUnit t;
+  if constexpr (C::kIN) {
+    const int ss = int(sparse_blocks);
+    t.sparse = slice < ss;
+    t.row0 = rb * C::kBM;
+    t.rows = w.ns;
+    t.first = 0;
+    t.m0 = (u / row_blocks) * C::kTok;
+    const int64_t steps = t.sparse ? w.in_ks / C::kSparseCols : (w.k - w.in_ks) / C::kDenseCols;
+    const int part = t.sparse ? slice : slice - ss, parts = t.sparse ? ss : slices - ss;
+    t.begin = steps * part / parts;
+    t.end = steps * (part + 1) / parts;
+    return t;
+  }
   t.sparse = rb < sparse_blocks;
   t.row0 = (t.sparse ? rb : rb - sparse_blocks) * C::kBM;
   t.rows = t.sparse ? w.ns : w.nd;
@@ -382,7 +434,10 @@ struct TcCopies {
   static constexpr int MN = C::kMetaPerThread;
   const uint8_t* a[C::kAChunks];
   const uint8_t* meta[MN];
-  const uint8_t* xs[XN];
+  const uint8_t* xs[XN];  // axis=in: the token's row; else the chunk's first stage
+  int32_t xcol[XN];       // axis=in: the chunk's stored column in the first stage
+  const int32_t* col_tiles;
+  int tile_shift;
   uint32_t a_dst, meta_dst[MN], x_dst[XN];
   uint32_t a_ok = 0, meta_ok = 0, meta_any = 0, x_ok = 0, x_any = 0;
 
@@ -391,7 +446,10 @@ struct TcCopies {
     const int tid = threadIdx.x;
     const uint8_t* abase = SPARSE ? static_cast<const uint8_t*>(w.sparse_values) : static_cast<const uint8_t*>(w.dense);
     const size_t eb = C::kFP8 ? 1 : 2;
-    const size_t arow = (SPARSE ? size_t(w.k / 2) : size_t(w.dense_ld)) * eb;  // bytes between weight rows
+    const int64_t ks = C::kIN ? w.in_ks : w.k;  // columns of a 2:4 row
+    const size_t arow = (SPARSE ? size_t(ks / 2) : size_t(w.dense_ld)) * eb;  // bytes between weight rows
+    col_tiles = w.col_tiles;
+    tile_shift = w.tile_shift;
     const size_t k0 = size_t(t.begin) * kTcRowBytes;
 #pragma unroll
     for (int j = 0; j < C::kAChunks; ++j) {
@@ -406,7 +464,7 @@ struct TcCopies {
       constexpr int per_row = C::kMetaBytes / 16;
       const int c = tid + j * C::kThreads, row = c / per_row, piece = c % per_row;
       const bool any = SPARSE && c < C::kMetaChunks, ok = any && t.row0 + row < t.rows;
-      meta[j] = SPARSE ? reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(ok ? t.row0 + row : 0) * size_t(w.k / 8) +
+      meta[j] = SPARSE ? reinterpret_cast<const uint8_t*>(w.sparse_meta) + size_t(ok ? t.row0 + row : 0) * size_t(ks / 8) +
                              size_t(t.begin) * C::kMetaBytes + 16 * piece
                        : nullptr;
       meta_dst[j] = C::kA + row * C::kMetaBytes + 16 * piece;
@@ -421,7 +479,9 @@ struct TcCopies {
       const int tk = C::kWG ? (c >> 1) % C::kTok : c / XCH;
       const int q = C::kWG ? (c & 1) + 2 * ((c >> 1) / C::kTok) : c % XCH;
       const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
-      xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + t.begin * kCols + q * 8);
+      const int64_t col = (SPARSE || !C::kIN ? 0 : w.in_ks) + t.begin * kCols + q * 8;  // stored column
+      xcol[j] = static_cast<int32_t>(col);
+      xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + (C::kIN ? 0 : col));
       x_dst[j] = C::kA + C::kMeta + (C::kWG ? (q * C::kTok + tk) * 16 : tk * C::kXPitch + q * 16);
       x_ok |= uint32_t(ok) << j;
       x_any |= uint32_t(any) << j;
@@ -441,7 +501,12 @@ struct TcCopies {
   __device__ __forceinline__ void issue_x(int64_t i, uint32_t stage) const {
 #pragma unroll
     for (int j = 0; j < XN; ++j)
-      if ((x_any >> j) & 1) cp16(stage + x_dst[j], xs[j] + i * 2 * kCols, (x_ok >> j) & 1);
+      if ((x_any >> j) & 1) {
+        // A chunk's 8 columns lie in one column tile (tiles of >= 32 columns).
+        const uint8_t* src = C::kIN ? xs[j] + 2 * x_column<true>(xcol[j] + i * kCols, col_tiles, tile_shift)
+                                    : xs[j] + i * 2 * kCols;
+        cp16(stage + x_dst[j], src, (x_ok >> j) & 1);
+      }
   }
   __device__ __forceinline__ void issue(int64_t i, uint32_t stage) const {
     issue_weights(i, stage);
@@ -700,9 +765,8 @@ __global__ void __launch_bounds__(C::kThreads) gemv_tc_k(Weights w, const uint16
   else tc_run<C, false>(w, x, ldx, m_total, y, ldy, t, smem, slice, slices);
 }
 
-template <int MT, int NT, int W, int S, bool FP8, bool WG = false>
-void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  using C = TcCfg<MT, NT, W, S, FP8, WG>;
+template <class C>
+void launch_tc_cfg(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_tc_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
@@ -711,14 +775,27 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   }();
   const TcDevice& dev = tc_device();
   const int64_t slots = int64_t(dev.sms) * resident;
-  const int64_t sparse_blocks = (w.ns + C::kBM - 1) / C::kBM, dense_blocks = (w.nd + C::kBM - 1) / C::kBM;
+  int64_t sparse_blocks = (w.ns + C::kBM - 1) / C::kBM, dense_blocks = (w.nd + C::kBM - 1) / C::kBM;
   const int64_t row_blocks = sparse_blocks + dense_blocks, units = row_blocks * ((m + C::kTok - 1) / C::kTok);
   // The split: Weights::tc_slices (make_gemv_linear times each per M), else the smallest that
   // fills every SM's resident slots twice.
   int slices = 1;
   if (w.tc_slices > 0) slices = tc_effective_slices(w, w.tc_slices);
-  else
+  else {
     while (dev.clusters && slices < 8 && units * slices < 2 * slots && w.k / C::kSparseCols >= 8 * slices) slices *= 2;
+    slices = tc_effective_slices(w, slices);  // axis=in: at least one slice per part
+  }
+  if constexpr (C::kIN) {  // the 2:4 part's share of the slices: in proportion to its stages (same bytes each)
+    const int64_t s_steps = w.in_ks / C::kSparseCols, d_steps = (w.k - w.in_ks) / C::kDenseCols;
+    sparse_blocks = d_steps == 0 ? slices
+                    : s_steps == 0 ? 0
+                                   : std::clamp<int64_t>((slices * s_steps + (s_steps + d_steps) / 2) / (s_steps + d_steps),
+                                                         1, slices - 1);
+    // No part with more slices than stages (their blocks would only add zeros), where the split allows.
+    if (d_steps > 0 && s_steps > 0 && slices <= s_steps + d_steps)
+      sparse_blocks = std::clamp<int64_t>(sparse_blocks, std::max<int64_t>(1, slices - d_steps),
+                                          std::min<int64_t>(slices - 1, s_steps));
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(units), 1, static_cast<unsigned>(slices));
   cfg.blockDim = dim3(C::kThreads);
@@ -742,6 +819,12 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   cfg.numAttrs = na;
   SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_tc_k<C>, w, static_cast<const uint16_t*>(x), ldx, m,
                                        static_cast<uint16_t*>(y), ldy, sparse_blocks, row_blocks));
+}
+
+template <int MT, int NT, int W, int S, bool FP8, bool WG = false>
+void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  if (w.axis_in) launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG, true>>(w, x, ldx, m, y, ldy, s);
+  else launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG>>(w, x, ldx, m, y, ldy, s);
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -859,14 +942,17 @@ constexpr int tc_largest_smem() {
 
 bool tc_wgmma_ok() { return tc_device().wgmma; }
 
+// Axis=in with both parts: at least 2 slices (one per part).
+static int tc_min_slices(const Weights& w) { return w.axis_in && w.in_ks > 0 && w.in_ks < w.k ? 2 : 1; }
+
 int tc_effective_slices(const Weights& w, int requested) {
-  return std::max(1, std::min(requested, tc_max_slices(w)));
+  return std::max(tc_min_slices(w), std::min(requested, tc_max_slices(w)));
 }
 
 int tc_max_slices(const Weights& w) {
   if (!tc_device().clusters) return 1;
   // Clusters of up to 8 blocks (the portable limit), each slice keeping >= 4 2:4 stages.
-  return int(std::max<int64_t>(1, std::min<int64_t>(8, w.k / (w.fp8 ? 256 : 128) / 4)));
+  return int(std::max<int64_t>(tc_min_slices(w), std::min<int64_t>(8, w.k / (w.fp8 ? 256 : 128) / 4)));
 }
 
 bool tc_eligible(const Weights& w) {
@@ -874,6 +960,10 @@ bool tc_eligible(const Weights& w) {
   // elsewhere (A100: 163 KB, Ada: 99 KB) the CUDA-core path runs.
   constexpr int kLargestBf16 = tc_largest_smem<false>(), kLargestFp8 = tc_largest_smem<true>();
   if (tc_device().smem_optin < (w.fp8 ? kLargestFp8 : kLargestBf16)) return false;
+  if (w.axis_in) {  // the two parts meet in a cluster's reduction
+    const int64_t sc = w.fp8 ? 256 : 128, dc = w.fp8 ? 128 : 64, kd = w.k - w.in_ks;
+    return tc_device().clusters && w.in_ks % sc == 0 && kd % dc == 0 && (kd == 0 || w.dense_ld % (w.fp8 ? 16 : 8) == 0);
+  }
   // Whole stages (128 weight bytes per row) along K, and 16-byte aligned dense rows.
   if (w.fp8) return w.k % 256 == 0 && (w.nd == 0 || w.dense_ld % 16 == 0);
   return w.k % 128 == 0 && (w.nd == 0 || w.dense_ld % 8 == 0);

@@ -25,6 +25,16 @@ struct Weights {
   const int32_t* row_map = nullptr;     // N, stored row -> output column of y (nullptr: identity)
   int64_t ns = 0, nd = 0, k = 0;
   bool fp8 = false;
+  // Spense axis=in (tiles of input columns): every row is 2:4 over its first in_ks stored
+  // columns (sparse_values n x in_ks/2, sparse_meta n x in_ks/16) and dense over the other
+  // k - in_ks (dense, ld dense_ld); stored column tile j (1 << tile_shift columns, >= 32) is
+  // original column tile col_tiles[j], which is where each span's activations are read. Then
+  // ns = n, nd = 0, row_map = nullptr. The K split of the tensor-core path gives the 2:4 and
+  // the dense columns to different blocks of a cluster (see tc_eligible).
+  bool axis_in = false;
+  int64_t in_ks = 0;
+  const int32_t* col_tiles = nullptr;
+  int tile_shift = 0;
   // Tensor-core path (mma.sp for the 2:4 rows, mma for the dense rows) when tc_eligible() and
   // x is 16-byte aligned with ldx a multiple of 8.
   bool tensor_cores = false;
@@ -44,6 +54,8 @@ inline constexpr int kTcFirstWgmmaShape = 4;
 bool tc_wgmma_ok();
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
+// Axis=in also needs clusters, 2:4 columns in whole 2:4 stages (128 BF16 / 256 E4M3 columns)
+// and dense ones in whole dense stages (64 / 128).
 bool tc_eligible(const Weights& w);
 // The largest K split of the tensor-core path for w on the current device (1 without clusters).
 int tc_max_slices(const Weights& w);

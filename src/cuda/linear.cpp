@@ -458,6 +458,10 @@ class GemvLinearImpl final : public Linear {
       inner_ = make_dense_linear(ctx, n, k, prec, w, opts);
       return;
     }
+    if (layout.axis == HybridAxis::IN) {
+      build_axis_in(w, layout, eb);
+      return;
+    }
     hybrid_layout_check(opts.name, n, HybridLayout{HybridAxis::OUT, layout.tile, layout.dense_tiles});
     if (layout.tile % gemv::kRowsPerWarp != 0) layer_error(opts.name, "tile must be even for the small-M kernel");
     const std::vector<int32_t> order = hybrid_stored_order(n, HybridLayout{HybridAxis::OUT, layout.tile, layout.dense_tiles});
@@ -491,8 +495,9 @@ class GemvLinearImpl final : public Linear {
   }
   GemvLinearImpl(const GemvLinearImpl& o)
       : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), inner_(o.inner_ ? o.inner_->replicate() : nullptr),
-        choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), values_(copy_device(o.values_)), meta_(copy_device(o.meta_)),
-        dense_(copy_device(o.dense_)), row_map_(o.row_map_), scales_(o.scales_) {}
+        choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), axis_in_(o.axis_in_), in_ks_(o.in_ks_), tile_shift_(o.tile_shift_),
+        values_(copy_device(o.values_)), meta_(copy_device(o.meta_)), dense_(copy_device(o.dense_)),
+        row_map_(o.row_map_), col_tiles_(o.col_tiles_), scales_(o.scales_) {}
 
   // Per M up to kTimedMaxM (decode batches), the kernels that can run it (cuBLASLt for dense
   // layers, our CUDA-core kernel up to kMaxM rows per pass -- any M for 2:4 and hybrid layers --,
@@ -534,7 +539,8 @@ class GemvLinearImpl final : public Linear {
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<GemvLinearImpl>(*this); }
   size_t weight_bytes() const override {
     if (inner_) return inner_->weight_bytes();
-    return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) + row_map_->size();
+    return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) +
+           (row_map_ ? row_map_->size() : 0) + (col_tiles_ ? col_tiles_->size() : 0);
   }
   std::string plan_info(int64_t m) const override {
     const auto it = choice_.find(m);
@@ -547,6 +553,53 @@ class GemvLinearImpl final : public Linear {
       default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
     }
   }
+
+ private:
+  // Axis=in: every row is 2:4 over the sparse column tiles (packed in stored order, then
+  // compressed) and dense over the dense ones; col_tiles_ maps stored column tiles back.
+  void build_axis_in(const WeightsView& w, const GemvLayout& layout, size_t eb) {
+    const HybridLayout hl{HybridAxis::IN, layout.tile, layout.dense_tiles};
+    hybrid_layout_check(name(), k_, hl);
+    int shift = 0;
+    while ((int64_t(1) << shift) < layout.tile) ++shift;
+    if (layout.tile < 32 || (int64_t(1) << shift) != layout.tile)
+      layer_error(name(), "axis=in needs tiles of a power of two >= 32 columns for the small-M kernel, got " +
+                              std::to_string(layout.tile));
+    const std::vector<int32_t> order = hybrid_stored_order(k_, hl);
+    axis_in_ = true;
+    tile_shift_ = shift;
+    in_ks_ = k_ - static_cast<int64_t>(layout.dense_tiles.size()) * layout.tile;
+    ns_ = n_;
+    nd_ = 0;
+    std::vector<int32_t> tiles(static_cast<size_t>(k_ / layout.tile));
+    for (size_t j = 0; j < tiles.size(); ++j) tiles[j] = order[j * static_cast<size_t>(layout.tile)] >> shift;
+    col_tiles_ = std::make_shared<DeviceBuffer>(upload_ints(tiles));
+    DeviceBuffer wdev = upload(w.data, static_cast<size_t>(n_ * k_) * eb);
+    if (in_ks_ > 0) {
+      const DeviceBuffer part = pack_part(wdev.get(), eb, n_, k_, HybridAxis::IN, order, 0, in_ks_);
+      std::vector<int32_t> rows(static_cast<size_t>(n_));
+      for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int32_t>(i);
+      const DeviceBuffer rows_dev = upload_ints(rows);
+      values_ = DeviceBuffer(static_cast<size_t>(n_ * in_ks_ / 2) * eb);
+      meta_ = DeviceBuffer(static_cast<size_t>(n_ * in_ks_ / 16) * 2);
+      DeviceBuffer bad(sizeof(unsigned long long));
+      SPENSE_CUDA_CHECK(cudaMemset(bad.get(), 0xff, bad.size()));
+      gemv::compress24(part.get(), eb == 1, in_ks_, rows_dev.as<int32_t>(), n_, values_.get(), meta_.as<uint16_t>(),
+                       bad.as<unsigned long long>(), nullptr);
+      unsigned long long first = 0;
+      SPENSE_CUDA_CHECK(cudaMemcpy(&first, bad.get(), sizeof first, cudaMemcpyDeviceToHost));
+      if (first != ~0ull) {
+        const int64_t i = static_cast<int64_t>(first) / (in_ks_ / 4), c = 4 * (static_cast<int64_t>(first) % (in_ks_ / 4));
+        layer_error(name(), "weights are not 2:4 outside the dense column tiles: row " + std::to_string(i) +
+                                ", columns " + std::to_string(order[static_cast<size_t>(c)]) + ".." +
+                                std::to_string(order[static_cast<size_t>(c)] + 3) + " hold more than 2 non-zeros");
+      }
+    }
+    if (in_ks_ < k_) dense_ = pack_part(wdev.get(), eb, n_, k_, HybridAxis::IN, order, in_ks_, k_);
+    if (prec_ == LinearPrecision::FP8) scales_ = std::make_shared<DeviceBuffer>(upload_floats(fetch_floats(w.scales, n_)));
+  }
+
+ public:
 
  private:
   static constexpr int64_t kTimedMaxM = 64;
@@ -576,7 +629,8 @@ class GemvLinearImpl final : public Linear {
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else
         for (int sl : {1, 2, 3, 4, 6, 8})  // counts that fill the SMs in whole waves for most layers
-          if (sl <= gemv::tc_max_slices(w)) v.push_back({Path::TENSOR_CORES, sl, shape});
+          if (sl <= gemv::tc_max_slices(w) && gemv::tc_effective_slices(w, sl) == sl)  // axis=in: >= 2
+            v.push_back({Path::TENSOR_CORES, sl, shape});
     return v;
   }
   void run(const Choice& c, const void* x, void* y, int64_t m, cudaStream_t s) const {
@@ -602,19 +656,26 @@ class GemvLinearImpl final : public Linear {
       w.sparse_meta = meta_.as<uint16_t>();
       w.dense = dense_.get();
       w.scales = scales_ ? scales_->as<float>() : nullptr;
-      w.row_map = row_map_->as<int32_t>();
+      w.row_map = row_map_ ? row_map_->as<int32_t>() : nullptr;
       w.ns = ns_;
       w.nd = nd_;
+      w.axis_in = axis_in_;
+      w.in_ks = in_ks_;
+      w.col_tiles = col_tiles_ ? col_tiles_->as<int32_t>() : nullptr;
+      w.tile_shift = tile_shift_;
     }
-    w.dense_ld = k_;
+    w.dense_ld = axis_in_ ? k_ - in_ks_ : k_;
     return w;
   }
 
   std::unique_ptr<Linear> inner_;
   std::map<int64_t, Choice> choice_;  // M -> the fastest kernel
   int64_t ns_ = 0, nd_ = 0;
+  bool axis_in_ = false;
+  int64_t in_ks_ = 0;  // axis=in: stored 2:4 columns per row
+  int tile_shift_ = 0;
   DeviceBuffer values_, meta_, dense_;
-  std::shared_ptr<DeviceBuffer> row_map_, scales_;
+  std::shared_ptr<DeviceBuffer> row_map_, col_tiles_, scales_;
 };
 
 }  // namespace

@@ -477,9 +477,10 @@ TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
 // The decode attention kernel against a double-precision softmax(q k^T / sqrt(D)) v on the host,
 // over the shapes that exercise its paths: one split (direct write) and many (the last block
 // combines), several key tiles per split, a split ending inside a tile, query groups of 1 to 16,
-// rows of different lengths in different slots, and repeated calls (the per-(row, kv head)
-// counters must come back to zero). Both cache types: BF16, and E4M3 codes whose reference values
-// come from the E4M3 definition (OCP FP8: bias 7, subnormals m/8 * 2^-6), not from the kernel.
+// rows of different lengths in different slots, repeated calls (the per-(row, kv head)
+// counters must come back to zero), and pipelined splits of 2-4 tiles. Both cache types: BF16,
+// and E4M3 codes whose reference values come from the E4M3 definition (OCP FP8: bias 7,
+// subnormals m/8 * 2^-6), not from the kernel.
 TEST(EngineKernels, AttentionMatchesDoubleReference) {
   struct Case { int64_t NH, NKV, D, max_ctx, chunk; std::vector<int32_t> pos, slot; };
   const Case cases[] = {
@@ -489,6 +490,13 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
       {4, 4, 256, 2048, 64, {2047, 100}, {1, 0}},          // G = 1, D = 256: 32 splits cap
       {8, 2, 16, 64, 64, {0, 13}, {0, 1}},                 // D = 16, a single key
       {8, 4, 32, 4096, 64, {4000}, {0}},                   // chunk grown to 128 (32 splits at most)
+      // Pipelined splits (several tiles per block, the next tile's copies in flight during this
+      // one's arithmetic) on the Qwen3-32B shape: 4 tiles per split, and 2 with a split that ends
+      // one key into its second tile (pos 192: keys 128..192); then D = 256 (about 150 KB of
+      // shared memory: pipelined where the device has it, else the plain kernel).
+      {64, 8, 128, 1096, 256, {1023, 5, 300, 64}, {0, 1, 2, 3}},
+      {64, 8, 128, 1096, 128, {192, 1000}, {1, 0}},
+      {4, 4, 256, 2048, 256, {700, 2047}, {1, 0}},
   };
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);

@@ -355,6 +355,118 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
     }
 }
 
+// Our small-M kernel on Spense axis=in layers (GemvLayout::axis): every row 2:4 over the
+// sparse column tiles and dense over random dense column tiles, the two parts summed in the
+// kernel, the activations read through the column-tile map. Each path forced (CUDA cores; tensor
+// cores in each block shape, where the 2:4 and dense parts go to different blocks of a cluster,
+// and on the largest layer each K split), then AUTO, against the fp64 reference of the stored
+// weights (tolerance 1e-2 as above). Shapes: tiles of 32, 64 and 128 columns; 2:4 and dense
+// column counts in whole tensor-core stages or not (k = 512, d = 0.25: 384 2:4 columns, not a
+// multiple of FP8's 256, so FP8 runs on CUDA cores there); d = 0 (no dense part) and d = 1 (no
+// 2:4 part).
+TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
+  struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
+  std::mt19937 rng(12);
+  const bool clusters = g_ctx->cc_major() >= 9;
+  for (const S& sh : {S{256, 512, 64, {1, 2, 3, 8, 9, 16, 33, 64, 100}}, S{192, 1024, 32, {1, 5, 16, 17, 64}},
+                      S{128, 2048, 128, {1, 8, 32, 65}}, S{320, 8192, 64, {1, 3, 16, 64}}})
+    for (LinearPrecision p : {LinearPrecision::BF16, LinearPrecision::FP8}) {
+      if (p == LinearPrecision::FP8 && !fp8_ok()) continue;
+      const int64_t tiles = sh.k / sh.tile;
+      for (double d : {0.0, 0.25, 1.0}) {
+        GemvLayout gl;
+        gl.axis = HybridAxis::IN;
+        gl.tile = sh.tile;
+        std::vector<int32_t> all(static_cast<size_t>(tiles));
+        std::iota(all.begin(), all.end(), 0);
+        std::shuffle(all.begin(), all.end(), rng);
+        gl.dense_tiles.assign(all.begin(), all.begin() + std::llround(d * double(tiles)));
+        std::vector<uint8_t> dmap(static_cast<size_t>(sh.k), 0);
+        for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
+        HostWeights w = make_weights(sh.n, sh.k, p, 171 + gl.dense_tiles.size(), true, {}, dmap);
+        const int64_t kd = static_cast<int64_t>(gl.dense_tiles.size()) * sh.tile, ks = sh.k - kd;
+        const bool fp8 = p == LinearPrecision::FP8;
+        const bool tc = tc_smem_ok() && clusters && ks % (fp8 ? 256 : 128) == 0 && kd % (fp8 ? 128 : 64) == 0;
+        const int min_slices = ks > 0 && kd > 0 ? 2 : 1;
+        struct K { SmallMKernel kern; int slices, shape; };
+        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
+        for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
+          kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
+          if (sh.k >= 8192)
+            for (int sl : {1, 2, 3, 5, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
+        }
+        std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
+        for (int64_t m : sh.ms) {
+          HostActs a = make_acts(m, sh.k, p, 1900 + m);
+          std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
+          io.emplace(m, std::make_pair(std::move(a), std::move(want)));
+        }
+        for (const K& kk : kerns) {
+          LinearOptions o;
+          o.name = "gemv-in";
+          o.small_m_kernel = kk.kern;
+          o.small_m_tc_slices = kk.slices;
+          o.small_m_tc_shape = kk.shape;
+          auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
+          for (int64_t m : sh.ms) {
+            L->prepare(m);
+            SCOPED_TRACE(std::string(precision_name(p)) + " axis=in n=" + std::to_string(sh.n) + " k=" +
+                         std::to_string(sh.k) + " tile " + std::to_string(sh.tile) + " d=" + std::to_string(d) +
+                         " m=" + std::to_string(m) + " " + small_m_kernel_name(kk.kern) + " slices " +
+                         std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" + L->plan_info(m) + ")");
+            const HostActs& a = io.at(m).first;
+            const std::vector<float>& want = io.at(m).second;
+            EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
+            if (kk.kern == SmallMKernel::TENSOR_CORES) {
+              EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
+              EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
+              if (tc && kk.slices > 0) {
+                const int expect = std::max(kk.slices, min_slices);
+                EXPECT_NE(L->plan_info(m).find(std::to_string(expect) + " slice"), std::string::npos) << L->plan_info(m);
+              }
+            }
+          }
+        }
+      }
+    }
+}
+
+// Axis=in layers our kernel cannot take, or whose weights are not 2:4 outside the dense column
+// tiles, are refused at load with the layer's name and the reason (the second naming the
+// original column of the offending group).
+TEST_F(CudaLinear, SmallMKernelAxisInRejectsBadLayouts) {
+  const int64_t n = 64, k = 384;
+  GemvLayout gl;
+  gl.axis = HybridAxis::IN;
+  for (int64_t tile : {16, 48}) {  // both divide k
+    gl.tile = tile;
+    gl.dense_tiles = {1};
+    HostWeights w = make_weights(n, k, LinearPrecision::BF16, 5, true);
+    LinearOptions o;
+    o.name = "gemv-in-bad";
+    try {
+      make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
+      ADD_FAILURE() << "tile " << tile << " accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("gemv-in-bad"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("power of two"), std::string::npos) << e.what();
+    }
+  }
+  // Dense column tile 0 (columns 0..63); column group 68..71 of row 5 is dense in a 2:4 tile.
+  gl.tile = 64;
+  gl.dense_tiles = {0};
+  std::vector<uint8_t> dmap(size_t(k), 0);
+  std::fill_n(dmap.begin(), 64, uint8_t(1));
+  HostWeights w = make_weights(n, k, LinearPrecision::BF16, 6, true, {}, dmap);
+  for (int c = 68; c < 72; ++c) w.w16[size_t(5 * k + c)] = 0x3F80;  // BF16 1.0
+  try {
+    make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, LinearOptions{});
+    ADD_FAILURE() << "a dense group in a 2:4 tile was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("row 5, columns 68..71"), std::string::npos) << e.what();
+  }
+}
+
 // Every E4M3 code through the small-M kernel, exactly. The weights of a Spense axis=out layer
 // (2:4 tiles with varying kept positions, and dense tiles) hold all 254 finite codes, subnormals
 // and both zeros included;

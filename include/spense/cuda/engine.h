@@ -30,8 +30,9 @@
 namespace spense::cuda {
 
 // Which kernels run the projections: LIBRARY: cuBLASLt / cuSPARSELt; SPENSE: our small-M
-// kernel (make_gemv_linear: dense, 2:4 and axis=out Spense; axis=in layers still use the
-// libraries), fastest at the smallest decode batches; AUTO: per linear layer, both are built
+// kernel (make_gemv_linear: dense, 2:4 and Spense of either axis; axis=in layers with tiles
+// that are not a power of two >= 32 columns use the libraries), fastest at the smallest decode
+// batches; AUTO: per linear layer, both are built
 // at load, timed at M = max_batch, and the faster is kept (dense layers always take the small-M
 // wrapper, which itself picks cuBLASLt or our kernel per M).
 enum class GemmBackend : uint8_t { AUTO, LIBRARY, SPENSE };

@@ -167,10 +167,15 @@ std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, L
 // quantization and no output gather: dense rows and 2:4 rows (kept values + 2-bit positions) in one kernel that writes y
 // in the original row order. Weights BF16, or E4M3 with per-row scales dequantized in
 // registers (FP8 here means 8-bit weights with BF16 activations). all_dense: every row
-// dense (a cuBLASLt DenseLinear shares the weights for large M); otherwise the rows of
-// dense_tiles (tiles of `tile` output rows) are dense and the others must be 2:4.
+// dense (a cuBLASLt DenseLinear shares the weights for large M); otherwise, axis=out, the rows
+// of dense_tiles (tiles of `tile` output rows) are dense and the others must be 2:4, or,
+// axis=in, the columns of dense_tiles (tiles of `tile` input columns, a power of two >= 32) are
+// dense and every row must be 2:4 in the others: each row's two parts are summed in the kernel,
+// the activations read through the tile map (no gather), and on tensor cores the parts go to
+// different blocks of a thread-block cluster (sm_90+; elsewhere CUDA cores only).
 struct GemvLayout {
   bool all_dense = false;
+  HybridAxis axis = HybridAxis::OUT;
   int64_t tile = 64;
   std::vector<int32_t> dense_tiles;
 };

@@ -109,11 +109,14 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     wv = WeightsView{q.get(), DType::F8_E4M3, scales.as<float>()};
   }
   SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // prune / quantize above ran on s; the layers copy on the legacy stream
-  const bool ours_ok = !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN);
+  // Our kernel takes axis=in tiles of a power of two >= 32 columns (the library any multiple of 16).
+  const int64_t g = f.layout.g;
+  const bool ours_ok = !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN && (g < 32 || (g & (g - 1)) != 0));
   auto make_ours = [&] {
     GemvLayout gl;
     gl.all_dense = f.kind == ProjFormat::DENSE;
     if (f.kind == ProjFormat::HYBRID) {
+      gl.axis = f.layout.axis == SpenseAxis::OUT ? HybridAxis::OUT : HybridAxis::IN;
       gl.tile = f.layout.g;
       for (int64_t t : f.layout.dense_tiles) gl.dense_tiles.push_back(static_cast<int32_t>(t));
     }

@@ -219,17 +219,26 @@ constexpr int kPbPitch = kAttnTile + 8;  // bf16 probabilities per head row (144
 // ldmatrix), the scaled queries (fp32 rows padded by 4 floats; TC: 8 BF16 rows padded as the
 // keys, high parts then low parts), the tile's probabilities (TC: also as BF16 high and low
 // parts), and per head the running max, sum and this tile's rescale.
+// Pipelined blocks (several tiles per split) add, after all of that (16-byte aligned), a second
+// key / value tile, or for E4M3 caches two staging tiles of raw codes (cp.async lands them there;
+// each is widened into the one BF16 tile when its turn comes).
 template <int D, bool TC = false>
 struct AttnSmem {
   static constexpr int kKPitch = D + 8;  // bf16
   static constexpr int kVPitch = TC ? kKPitch : D;
   static constexpr int kQPitch = D + 4;  // floats
   static constexpr int kTasks = (kMaxGroup * (D / 8) + kAttnThreads - 1) / kAttnThreads;  // (head, 8 dims) per thread
-  static size_t bytes(int G) {
+  static constexpr int kStage8 = 2 * kAttnTile * D;  // bytes of one E4M3 staging tile (keys, then values)
+  __host__ __device__ static size_t base_bytes(int G) {
     const size_t heads = TC ? kTcHeads : size_t(G);
     const size_t q = TC ? 2 * 2 * heads * kKPitch : sizeof(float) * heads * kQPitch;
-    return 2 * size_t(kAttnTile) * (kKPitch + kVPitch) + q + sizeof(float) * heads * (kPPitch + 3) +
-           (TC ? 2 * 2 * heads * kPbPitch : 0);
+    const size_t b = 2 * size_t(kAttnTile) * (kKPitch + kVPitch) + q + sizeof(float) * heads * (kPPitch + 3) +
+                     (TC ? 2 * 2 * heads * kPbPitch : 0);
+    return (b + 15) / 16 * 16;
+  }
+  static size_t bytes(int G, bool pipe, bool f8) {
+    const size_t extra = !pipe ? 0 : f8 ? 2 * size_t(kStage8) : 2 * size_t(kAttnTile) * (kKPitch + kVPitch);
+    return base_bytes(G) + extra;
   }
 };
 
@@ -254,8 +263,11 @@ __device__ __forceinline__ void split_bf16(float v, uint16_t& hi, uint16_t& lo) 
 // the FMAs and bf16 conversions (Nsight Compute, H100: 77 us per layer at batch 16 with DRAM 28%
 // busy; docs/perf.md).
 // F8: the caches hold E4M3 codes, widened to BF16 on their way into shared memory (plain loads
-// instead of cp.async, since each 8-byte load becomes a 16-byte store).
-template <int D, bool TC, bool F8>
+// instead of cp.async, since each 8-byte load becomes a 16-byte store; PIPE: cp.async into a
+// staging tile, widened in shared memory).
+// PIPE (splits of several tiles): the next tile's copies are issued before this tile's
+// arithmetic, into the other buffer, so that each block keeps a tile in flight while it computes.
+template <int D, bool TC, bool F8, bool PIPE>
 __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const void* kc, const void* vc,
                                                        const int32_t* row_slot, const int32_t* row_pos, int NH, int NKV,
                                                        int64_t max_ctx, int chunk, int splits, float scale,
@@ -280,9 +292,12 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
 
   extern __shared__ __align__(16) uint8_t attn_smem[];
   const int HS = TC ? kTcHeads : G;                         // head rows in shared memory
-  uint16_t* ks = reinterpret_cast<uint16_t*>(attn_smem);   // [tile][kKPitch]
-  uint16_t* vs = ks + kAttnTile * S::kKPitch;               // [tile][kVPitch]
-  uint16_t* qb = vs + kAttnTile * S::kVPitch;               // TC: [8][kKPitch] BF16 queries, high parts
+  uint16_t* const ks0 = reinterpret_cast<uint16_t*>(attn_smem);  // [tile][kKPitch]
+  uint16_t* const vs0 = ks0 + kAttnTile * S::kKPitch;              // [tile][kVPitch]
+  uint8_t* const extra = attn_smem + S::base_bytes(G);             // PIPE: the second buffer / staging tiles
+  uint16_t* ks = ks0;  // the tile being computed on
+  uint16_t* vs = vs0;
+  uint16_t* qb = vs0 + kAttnTile * S::kVPitch;              // TC: [8][kKPitch] BF16 queries, high parts
   uint16_t* qlo = qb + kTcHeads * S::kKPitch;               // TC: and low parts
   float* qs = reinterpret_cast<float*>(qb + (TC ? 2 * kTcHeads * S::kKPitch : 0));  // !TC: [G][kQPitch]
   float* ps = qs + (TC ? 0 : G * S::kQPitch);               // [HS][kPPitch]
@@ -308,12 +323,25 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
     }
     __syncthreads();  // the block's tile loads below read these two cache rows
   }
-  auto load_tile = [&](int64_t t0) {  // keys [t0, t0 + n) into shared memory (cp.async, one group)
+  // Keys [t0, t0 + n) into buffer `buf` (PIPE; else the one tile). cp.async copies form one group.
+  auto load_tile = [&](int64_t t0, int buf) {
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
     // TC: the rows past n are zero-filled, since the MMAs read whole tiles (a stale NaN there
     // times a zero probability would still be NaN).
     const int rows = TC ? kAttnTile : n;
-    if constexpr (F8) {
+    if constexpr (F8 && PIPE) {  // raw codes into staging tile buf: keys, then values
+      constexpr int C16 = D / 16;
+      uint8_t* st = extra + buf * S::kStage8;
+      const uint8_t* kg = static_cast<const uint8_t*>(kc) + head + size_t(t0) * D;
+      const uint8_t* vg = static_cast<const uint8_t*>(vc) + head + size_t(t0) * D;
+      for (int e = tid; e < rows * C16; e += kAttnThreads) {
+        const bool ok = e / C16 < n;
+        cp16(smem_addr(st + e * 16), kg + size_t(ok ? e : 0) * 16, ok);
+        cp16(smem_addr(st + kAttnTile * D + e * 16), vg + size_t(ok ? e : 0) * 16, ok);
+      }
+      cp_commit();
+      return;
+    } else if constexpr (F8) {
       const uint2* kg = reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(kc) + head + size_t(t0) * D);
       const uint2* vg = reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(vc) + head + size_t(t0) * D);
 #pragma unroll 4
@@ -321,22 +349,29 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
         const int key = e / C8, c = e % C8;
         const bool ok = key < n;
         const uint2 kr = ok ? kg[e] : make_uint2(0, 0), vr = ok ? vg[e] : make_uint2(0, 0);  // not __ldg: the fused rope may have just written one of these rows
-        *reinterpret_cast<uint4*>(ks + key * S::kKPitch + c * 8) = e4m3x8_to_bf16x8(kr);
-        *reinterpret_cast<uint4*>(vs + key * S::kVPitch + c * 8) = e4m3x8_to_bf16x8(vr);
+        *reinterpret_cast<uint4*>(ks0 + key * S::kKPitch + c * 8) = e4m3x8_to_bf16x8(kr);
+        *reinterpret_cast<uint4*>(vs0 + key * S::kVPitch + c * 8) = e4m3x8_to_bf16x8(vr);
       }
       return;  // plain stores: the __syncthreads after cp_wait publishes them
+    } else {
+      uint16_t* kd = ks0;
+      uint16_t* vd = vs0;
+      if (PIPE && buf) {
+        kd = reinterpret_cast<uint16_t*>(extra);
+        vd = kd + kAttnTile * S::kKPitch;
+      }
+      const uint16_t* kg = static_cast<const uint16_t*>(kc) + head + size_t(t0) * D;
+      const uint16_t* vg = static_cast<const uint16_t*>(vc) + head + size_t(t0) * D;
+      for (int e = tid; e < rows * C8; e += kAttnThreads) {
+        const int key = e / C8, c = e % C8;
+        const bool ok = key < n;
+        cp16(smem_addr(kd + key * S::kKPitch + c * 8), kg + size_t(ok ? e : 0) * 8, ok);
+        cp16(smem_addr(vd + key * S::kVPitch + c * 8), vg + size_t(ok ? e : 0) * 8, ok);
+      }
+      cp_commit();
     }
-    const uint16_t* kg = static_cast<const uint16_t*>(kc) + head + size_t(t0) * D;
-    const uint16_t* vg = static_cast<const uint16_t*>(vc) + head + size_t(t0) * D;
-    for (int e = tid; e < rows * C8; e += kAttnThreads) {
-      const int key = e / C8, c = e % C8;
-      const bool ok = key < n;
-      cp16(smem_addr(ks + key * S::kKPitch + c * 8), kg + size_t(ok ? e : 0) * 8, ok);
-      cp16(smem_addr(vs + key * S::kVPitch + c * 8), vg + size_t(ok ? e : 0) * 8, ok);
-    }
-    cp_commit();
   };
-  load_tile(j0);  // in flight while the queries are made
+  load_tile(j0, 0);  // in flight while the queries are made
 
   // The scaled queries: fp32 rows of qs, or (TC) BF16 rows of qb and qlo, whose rows G..7 are zero.
   auto put_q = [&](int g, int i, float v) {
@@ -376,11 +411,40 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
   for (int i = 0; i < kTcTilesPerWarp; ++i) ot[i][0] = ot[i][1] = ot[i][2] = ot[i][3] = 0.f;
   const int gq = lane >> 2, tq = lane & 3;
 
-  for (int64_t t0 = j0; t0 < j1; t0 += kAttnTile) {
+  int it = 0;  // tile index within the split (PIPE: its buffer is it & 1)
+  for (int64_t t0 = j0; t0 < j1; t0 += kAttnTile, ++it) {
     const int n = static_cast<int>(j1 - t0 < kAttnTile ? j1 - t0 : kAttnTile);
-    if (t0 != j0) load_tile(t0);
-    cp_wait<0>();
+    if constexpr (PIPE) {
+      // The other buffer was last read by tile it - 1, which every thread has finished (the
+      // barrier at the end of the loop): the next tile's copies go there now.
+      if (t0 + kAttnTile < j1) load_tile(t0 + kAttnTile, (it + 1) & 1);
+      else cp_commit();  // an empty group keeps the count: wait<1> below always means this tile
+      cp_wait<1>();
+    } else {
+      if (t0 != j0) load_tile(t0, 0);
+      cp_wait<0>();
+    }
     __syncthreads();  // the tile (and, first time round, the queries) are in shared memory
+    if constexpr (PIPE && F8) {  // widen this tile's staged codes into the BF16 tile
+      constexpr int C16 = D / 16;
+      const uint8_t* st = extra + (it & 1) * S::kStage8;
+      const int rows = TC ? kAttnTile : n;
+      for (int e = tid; e < rows * C16; e += kAttnThreads) {
+        const int key = e / C16, c = e % C16;
+        const uint4 kr = *reinterpret_cast<const uint4*>(st + e * 16);
+        const uint4 vr = *reinterpret_cast<const uint4*>(st + kAttnTile * D + e * 16);
+        uint4* kd = reinterpret_cast<uint4*>(ks0 + key * S::kKPitch + c * 16);
+        uint4* vd = reinterpret_cast<uint4*>(vs0 + key * S::kVPitch + c * 16);
+        kd[0] = e4m3x8_to_bf16x8(make_uint2(kr.x, kr.y));
+        kd[1] = e4m3x8_to_bf16x8(make_uint2(kr.z, kr.w));
+        vd[0] = e4m3x8_to_bf16x8(make_uint2(vr.x, vr.y));
+        vd[1] = e4m3x8_to_bf16x8(make_uint2(vr.z, vr.w));
+      }
+      __syncthreads();
+    } else if constexpr (PIPE) {
+      ks = (it & 1) ? reinterpret_cast<uint16_t*>(extra) : ks0;
+      vs = ks + kAttnTile * S::kKPitch;
+    }
 
     if constexpr (TC) {  // scores: warp w, keys 16w .. 16w + 15 x the 8 heads
       float sc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -723,21 +787,39 @@ size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t m
 }
 
 namespace {
+// PIPE: splits of more than one tile (pipelined); one tile per split runs the plain kernel.
+template <int D, bool TC, bool F8, bool PIPE>
+void launch_attn_pipe(const float* q, const void* kc, const void* vc, const int32_t* row_slot,
+                      const int32_t* row_pos, int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits,
+                      float* part_o, float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
+  const size_t smem = AttnSmem<D, TC>::bytes(NH / NKV, PIPE, F8);
+  static size_t allowed = 48 * 1024;  // beyond 48 KB the dynamic shared-memory limit must be raised (per kernel)
+  if (smem > allowed) {
+    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D, TC, F8, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem)));
+    allowed = smem;
+  }
+  dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
+  attn_k<D, TC, F8, PIPE><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk,
+                                                           splits, 1.f / sqrtf(float(D)), part_o, part_ml, counters,
+                                                           out, rope);
+  SPENSE_CUDA_CHECK_LAUNCH();
+}
 template <int D, bool TC, bool F8>
 void launch_attn_as(const float* q, const void* kc, const void* vc, const int32_t* row_slot,
                     const int32_t* row_pos, int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits,
                     float* part_o, float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, cudaStream_t s) {
-  const size_t smem = AttnSmem<D, TC>::bytes(NH / NKV);
-  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (once per kernel)
-  if (smem > 48 * 1024 && !raised) {
-    SPENSE_CUDA_CHECK(cudaFuncSetAttribute(attn_k<D, TC, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(AttnSmem<D, TC>::bytes(kMaxGroup))));
-    raised = true;
-  }
-  dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  attn_k<D, TC, F8><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
-                                                     1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
-  SPENSE_CUDA_CHECK_LAUNCH();
+  // The pipelined kernel's second buffer must fit the device's shared memory per block (at
+  // D = 256 it needs about 150 KB: Hopper and A100 have it, sm_86 / sm_89 with 99 KB do not).
+  static const int optin = [] {
+    int dev = 0, v = 0;
+    SPENSE_CUDA_CHECK(cudaGetDevice(&dev));
+    SPENSE_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return v;
+  }();
+  const bool pipe = chunk > kAttnTile && AttnSmem<D, TC>::bytes(NH / NKV, true, F8) <= size_t(optin);
+  auto launch = pipe ? launch_attn_pipe<D, TC, F8, true> : launch_attn_pipe<D, TC, F8, false>;
+  launch(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml, counters, out, rope, s);
 }
 
 // The tensor-core kernel for groups of up to 8 query heads per KV head, else the CUDA-core one.
