@@ -4,7 +4,7 @@
 #   c256       FP8 --compare at batch 16 and 64, E4M3 cache, 256 keys per split, --axis out,
 #              per-operation profile (CSV and _profile.csv come back as files)
 #   legacy     the same for dense with SPENSE_ATTN_F8_LEGACY=1 (the BF16-tile kernel), profile
-#   c64/c128/c512  FP8 dense and Spense at other split sizes (in logs.tgz)
+#   c64/c512   FP8 dense and Spense at other split sizes (in logs.tgz)
 #   bf16       BF16 weights, dense and Spense at batch 16: E4M3 cache (c256), then BF16 cache
 # From the repository root on the GPU machine, with .devdeps carried:
 #   [DEADLINE=S] bash tools/device/attn_f8_runs.sh
@@ -25,7 +25,7 @@ show c256
 step legacy "$(lim 60)" env SPENSE_ATTN_F8_LEGACY=1 "${f8[@]}" --formats dense --batch 16,64 --kv-chunk 256 --profile 8 \
   --csv "$L/decode_fp8_legacy_c256.csv"
 show legacy
-for c in 64 128 512; do
+for c in 64 512; do
   step c$c "$(lim 60)" "${f8[@]}" --formats dense,spense --batch 16,64 --kv-chunk $c --csv "$L/decode_fp8_attnf8_c$c.csv"
   show c$c
 done
