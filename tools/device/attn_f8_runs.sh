@@ -13,6 +13,7 @@ OUT=${OUT:-/tmp/out}
 L=/tmp/attn_f8_logs
 rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz
+export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_engine spense_gpu"}
 source tools/device/lib.sh
 lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
 step tests "$(lim 150)" ./build-gpu/test_cuda_engine

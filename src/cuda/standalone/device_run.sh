@@ -9,6 +9,7 @@
 #   bash src/cuda/standalone/device_run.sh prune-test      GPU pruning tests
 #   bash src/cuda/standalone/device_run.sh prune [flags]   spense_gpu bench-prune flags...
 #   bash src/cuda/standalone/device_run.sh build           build only
+# BUILD_TARGETS="a b" builds only those targets (shorter calls).
 # Pruning on the GPU is built when .devdeps/debs holds OpenBLAS and LAPACKE (tools/device_env.sh).
 set -uo pipefail
 CSL=${CUSPARSELT_ROOT:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt}
@@ -21,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 cmake -S src/cuda/standalone -B build-gpu -G Ninja -DCUSPARSELT_ROOT="$CSL" -DCMAKE_CUDA_ARCHITECTURES=90a \
   > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
 t0=$(date +%s)
-cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A4 "$OUT/build.log" | head -120; exit 1; }
+cmake --build build-gpu -j16 ${BUILD_TARGETS:+--target $BUILD_TARGETS} > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A4 "$OUT/build.log" | head -120; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 rc=0
 run_test() {  # name
