@@ -178,6 +178,20 @@ void expect_close(const std::vector<float>& out, const HostWeights& w, const Hos
   }
 }
 
+// A random choice of round(d * tiles) dense tiles (GemvLayout::dense_tiles), and the per-row or
+// per-column mask (size = tiles * tile) that make_weights keeps dense.
+std::vector<int32_t> random_dense_tiles(int64_t tiles, double d, std::mt19937& rng) {
+  std::vector<int32_t> all(static_cast<size_t>(tiles));
+  std::iota(all.begin(), all.end(), 0);
+  std::shuffle(all.begin(), all.end(), rng);
+  return std::vector<int32_t>(all.begin(), all.begin() + std::llround(d * double(tiles)));
+}
+std::vector<uint8_t> dense_tile_mask(int64_t size, int64_t tile, const std::vector<int32_t>& dense_tiles) {
+  std::vector<uint8_t> m(static_cast<size_t>(size), 0);
+  for (int32_t t : dense_tiles) std::fill_n(m.begin() + t * tile, tile, uint8_t(1));
+  return m;
+}
+
 std::vector<LinearPrecision> precisions(bool with_fp8) {
   std::vector<LinearPrecision> v{LinearPrecision::BF16, LinearPrecision::FP16};
   if (with_fp8) v.push_back(LinearPrecision::FP8);
@@ -240,13 +254,9 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
           HybridLayout lay;
           lay.axis = axis;
           lay.tile = sh.tile;
-          std::vector<int32_t> all(static_cast<size_t>(tiles));
-          std::iota(all.begin(), all.end(), 0);
-          std::shuffle(all.begin(), all.end(), rng);  // random tiles, random order
-          const int64_t nd = std::llround(d * double(tiles));
-          lay.dense_tiles.assign(all.begin(), all.begin() + nd);
-          std::vector<uint8_t> dmap(static_cast<size_t>(extent), 0);
-          for (int32_t t : lay.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
+          lay.dense_tiles = random_dense_tiles(tiles, d, rng);  // random tiles, random order
+          const int64_t nd = static_cast<int64_t>(lay.dense_tiles.size());
+          const std::vector<uint8_t> dmap = dense_tile_mask(extent, sh.tile, lay.dense_tiles);
           HostWeights w = make_weights(sh.n, sh.k, p, 31 + nd, true, axis == HybridAxis::OUT ? dmap : std::vector<uint8_t>{},
                                        axis == HybridAxis::IN ? dmap : std::vector<uint8_t>{});
           const std::vector<int32_t> order = hybrid_stored_order(extent, lay);
@@ -293,12 +303,8 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
       for (double d : {0.0, 0.25, 1.0}) {
         GemvLayout gl;
         gl.tile = sh.tile;
-        std::vector<int32_t> all(static_cast<size_t>(tiles));
-        std::iota(all.begin(), all.end(), 0);
-        std::shuffle(all.begin(), all.end(), rng);
-        gl.dense_tiles.assign(all.begin(), all.begin() + std::llround(d * double(tiles)));
-        std::vector<uint8_t> dmap(static_cast<size_t>(sh.n), 0);
-        for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
+        gl.dense_tiles = random_dense_tiles(tiles, d, rng);
+        const std::vector<uint8_t> dmap = dense_tile_mask(sh.n, sh.tile, gl.dense_tiles);
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
         // Tensor cores: each block shape forced, and with k = 8320 (8 uneven slices) each K split
         // in each shape, then both timed.
@@ -377,12 +383,8 @@ TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
         GemvLayout gl;
         gl.axis = HybridAxis::IN;
         gl.tile = sh.tile;
-        std::vector<int32_t> all(static_cast<size_t>(tiles));
-        std::iota(all.begin(), all.end(), 0);
-        std::shuffle(all.begin(), all.end(), rng);
-        gl.dense_tiles.assign(all.begin(), all.begin() + std::llround(d * double(tiles)));
-        std::vector<uint8_t> dmap(static_cast<size_t>(sh.k), 0);
-        for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * sh.tile, sh.tile, uint8_t(1));
+        gl.dense_tiles = random_dense_tiles(tiles, d, rng);
+        const std::vector<uint8_t> dmap = dense_tile_mask(sh.k, sh.tile, gl.dense_tiles);
         HostWeights w = make_weights(sh.n, sh.k, p, 171 + gl.dense_tiles.size(), true, {}, dmap);
         const int64_t kd = static_cast<int64_t>(gl.dense_tiles.size()) * sh.tile, ks = sh.k - kd;
         const bool fp8 = p == LinearPrecision::FP8;
