@@ -96,7 +96,7 @@ struct BenchDecodeOptions {
   bool sparse_search = true;
   bool pdl = true;                           // EngineOptions::pdl
   bool kv_fp8 = false;                       // EngineOptions::kv_fp8 (--kv-cache fp8)
-  int64_t kv_chunk = 64;                     // EngineOptions::decode_kv_chunk (--kv-chunk)
+  int64_t kv_chunk = 0;                      // EngineOptions::decode_kv_chunk (--kv-chunk; 0: automatic)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel

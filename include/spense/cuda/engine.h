@@ -46,7 +46,9 @@ struct EngineOptions {
   int64_t max_batch = 1;        // slots
   int64_t max_ctx = 2048;       // tokens per slot (prompt + generated)
   int64_t prefill_chunk = 256;  // rows per prefill forward
-  int64_t decode_kv_chunk = 64;   // keys per attention block at decode (more blocks for small batches)
+  // Keys per attention block at decode; 0: automatic, 64 (more blocks for small batches), or 256
+  // with the E4M3 cache once batch x KV heads reaches 128 (faster on an H100: docs/perf.md).
+  int64_t decode_kv_chunk = 0;
   int64_t prefill_kv_chunk = 256; // keys per attention block in prefill
   bool graphs = true;           // capture decode steps into CUDA graphs
   // KV cache as E4M3 codes with no scale (values saturate at +-448), as vLLM's fp8_e4m3 cache

@@ -65,7 +65,8 @@ std::string bench_decode_usage() {
          "  --warmup N           untimed steps first (default 8)\n"
          "  --kv-cache bf16|fp8  KV-cache elements: bf16, or fp8 (E4M3, no scale; half the bytes)\n"
          "                       (default bf16)\n"
-         "  --kv-chunk N         keys per attention block at decode (default 64); more than 64: each\n"
+         "  --kv-chunk N         keys per attention block at decode (default: 64, or 256 with\n"
+         "                       --kv-cache fp8 once batch x KV heads reaches 128); more than 64: each\n"
          "                       block pipelines its tiles of 64 keys, and a row has fewer splits\n"
          "  --no-graph           launch steps without CUDA graphs\n"
          "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
@@ -170,12 +171,12 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s, %lld keys per attention block), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s, %s keys per attention block), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
-              (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", (long long)o.kv_chunk, o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
+              (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", o.kv_chunk ? std::to_string(o.kv_chunk).c_str() : "auto", o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
               o.concurrent ? "on two streams" : "serial");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
@@ -319,7 +320,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
-        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << o.kv_chunk << "\n";
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << (o.kv_chunk ? std::to_string(o.kv_chunk) : "auto") << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;

@@ -623,7 +623,7 @@ class EngineImpl final : public Engine {
     alloc(d_out_, cap * H_ * 2);
     alloc(logits_, cap * V_ * 4);
     const size_t ws = std::max(
-        engine::attention_workspace_floats(opts_.max_batch, NH_, D_, opts_.max_ctx, opts_.decode_kv_chunk),
+        engine::attention_workspace_floats(opts_.max_batch, NH_, D_, opts_.max_ctx, decode_chunk(1)),
         engine::attention_workspace_floats(opts_.prefill_chunk, NH_, D_, opts_.max_ctx, opts_.prefill_kv_chunk));
     alloc(attn_ws_, ws * 4);
     alloc(attn_cnt_, cap * NKV_ * 4);  // zeroed; the attention kernel leaves it zero
@@ -656,9 +656,18 @@ class EngineImpl final : public Engine {
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
   }
 
+  // Keys per attention block at decode (EngineOptions::decode_kv_chunk; 0: automatic). On an H100
+  // with the E4M3 cache, Qwen3-32B at ctx 1024, 256 keys (pipelined splits) beat 64 at batch 16
+  // and 64 (128 and 512 (row, KV head) pairs; docs/perf.md); with fewer pairs 64 keeps more
+  // blocks busy. Batch 1 (the smallest chunk, the most splits) sizes the workspace.
+  int64_t decode_chunk(int64_t batch) const {
+    if (opts_.decode_kv_chunk != 0) return opts_.decode_kv_chunk;
+    return opts_.kv_fp8 && batch * NKV_ >= 128 ? 256 : 64;
+  }
+
   void step_body(int64_t batch, cudaStream_t s) {
     mark("start", s);
-    forward(batch, tok_.as<int32_t>(), nullptr, lens_dev_.as<int32_t>(), opts_.decode_kv_chunk, 0, batch, s);
+    forward(batch, tok_.as<int32_t>(), nullptr, lens_dev_.as<int32_t>(), decode_chunk(batch), 0, batch, s);
     engine::argmax_rows(logits_.as<float>(), V_, batch, tok_.as<int32_t>(), s);
     engine::advance(lens_dev_.as<int32_t>(), batch, s);
     mark("argmax", s);
