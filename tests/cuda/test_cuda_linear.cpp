@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -192,6 +193,33 @@ std::vector<uint8_t> dense_tile_mask(int64_t size, int64_t tile, const std::vect
   return m;
 }
 
+// The small-M kernel choices a test forces: CUDA cores, AUTO, each tensor-core block shape, and
+// with k >= 8192 each shape at each of the given K slice counts.
+struct ForcedKernel { SmallMKernel kern; int slices, shape; };
+std::vector<ForcedKernel> forced_kernels(int64_t k, std::initializer_list<int> slices) {
+  std::vector<ForcedKernel> v{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
+  for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
+    v.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
+    if (k >= 8192)
+      for (int sl : slices) v.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
+  }
+  return v;
+}
+// Activations (seed seed0 + m) and the reference product with the weights' stored values, once
+// per M (the CPU product dominates these tests' time). Both precisions multiply BF16 activations
+// as they are (FP8 weights are widened in the kernel).
+std::map<int64_t, std::pair<HostActs, std::vector<float>>> acts_and_refs(const std::vector<int64_t>& ms,
+                                                                          const HostWeights& w, LinearPrecision p,
+                                                                          uint64_t seed0) {
+  std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
+  for (int64_t m : ms) {
+    HostActs a = make_acts(m, w.k, p, seed0 + m);
+    std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
+    io.emplace(m, std::make_pair(std::move(a), std::move(want)));
+  }
+  return io;
+}
+
 std::vector<LinearPrecision> precisions(bool with_fp8) {
   std::vector<LinearPrecision> v{LinearPrecision::BF16, LinearPrecision::FP16};
   if (with_fp8) v.push_back(LinearPrecision::FP8);
@@ -308,23 +336,8 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
         HostWeights w = make_weights(sh.n, sh.k, p, 71 + gl.dense_tiles.size(), true, dmap);
         // Tensor cores: each block shape forced, and with k = 8320 (8 uneven slices) each K split
         // in each shape, then both timed.
-        struct K { SmallMKernel kern; int slices, shape; };
-        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
-        for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
-          kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
-          if (sh.k >= 8192)
-            for (int sl : {1, 2, 3, 4, 5, 6, 7, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
-        }
-        // Activations and the reference product once per M (the CPU product dominated the test's time).
-        std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
-        for (int64_t m : sh.ms) {
-          HostActs a = make_acts(m, sh.k, p, 900 + m);
-          // Both precisions multiply BF16 activations as they are (FP8 weights are widened in
-          // the kernel), so the reference is the product with the weights' stored values.
-          std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
-          io.emplace(m, std::make_pair(std::move(a), std::move(want)));
-        }
-        for (const K& kk : kerns) {
+        const auto io = acts_and_refs(sh.ms, w, p, 900);
+        for (const ForcedKernel& kk : forced_kernels(sh.k, {1, 2, 3, 4, 5, 6, 7, 8})) {
           const SmallMKernel kern = kk.kern;
           LinearOptions o;
           o.name = "gemv";
@@ -390,20 +403,8 @@ TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
         const bool fp8 = p == LinearPrecision::FP8;
         const bool tc = tc_smem_ok() && clusters && ks % (fp8 ? 256 : 128) == 0 && kd % (fp8 ? 128 : 64) == 0;
         const int min_slices = ks > 0 && kd > 0 ? 2 : 1;
-        struct K { SmallMKernel kern; int slices, shape; };
-        std::vector<K> kerns{{SmallMKernel::CUDA_CORES, 0, -1}, {SmallMKernel::AUTO, 0, -1}};
-        for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
-          kerns.push_back({SmallMKernel::TENSOR_CORES, 0, shape});
-          if (sh.k >= 8192)
-            for (int sl : {1, 2, 3, 5, 8}) kerns.push_back({SmallMKernel::TENSOR_CORES, sl, shape});
-        }
-        std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
-        for (int64_t m : sh.ms) {
-          HostActs a = make_acts(m, sh.k, p, 1900 + m);
-          std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
-          io.emplace(m, std::make_pair(std::move(a), std::move(want)));
-        }
-        for (const K& kk : kerns) {
+        const auto io = acts_and_refs(sh.ms, w, p, 1900);
+        for (const ForcedKernel& kk : forced_kernels(sh.k, {1, 2, 3, 5, 8})) {
           LinearOptions o;
           o.name = "gemv-in";
           o.small_m_kernel = kk.kern;
