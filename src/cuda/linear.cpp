@@ -560,11 +560,11 @@ class GemvLinearImpl final : public Linear {
   void build_axis_in(const WeightsView& w, const GemvLayout& layout, size_t eb) {
     const HybridLayout hl{HybridAxis::IN, layout.tile, layout.dense_tiles};
     hybrid_layout_check(name(), k_, hl);
-    int shift = 0;
-    while ((int64_t(1) << shift) < layout.tile) ++shift;
-    if (layout.tile < 32 || (int64_t(1) << shift) != layout.tile)
+    if (!gemv_axis_in_tile_ok(layout.tile))
       layer_error(name(), "axis=in needs tiles of a power of two >= 32 columns for the small-M kernel, got " +
                               std::to_string(layout.tile));
+    int shift = 0;
+    while ((int64_t(1) << shift) < layout.tile) ++shift;
     const std::vector<int32_t> order = hybrid_stored_order(k_, hl);
     axis_in_ = true;
     tile_shift_ = shift;
@@ -599,9 +599,7 @@ class GemvLinearImpl final : public Linear {
     if (prec_ == LinearPrecision::FP8) scales_ = std::make_shared<DeviceBuffer>(upload_floats(fetch_floats(w.scales, n_)));
   }
 
- public:
 
- private:
   static constexpr int64_t kTimedMaxM = 64;
   enum class Path : uint8_t { LIBRARY, CUDA_CORES, TENSOR_CORES };
   struct Choice {
@@ -710,6 +708,7 @@ std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, Lin
   });
 }
 int64_t gemv_max_m() { return gemv::kMaxM; }
+bool gemv_axis_in_tile_ok(int64_t tile) { return tile >= 32 && (tile & (tile - 1)) == 0; }
 
 std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                            const WeightsView& w, const HybridLayout& layout,

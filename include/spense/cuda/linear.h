@@ -183,6 +183,9 @@ std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, Lin
                                          const WeightsView& w, const GemvLayout& layout,
                                          const LinearOptions& opts = {});
 int64_t gemv_max_m();
+// Whether the small-M kernel takes axis=in layers of this tile (columns): a power of two >= 32,
+// since it reads activations through the column-tile map by shifts (the libraries take any multiple of 16).
+bool gemv_axis_in_tile_ok(int64_t tile);
 
 // Stored column order of a hybrid axis=out layer's output: column j of y (folded) is original
 // output channel order[j]: the sparse tiles in increasing order, then the dense tiles.

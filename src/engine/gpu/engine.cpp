@@ -109,9 +109,8 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     wv = WeightsView{q.get(), DType::F8_E4M3, scales.as<float>()};
   }
   SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // prune / quantize above ran on s; the layers copy on the legacy stream
-  // Our kernel takes axis=in tiles of a power of two >= 32 columns (the library any multiple of 16).
-  const int64_t g = f.layout.g;
-  const bool ours_ok = !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN && (g < 32 || (g & (g - 1)) != 0));
+  const bool ours_ok =
+      !(f.kind == ProjFormat::HYBRID && f.layout.axis == SpenseAxis::IN && !gemv_axis_in_tile_ok(f.layout.g));
   auto make_ours = [&] {
     GemvLayout gl;
     gl.all_dense = f.kind == ProjFormat::DENSE;
