@@ -19,4 +19,11 @@ __device__ __forceinline__ float2 e4m3x2(uint16_t v) {
   return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
 
+// Two E4M3 codes (the low 16 bits of v, low byte = first) -> an FP16 pair (first in the low half),
+// exactly: one cvt on sm_89 and newer.
+__device__ __forceinline__ uint32_t e4m3x2_f16x2(uint32_t v) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v & 0xffffu), __NV_E4M3);
+  return uint32_t(h.x) | uint32_t(h.y) << 16;
+}
+
 }  // namespace spense::cuda

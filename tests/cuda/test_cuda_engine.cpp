@@ -478,7 +478,8 @@ TEST(Engine, ProfileStepRunsRealStepsAndNamesEveryOperation) {
 // over the shapes that exercise its paths: one split (direct write) and many (the last block
 // combines), several key tiles per split, a split ending inside a tile, query groups of 1 to 16,
 // rows of different lengths in different slots, repeated calls (the per-(row, kv head)
-// counters must come back to zero), and pipelined splits of 2-4 tiles. Both cache types: BF16,
+// counters must come back to zero), pipelined splits of 2-4 tiles, and the E4M3 warp-step kernel
+// (attn_f8_k: idle warps, ring wrap-around, G = 4 and 8). Both cache types: BF16,
 // and E4M3 codes whose reference values come from the E4M3 definition (OCP FP8: bias 7,
 // subnormals m/8 * 2^-6), not from the kernel.
 TEST(EngineKernels, AttentionMatchesDoubleReference) {
@@ -497,6 +498,11 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
       {64, 8, 128, 1096, 256, {1023, 5, 300, 64}, {0, 1, 2, 3}},
       {64, 8, 128, 1096, 128, {192, 1000}, {1, 0}},
       {4, 4, 256, 2048, 256, {700, 2047}, {1, 0}},
+      // E4M3 caches with G <= 8 and D <= 128 run attn_f8_k, each warp taking every 4th 16-key step
+      // of a split from its own 3-stage ring: G = 4 (Qwen3-8B), and splits of 32 steps (8 per
+      // warp: the ring wraps twice) next to a row whose split has one step (warps 1-3 idle).
+      {32, 8, 128, 1096, 256, {1023, 17, 500}, {2, 0, 1}},
+      {64, 8, 128, 2048, 512, {2047, 1500, 77, 0}, {0, 1, 2, 3}},
   };
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -574,13 +580,16 @@ TEST(EngineKernels, AttentionMatchesDoubleReference) {
       std::vector<int32_t> cnt(static_cast<size_t>(rows * c.NKV));
       ASSERT_EQ(cudaMemcpy(cnt.data(), dcnt.get(), cnt.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
       const bool tc = engine::attention_uses_tensor_cores(c.NH / c.NKV, c.D);
+      const bool warp_steps = f8 && engine::attention_uses_f8_warp_kernel(c.NH / c.NKV, c.D);
       if (call == 0)
         std::printf("attention NH %lld NKV %lld D %lld ctx %lld chunk %lld rows %lld (%s, %s cache): rel err %.2e "
                     "vs double\n", (long long)c.NH, (long long)c.NKV, (long long)c.D, (long long)c.max_ctx,
-                    (long long)c.chunk, (long long)rows, tc ? "tensor cores" : "CUDA cores", f8 ? "E4M3" : "BF16",
-                    err);
-      // BF16 output rounding is about 2e-3; both paths keep the queries and probabilities to
-      // about fp32 (the tensor-core path as BF16 high + low parts).
+                    (long long)c.chunk, (long long)rows,
+                    warp_steps ? "FP16 tensor cores, warp steps" : tc ? "tensor cores" : "CUDA cores",
+                    f8 ? "E4M3" : "BF16", err);
+      // BF16 output rounding is about 2e-3; the BF16-tile paths keep the queries and
+      // probabilities to about fp32 (the tensor-core path as BF16 high + low parts), the E4M3
+      // warp-step kernel rounds them to FP16 (2^-11 relative, small beside 5e-3).
       EXPECT_LT(err, 5e-3) << "call " << call;
       for (int32_t v : cnt) EXPECT_EQ(v, 0) << "call " << call;
     }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 #include <string>
 
 #include "cuda/async_copy.cuh"
@@ -12,6 +13,7 @@
 #include "cuda/mma.cuh"
 #include "cuda/pdl.cuh"
 #include "cuda/reduce.cuh"
+#include "engine/gpu/attn_f8_layout.h"
 #include "engine/gpu/engine_kernels.h"
 #include "spense/cuda/check.h"
 #include "spense/error.h"
@@ -250,6 +252,51 @@ struct AttnSmem {
 __device__ __forceinline__ void split_bf16(float v, uint16_t& hi, uint16_t& lo) {
   hi = stb(v);
   lo = stb(v - __uint_as_float(uint32_t(hi) << 16));
+}
+
+// The end of a block whose split is not its row's only one (its unnormalised output already in
+// part_o): its per-head (max, sum) go to part_ml, and the block that finishes last for its (row,
+// kv head) (a counter per pair, reset by that block) combines the ns splits into out.
+template <int D>
+__device__ void combine_splits(int G, int ns, int splits, int s, int64_t q0, int64_t pair, const float* m_run,
+                               const float* l_run, float* part_o, float* part_ml, int* counters, uint16_t* out) {
+  constexpr int C8 = D / 8;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int g = tid; g < G; g += nt) {
+    part_ml[2 * ((q0 + g) * splits + s)] = m_run[g];
+    part_ml[2 * ((q0 + g) * splits + s) + 1] = l_run[g];
+  }
+  __threadfence();  // this split's partials are visible device-wide before it is counted
+  __syncthreads();
+  __shared__ int is_last;
+  if (tid == 0) {
+    int* cnt = counters + pair;
+    is_last = atomicAdd(cnt, 1) == ns - 1;
+    if (is_last) *cnt = 0;  // every split of the pair has counted: ready for the next launch
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  for (int task = tid; task < G * C8; task += nt) {
+    const int g = task / C8, c = task % C8;
+    const int64_t p0 = (q0 + g) * splits;
+    float M = -FLT_MAX;
+    for (int k = 0; k < ns; ++k) M = fmaxf(M, __ldcg(part_ml + 2 * (p0 + k)));
+    float num[8] = {0, 0, 0, 0, 0, 0, 0, 0}, den = 0.f;
+#pragma unroll 4
+    for (int k = 0; k < ns; ++k) {
+      const float w = __expf(__ldcg(part_ml + 2 * (p0 + k)) - M);
+      den += w * __ldcg(part_ml + 2 * (p0 + k) + 1);
+      const float4* src = reinterpret_cast<const float4*>(part_o + (p0 + k) * D + c * 8);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      num[0] += w * a.x; num[1] += w * a.y; num[2] += w * a.z; num[3] += w * a.w;
+      num[4] += w * b.x; num[5] += w * b.y; num[6] += w * b.z; num[7] += w * b.w;
+    }
+    const float inv = 1.f / den;
+    uint16_t* dst = out + (q0 + g) * D + c * 8;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) dst[e] = stb(num[e] * inv);
+  }
 }
 
 // Block (split s, kv head kh, row r): the G query heads of kh over keys [s*chunk, min((s+1)*chunk,
@@ -620,45 +667,228 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
       for (int e = 0; e < 8; ++e) dst[e] = o[i][e];
     }
   }
-  for (int g = tid; g < G; g += kAttnThreads) {
-    part_ml[2 * ((q0 + g) * splits + s)] = m_run[g];
-    part_ml[2 * ((q0 + g) * splits + s) + 1] = l_run[g];
-  }
-  __threadfence();  // this split's partials are visible device-wide before it is counted
-  __syncthreads();
-  __shared__ int is_last;
-  if (tid == 0) {
-    int* cnt = counters + r * NKV + kh;
-    is_last = atomicAdd(cnt, 1) == ns - 1;
-    if (is_last) *cnt = 0;  // every split of (r, kh) has counted: ready for the next launch
-  }
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
+  combine_splits<D>(G, ns, splits, s, q0, r * NKV + kh, m_run, l_run, part_o, part_ml, counters, out);
+}
+
+// E4M3 caches with up to 8 query heads per KV head and D a multiple of 16 up to 128 (decode and
+// prefill rows alike, not the fused decode RoPE): each of the block's 4 warps runs its own 16-key
+// steps of the split end to end, from a cp.async ring of kF8Stages steps per warp, with no block
+// barrier until the warps' results are combined. Why: attn_k keeps one 64-key tile per block,
+// widens it to BF16 in shared memory and passes four block barriers per tile; on an H100 at
+// batch 64 with this cache it moved 1.1 TB/s (docs/perf.md), a third of copy speed.
+// Tensor cores in FP16 (E4M3 values are exact in FP16, one cvt per two codes): scores
+// S = K Q^T (16 keys x 8 heads, a k-step per 16 dims), then O^T += V^T P^T (16 dims x 8 heads,
+// over the step's 16 keys). An mma's k index may stand for any dim (scores) or key (values) as
+// long as both operands agree, so the k positions 2t, 2t + 1, 2t + 8, 2t + 9 of thread t are
+// taken as the four bytes 4t .. 4t + 3 of a 16-byte span: a key fragment is one 32-bit shared
+// load, a value fragment four byte loads from consecutive key rows, and the probabilities pass
+// from the score fragments to the value fragments by movmatrix (attn_f8_layout.h: which key row
+// stands for which position keeps the loads free of bank conflicts; a CPU test replays a step). Queries and probabilities are rounded
+// to FP16 (11-bit significands; the cache's values carry 4).
+constexpr int kF8Warps = 4;
+constexpr int kF8Stages = 3;
+template <int D>
+struct F8AttnSmem {
+  static constexpr int kPitch = D + 16;              // bytes per key row (16-byte aligned for cp.async)
+  static constexpr int kStage = 2 * 16 * kPitch;     // one step: 16 key rows, then 16 value rows
+  static constexpr int kWarp = kF8Stages * kStage;   // a warp's ring
+  static constexpr int kRing = kF8Warps * kWarp;
+  // After the loop the rings hold each warp's (max, sum, output) per head, then the block's (max, sum).
+  static constexpr int kCombine = 4 * (kF8Warps * kTcHeads * (2 + D) + 2 * kTcHeads);
+  static constexpr int kBytes = kRing > kCombine ? kRing : kCombine;
+};
+__device__ __forceinline__ uint32_t f16x2_bits(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kF8Warps * 32) attn_f8_k(const float* q, const uint8_t* kc, const uint8_t* vc,
+                                                          const int32_t* row_slot, const int32_t* row_pos, int NH,
+                                                          int NKV, int64_t max_ctx, int chunk, int splits, float scale,
+                                                          float* part_o, float* part_ml, int* counters,
+                                                          uint16_t* out) {
+  griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
+  using S = F8AttnSmem<D>;
+  constexpr int KT = D / 16;  // k-steps of the scores; 16-dim tiles of the output
+  static_assert(D % 16 == 0 && D <= 128, "16 to 128 dims per head, in steps of 16");
+  const int s = blockIdx.x, kh = blockIdx.y;
+  const int64_t r = blockIdx.z;
+  const int G = NH / NKV;
+  const int64_t slot = row_slot ? row_slot[r] : r;
+  const int64_t len = int64_t(row_pos[r]) + 1;
+  const int64_t j0 = int64_t(s) * chunk;
+  if (j0 >= len) return;  // beyond this row's keys: not counted by the combine
+  const int64_t j1 = len < j0 + chunk ? len : j0 + chunk;
+  const int ns = static_cast<int>(min(int64_t(splits), (len + chunk - 1) / chunk));
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, gq = lane >> 2, tq = lane & 3;
+
+  extern __shared__ __align__(16) uint8_t f8_smem[];
+  uint8_t* const ring = f8_smem + warp * S::kWarp;
+  const size_t head = (size_t(slot) * NKV + kh) * size_t(max_ctx) * D;
+  // The block's 16-key steps go to the warps in turn: warp w takes steps w, w + 4, ...
+  const int steps = static_cast<int>((j1 - j0 + 15) / 16);
+  const int mine = steps > warp ? (steps - warp + kF8Warps - 1) / kF8Warps : 0;
+  auto step_keys = [&](int i, int64_t& t0) {
+    t0 = j0 + 16 * int64_t(warp + kF8Warps * i);
+    return static_cast<int>(j1 - t0 < 16 ? j1 - t0 : 16);
+  };
+  auto load = [&](int i) {  // this warp's step i into stage i % kF8Stages; rows past the keys zero-filled
+    int64_t t0;
+    const int n = step_keys(i, t0);
+    uint8_t* st = ring + (i % kF8Stages) * S::kStage;
+    constexpr int C = D / 16;
 #pragma unroll
-  for (int i = 0; i < S::kTasks; ++i) {
-    const int task = tid + i * kAttnThreads;
-    if (task < G * C8) {
-      const int g = task / C8, c = task % C8;
-      const int64_t p0 = (q0 + g) * splits;
-      float M = -FLT_MAX;
-      for (int k = 0; k < ns; ++k) M = fmaxf(M, __ldcg(part_ml + 2 * (p0 + k)));
-      float num[8] = {0, 0, 0, 0, 0, 0, 0, 0}, den = 0.f;
-#pragma unroll 4
-      for (int k = 0; k < ns; ++k) {
-        const float w = __expf(__ldcg(part_ml + 2 * (p0 + k)) - M);
-        den += w * __ldcg(part_ml + 2 * (p0 + k) + 1);
-        const float4* src = reinterpret_cast<const float4*>(part_o + (p0 + k) * D + c * 8);
-        const float4 a = __ldcg(src), b = __ldcg(src + 1);
-        num[0] += w * a.x; num[1] += w * a.y; num[2] += w * a.z; num[3] += w * a.w;
-        num[4] += w * b.x; num[5] += w * b.y; num[6] += w * b.z; num[7] += w * b.w;
-      }
-      const float inv = 1.f / den;
-      uint16_t* dst = out + (q0 + g) * D + c * 8;
+    for (int e = lane; e < 16 * C; e += 32) {
+      const int key = e / C, c = e % C;
+      const bool ok = key < n;
+      const size_t off = head + size_t(t0 + (ok ? key : 0)) * D + size_t(c) * 16;
+      cp16(smem_addr(st + key * S::kPitch + c * 16), kc + off, ok);
+      cp16(smem_addr(st + (16 + key) * S::kPitch + c * 16), vc + off, ok);
+    }
+  };
 #pragma unroll
-      for (int e = 0; e < 8; ++e) dst[e] = stb(num[e] * inv);
+  for (int i = 0; i < kF8Stages - 1; ++i) {
+    if (i < mine) load(i);
+    cp_commit();  // empty groups too: the wait below always counts kF8Stages - 1 groups past step i
+  }
+
+  // Queries (mma B: k = dims as above, n = head gq), scaled, FP16; heads past G are zero.
+  uint32_t qf[KT][2];
+  {
+    const bool real = gq < G;
+    const float* qr = q + ((r * NH + int64_t(kh) * G + (real ? gq : 0)) * D) + f8attn::dim_byte(tq);
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      const float4 v = real ? *reinterpret_cast<const float4*>(qr + 16 * kt) : make_float4(0.f, 0.f, 0.f, 0.f);
+      qf[kt][0] = f16x2_bits(v.x * scale, v.y * scale);
+      qf[kt][1] = f16x2_bits(v.z * scale, v.w * scale);
     }
   }
+  const int kr0 = f8attn::key_row(gq), kr1 = f8attn::key_row(gq + 8);  // key rows of score rows gq and gq + 8
+  // Value rows of k positions 2tq, 2tq + 1, 2tq + 8, 2tq + 9, as byte offsets.
+  int vrow[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) vrow[j] = (16 + f8attn::key_row(f8attn::value_pos(tq, j))) * S::kPitch;
+
+  float ot[KT][4];  // O^T: dims 16mt + gq (+ 8) x heads 2tq, 2tq + 1
+#pragma unroll
+  for (int mt = 0; mt < KT; ++mt) ot[mt][0] = ot[mt][1] = ot[mt][2] = ot[mt][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // heads 2tq, 2tq + 1 (l: this thread's keys)
+
+  for (int i = 0; i < mine; ++i) {
+    if (i + kF8Stages - 1 < mine) load(i + kF8Stages - 1);
+    cp_commit();
+    cp_wait<kF8Stages - 1>();
+    __syncwarp();  // every lane's copies of step i have landed
+    const uint8_t* st = ring + (i % kF8Stages) * S::kStage;
+    int64_t t0;
+    const int n = step_keys(i, t0);
+
+    float sc[4] = {0.f, 0.f, 0.f, 0.f};  // key rows kr0 (heads 2tq, 2tq + 1), kr1 (the same heads)
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      const uint32_t w0 = *reinterpret_cast<const uint32_t*>(st + kr0 * S::kPitch + 16 * kt + f8attn::dim_byte(tq));
+      const uint32_t w1 = *reinterpret_cast<const uint32_t*>(st + kr1 * S::kPitch + 16 * kt + f8attn::dim_byte(tq));
+      const uint32_t a[4] = {e4m3x2_f16x2(w0), e4m3x2_f16x2(w1), e4m3x2_f16x2(w0 >> 16), e4m3x2_f16x2(w1 >> 16)};
+      mma_f16(sc, a, qf[kt][0], qf[kt][1]);
+    }
+    if (kr0 >= n) sc[0] = sc[1] = -INFINITY;
+    if (kr1 >= n) sc[2] = sc[3] = -INFINITY;
+    // Online softmax over the step's 16 keys (the lanes of a column: xor 4, 8, 16); every step has
+    // a key, so the new maxima are finite and exp(-inf) gives the first step's zero rescale.
+    float mx0 = fmaxf(sc[0], sc[2]), mx1 = fmaxf(sc[1], sc[3]);
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
+    }
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float a0 = __expf(m0 - n0), a1 = __expf(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    const float p0 = __expf(sc[0] - n0), p1 = __expf(sc[1] - n1), p2 = __expf(sc[2] - n0), p3 = __expf(sc[3] - n1);
+    l0 = l0 * a0 + p0 + p2;
+    l1 = l1 * a1 + p1 + p3;
+    // P^T as mma B (k = positions 2tq, 2tq + 1 | 2tq + 8, 2tq + 9; n = head gq).
+    const uint32_t b0 = movmatrix_trans(f16x2_bits(p0, p1)), b1 = movmatrix_trans(f16x2_bits(p2, p3));
+#pragma unroll
+    for (int mt = 0; mt < KT; ++mt) {
+      ot[mt][0] *= a0;
+      ot[mt][1] *= a1;
+      ot[mt][2] *= a0;
+      ot[mt][3] *= a1;
+      // V^T as mma A: dim 16mt + gq (and + 8) at the four positions, one byte per key row.
+      const uint8_t* c0 = st + 16 * mt + gq;
+      const uint32_t lo = uint32_t(c0[vrow[0]]) | uint32_t(c0[vrow[1]]) << 8 | uint32_t(c0[vrow[2]]) << 16 |
+                          uint32_t(c0[vrow[3]]) << 24;
+      const uint32_t hi = uint32_t(c0[vrow[0] + 8]) | uint32_t(c0[vrow[1] + 8]) << 8 |
+                          uint32_t(c0[vrow[2] + 8]) << 16 | uint32_t(c0[vrow[3] + 8]) << 24;
+      const uint32_t a[4] = {e4m3x2_f16x2(lo), e4m3x2_f16x2(hi), e4m3x2_f16x2(lo >> 16), e4m3x2_f16x2(hi >> 16)};
+      mma_f16(ot[mt], a, b0, b1);
+    }
+    __syncwarp();  // every lane is done with stage i before the next step's load reuses it
+  }
+  cp_wait<0>();
+#pragma unroll
+  for (int o = 4; o < 32; o <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, o);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, o);
+  }
+
+  // The warps' results -> the block's, through shared memory (over the rings: every warp first
+  // leaves its loop). A warp with no step has max -inf and weighs nothing.
+  __syncthreads();
+  float* cm = reinterpret_cast<float*>(f8_smem);  // [warp][8] max
+  float* cl = cm + kF8Warps * kTcHeads;           // [warp][8] sum
+  float* co = cl + kF8Warps * kTcHeads;           // [warp][8][D] output
+  float* mb = co + kF8Warps * kTcHeads * D;       // [8] the block's max
+  float* lb = mb + kTcHeads;                      // [8] and sum
+  const int w8 = warp * kTcHeads;
+  if (gq == 0) {
+    cm[w8 + 2 * tq] = m0;
+    cm[w8 + 2 * tq + 1] = m1;
+    cl[w8 + 2 * tq] = l0;
+    cl[w8 + 2 * tq + 1] = l1;
+  }
+#pragma unroll
+  for (int mt = 0; mt < KT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 4; ++h) co[(w8 + 2 * tq + (h & 1)) * D + 16 * mt + gq + 8 * (h >> 1)] = ot[mt][h];
+  __syncthreads();
+  constexpr int C8 = D / 8;
+  const int64_t q0 = r * NH + int64_t(kh) * G;  // first query head of this block, over all rows
+  for (int task = tid; task < G * C8; task += kF8Warps * 32) {
+    const int g = task / C8, c = task % C8;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kF8Warps; ++w) M = fmaxf(M, cm[w * kTcHeads + g]);
+    float L = 0.f, acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int w = 0; w < kF8Warps; ++w) {
+      const float e = __expf(cm[w * kTcHeads + g] - M);
+      L += e * cl[w * kTcHeads + g];
+      const float* src = co + (w * kTcHeads + g) * D + c * 8;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) acc[k] += e * src[k];
+    }
+    if (ns == 1) {
+      uint16_t* dst = out + (q0 + g) * D + c * 8;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) dst[k] = stb(acc[k] / L);
+    } else {
+      float* dst = part_o + ((q0 + g) * splits + s) * D + c * 8;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) dst[k] = acc[k];
+      if (c == 0) {
+        mb[g] = M;
+        lb[g] = L;
+      }
+    }
+  }
+  if (ns == 1) return;
+  __syncthreads();  // mb, lb
+  combine_splits<D>(G, ns, splits, s, q0, r * NKV + kh, mb, lb, part_o, part_ml, counters, out);
 }
 
 __global__ void silu_mul_k(const uint16_t* gate, int64_t ldg, const uint16_t* up, int64_t ldu, int64_t rows,
@@ -781,6 +1011,15 @@ int64_t attn_chunk(int64_t max_ctx, int64_t chunk) {
 
 bool attention_uses_tensor_cores(int64_t G, int64_t D) { return G >= 1 && G <= kTcHeads && D % 16 == 0; }
 
+bool attention_uses_f8_warp_kernel(int64_t G, int64_t D) {
+  // SPENSE_ATTN_F8_LEGACY=1 sends E4M3 caches to attn_k instead, to time the two in one process.
+  static const bool legacy = [] {
+    const char* v = std::getenv("SPENSE_ATTN_F8_LEGACY");
+    return v && *v && *v != '0';
+  }();
+  return !legacy && G >= 1 && G <= kTcHeads && D % 16 == 0 && D <= 128;
+}
+
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk) {
   const int64_t splits = (max_ctx + attn_chunk(max_ctx, chunk) - 1) / attn_chunk(max_ctx, chunk);
   return static_cast<size_t>(rows * NH * splits * (D + 2));
@@ -822,11 +1061,37 @@ void launch_attn_as(const float* q, const void* kc, const void* vc, const int32_
   launch(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml, counters, out, rope, s);
 }
 
-// The tensor-core kernel for groups of up to 8 query heads per KV head, else the CUDA-core one.
+template <int D>
+void launch_attn_f8(const float* q, const void* kc, const void* vc, const int32_t* row_slot, const int32_t* row_pos,
+                    int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
+                    float* part_ml, int* counters, bf16_t* out, cudaStream_t s) {
+  constexpr size_t smem = F8AttnSmem<D>::kBytes;
+  static bool raised = false;  // beyond 48 KB the dynamic shared-memory limit must be raised (per kernel)
+  if (smem > 48 * 1024 && !raised) {
+    SPENSE_CUDA_CHECK(
+        cudaFuncSetAttribute(attn_f8_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    raised = true;
+  }
+  dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
+  attn_f8_k<D><<<grid, kF8Warps * 32, smem, s>>>(q, static_cast<const uint8_t*>(kc), static_cast<const uint8_t*>(vc),
+                                                  row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
+                                                  1.f / sqrtf(float(D)), part_o, part_ml, counters, out);
+  SPENSE_CUDA_CHECK_LAUNCH();
+}
+
+// E4M3 caches (but the fused decode RoPE) on attn_f8_k where it takes the shape; else the
+// tensor-core kernel for groups of up to 8 query heads per KV head, else the CUDA-core one.
 template <int D>
 void launch_attn(const float* q, const void* kc, const void* vc, const int32_t* row_slot, const int32_t* row_pos,
                  int64_t rows, int NH, int NKV, int64_t max_ctx, int chunk, int splits, float* part_o,
                  float* part_ml, int* counters, bf16_t* out, const DecodeRope& rope, KvCache kv, cudaStream_t s) {
+  if constexpr (D % 16 == 0 && D <= 128) {
+    if (kv == KvCache::E4M3 && !rope.k_cache && attention_uses_f8_warp_kernel(NH / NKV, D)) {
+      launch_attn_f8<D>(q, kc, vc, row_slot, row_pos, rows, NH, NKV, max_ctx, chunk, splits, part_o, part_ml,
+                        counters, out, s);
+      return;
+    }
+  }
   const bool tc = attention_uses_tensor_cores(NH / NKV, D), f8 = kv == KvCache::E4M3;
   auto launch = (tc ? (f8 ? launch_attn_as<D, true, true> : launch_attn_as<D, true, false>)
                     : (f8 ? launch_attn_as<D, false, true> : launch_attn_as<D, false, false>));

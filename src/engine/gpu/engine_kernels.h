@@ -68,6 +68,10 @@ struct DecodeRope {
 // Whether attention runs on the tensor cores for G query heads per KV head and head size D
 // (G <= 8 and D a multiple of 16); else on CUDA cores.
 bool attention_uses_tensor_cores(int64_t G, int64_t D);
+// Whether an E4M3 cache's attention (but the fused decode RoPE's) runs on the warp-step kernel
+// (FP16 tensor cores, E4M3 converted in registers): G <= 8 and D a multiple of 16 up to 128,
+// unless the environment sets SPENSE_ATTN_F8_LEGACY=1 (the BF16-tile kernel, for timing).
+bool attention_uses_f8_warp_kernel(int64_t G, int64_t D);
 size_t attention_workspace_floats(int64_t rows, int64_t NH, int64_t D, int64_t max_ctx, int64_t chunk);
 void attention(const float* q, const void* k_cache, const void* v_cache, const int32_t* row_slot,
                const int32_t* row_pos, int64_t rows, int64_t NH, int64_t NKV, int64_t D, int64_t max_ctx,
