@@ -6,7 +6,7 @@
 #   legacy     the same for dense with SPENSE_ATTN_F8_LEGACY=1 (the BF16-tile kernel), profile
 #   c64/c512   FP8 dense and Spense at other split sizes (in logs.tgz)
 #   bf16       BF16 weights, dense and Spense at batch 16: E4M3 cache (c256), then BF16 cache
-# It needs the kernel that main took back out (`git revert b964096` brings back fe75a8f).
+# (First run 2026-12-07 with fe75a8f brought back; the kernel is on main since. docs/perf.md.)
 # From the repository root on the GPU machine, with .devdeps carried:
 #   [DEADLINE=S] bash tools/device/attn_f8_runs.sh
 set -uo pipefail

@@ -98,6 +98,7 @@ struct BenchDecodeOptions {
   bool kv_fp8 = false;                       // EngineOptions::kv_fp8 (--kv-cache fp8)
   int64_t kv_chunk = 0;                      // EngineOptions::decode_kv_chunk (--kv-chunk; 0: automatic)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)
+  int dense_search = 0;                      // EngineOptions::dense_search (--dense-search N)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";

@@ -72,6 +72,8 @@ std::string bench_decode_usage() {
          "  --profile [N]        also time every operation of the step (event after each, N replays,\n"
          "                       default 16): per kind ms/step, printed and written to <csv>_profile.csv\n"
          "  --no-sparse-search   cuSPARSELt default algorithm instead of its search\n"
+         "  --dense-search N     cuBLASLt: time the heuristic's first N candidates per layer and batch\n"
+         "                       and keep the fastest (every format in the run; default 0: its first)\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
          "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
@@ -96,7 +98,8 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
-                                        "--small-m-kernel", "--hybrid-streams", "--kv-cache", "--kv-chunk"};
+                                        "--small-m-kernel", "--hybrid-streams", "--kv-cache", "--kv-chunk",
+                                        "--dense-search"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -121,6 +124,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--warmup") o->warmup = static_cast<int>(to_number(a, val));
     else if (a == "--no-graph") o->graphs = false;
     else if (a == "--no-sparse-search") o->sparse_search = false;
+    else if (a == "--dense-search") {
+      o->dense_search = static_cast<int>(to_number(a, val));
+      if (o->dense_search < 0) throw Error("bench-decode: --dense-search takes a count of candidates (0 or more)");
+    }
     else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--kv-cache") {
       if (val != "bf16" && val != "fp8") throw Error("bench-decode: --kv-cache takes bf16 or fp8, not '" + val + "'");
@@ -201,6 +208,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.prefill_chunk = 16;  // no prefill here: keep activation buffers small
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
+      eo.dense_search = o.dense_search;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
       eo.kv_fp8 = o.kv_fp8;
