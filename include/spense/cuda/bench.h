@@ -99,6 +99,7 @@ struct BenchDecodeOptions {
   int64_t kv_chunk = 0;                      // EngineOptions::decode_kv_chunk (--kv-chunk; 0: automatic)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)
   int dense_search = 0;                      // EngineOptions::dense_search (--dense-search N)
+  bool verbose = false;                      // EngineOptions::verbose (--verbose)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";

@@ -79,6 +79,8 @@ std::string bench_decode_usage() {
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
+         "  --verbose            per layer built (on stderr): its back end, its time alone at the largest\n"
+         "                       batch (eager launches, weights from device memory) and its plan\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
          "  --seed S             random seed (default 0)\n";
 }
@@ -94,7 +96,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl";
+                      args[i] == "--no-pdl" || args[i] == "--verbose";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -129,6 +131,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       if (o->dense_search < 0) throw Error("bench-decode: --dense-search takes a count of candidates (0 or more)");
     }
     else if (a == "--no-pdl") o->pdl = false;
+    else if (a == "--verbose") o->verbose = true;
     else if (a == "--kv-cache") {
       if (val != "bf16" && val != "fp8") throw Error("bench-decode: --kv-cache takes bf16 or fp8, not '" + val + "'");
       o->kv_fp8 = val == "fp8";
@@ -209,6 +212,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.graphs = o.graphs;
       eo.sparse_search = o.sparse_search;
       eo.dense_search = o.dense_search;
+      eo.verbose = o.verbose;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
       eo.kv_fp8 = o.kv_fp8;

@@ -121,15 +121,28 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     }
     return make_gemv_linear(ctx, lp.n, lp.k, eo.precision, wv, gl, lo);
   };
+  // EngineOptions::verbose: the layer's standalone time at the largest batch and its plan, so a
+  // step's per-operation profile can be set against the layer alone.
+  auto report = [&](std::unique_ptr<Linear> l, const char* how) {
+    if (eo.verbose)
+      std::fprintf(stderr, "%s [%lld x %lld]: %s, %.2f us alone at M=%lld; %s\n", lp.name.c_str(), (long long)lp.n,
+                   (long long)lp.k, how, 1000.0 * time_linear(*l, eo.max_batch), (long long)eo.max_batch,
+                   l->plan_info(eo.max_batch).c_str());
+    return l;
+  };
   if (ours_ok && (eo.backend == GemmBackend::SPENSE || (eo.backend == GemmBackend::AUTO && f.kind == ProjFormat::DENSE)))
-    return make_ours();  // the dense wrapper itself takes cuBLASLt where that is faster
+    return report(make_ours(), "ours");  // the dense wrapper itself takes cuBLASLt where that is faster
   if (ours_ok && eo.backend == GemmBackend::AUTO) {
     // Both kernels for this layer, timed at the engine's largest batch; the slower is freed.
     std::unique_ptr<Linear> lib = make_library_linear(ctx, lp, wv, eo, lo);
     std::unique_ptr<Linear> own = make_ours();
-    return time_linear(*own, eo.max_batch) < time_linear(*lib, eo.max_batch) ? std::move(own) : std::move(lib);
+    const float t_own = time_linear(*own, eo.max_batch), t_lib = time_linear(*lib, eo.max_batch);
+    if (eo.verbose)
+      std::fprintf(stderr, "%s: auto at M=%lld: ours %.2f us, library %.2f us\n", lp.name.c_str(),
+                   (long long)eo.max_batch, 1000.0 * t_own, 1000.0 * t_lib);
+    return report(t_own < t_lib ? std::move(own) : std::move(lib), t_own < t_lib ? "ours" : "library");
   }
-  return make_library_linear(ctx, lp, wv, eo, lo);
+  return report(make_library_linear(ctx, lp, wv, eo, lo), "library");
 }
 
 std::string format_label(const LinearPlan& lp) {
