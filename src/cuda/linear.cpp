@@ -505,8 +505,11 @@ class GemvLinearImpl final : public Linear {
   // 4, 6 and 8 slices) are timed once, each call after an L2 flush, and the fastest is kept. Larger M (prefill chunks, whose sizes vary with the prompt) is not timed:
   // cuBLASLt for dense layers, else tensor cores where eligible, else CUDA cores.
   void prepare(int64_t m) override {
-    if (m <= 0 || choice_.count(m)) return;
-    if (inner_) inner_->prepare(m);  // cuBLASLt's plan and scratch, also when it is the only candidate
+    if (m <= 0) return;
+    // cuBLASLt's plan and scratch, also when it is the only candidate, and also when m has a
+    // choice already: a replica copies the choices but its inner layer is prepared on its own.
+    if (inner_) inner_->prepare(m);
+    if (choice_.count(m)) return;
     const std::vector<Choice> cands = candidates(m);
     if (cands.size() == 1) {
       choice_[m] = cands[0];

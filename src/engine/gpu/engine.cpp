@@ -124,10 +124,11 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   // EngineOptions::verbose: the layer's standalone time at the largest batch and its plan, so a
   // step's per-operation profile can be set against the layer alone.
   auto report = [&](std::unique_ptr<Linear> l, const char* how) {
-    if (eo.verbose)
+    if (eo.verbose) {
+      const double us = 1000.0 * time_linear(*l, eo.max_batch);  // prepares the plan printed below
       std::fprintf(stderr, "%s [%lld x %lld]: %s, %.2f us alone at M=%lld; %s\n", lp.name.c_str(), (long long)lp.n,
-                   (long long)lp.k, how, 1000.0 * time_linear(*l, eo.max_batch), (long long)eo.max_batch,
-                   l->plan_info(eo.max_batch).c_str());
+                   (long long)lp.k, how, us, (long long)eo.max_batch, l->plan_info(eo.max_batch).c_str());
+    }
     return l;
   };
   if (ours_ok && (eo.backend == GemmBackend::SPENSE || (eo.backend == GemmBackend::AUTO && f.kind == ProjFormat::DENSE)))
