@@ -80,7 +80,8 @@ std::string bench_decode_usage() {
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
          "  --verbose            per layer built (on stderr): its back end, its time alone at the largest\n"
-         "                       batch (eager launches, weights from device memory) and its plan\n"
+         "                       batch (weights from device memory; eager launches, and replayed as a\n"
+         "                       CUDA graph) and its plan\n"
          "  --csv PATH           results (default bench/results/decode.csv)\n"
          "  --seed S             random seed (default 0)\n";
 }

@@ -71,6 +71,28 @@ float time_linear(Linear& l, int64_t m) {
   return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
 }
 
+// The same, with the layer's launches captured once and replayed as a CUDA graph, as a decode
+// step runs them (a library hybrid's fork and join become graph edges). For --verbose only.
+float time_linear_graph(Linear& l, int64_t m) {
+  l.prepare(m);
+  const int64_t rows = l.rows_capacity(m);
+  DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
+  Stream st;
+  fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
+  GraphExec g;
+  g.begin_capture(st.get());
+  try {
+    l.forward(x.get(), y.get(), m, st.get());
+  } catch (...) {
+    cudaGraph_t tmp = nullptr;
+    cudaStreamEndCapture(st.get(), &tmp);
+    if (tmp) cudaGraphDestroy(tmp);
+    throw;
+  }
+  g.end_capture(st.get());
+  return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { g.launch(s); });
+}
+
 // Builds one GPU linear from BF16 weights on the device (n x k, modified in place when the
 // plan prunes on load).
 std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w_dev, const EngineOptions& eo,
@@ -126,8 +148,17 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   auto report = [&](std::unique_ptr<Linear> l, const char* how) {
     if (eo.verbose) {
       const double us = 1000.0 * time_linear(*l, eo.max_batch);  // prepares the plan printed below
-      std::fprintf(stderr, "%s [%lld x %lld]: %s, %.2f us alone at M=%lld; %s\n", lp.name.c_str(), (long long)lp.n,
-                   (long long)lp.k, how, us, (long long)eo.max_batch, l->plan_info(eo.max_batch).c_str());
+      std::string graph;
+      try {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2f us", 1000.0 * time_linear_graph(*l, eo.max_batch));
+        graph = buf;
+      } catch (const std::exception& e) {
+        graph = std::string("failed (") + e.what() + ")";
+      }
+      std::fprintf(stderr, "%s [%lld x %lld]: %s, %.2f us alone at M=%lld (as a graph: %s); %s\n", lp.name.c_str(),
+                   (long long)lp.n, (long long)lp.k, how, us, (long long)eo.max_batch, graph.c_str(),
+                   l->plan_info(eo.max_batch).c_str());
     }
     return l;
   };
