@@ -4,6 +4,7 @@
 # cache), to find why axis in wins per layer in bench-gemm but not in the decode step.
 #   tests     test_cuda_linear: the replica test and the graph tests around it
 #   out/mixed auto back end, --dense-search 8, --verbose (per layer: back end, time alone, plan)
+#   graph     mixed, auto back end choosing by graph replays (--auto-timing graph)
 #   lib       library back end, mixed, --verbose
 # From the repository root on the GPU machine, with .devdeps carried:
 #   [DEADLINE=S] bash tools/device/verbose_runs.sh
@@ -25,6 +26,9 @@ for ax in out mixed; do
   step $ax "$(lim 90)" "${d[@]}" --backend auto --dense-search 8 --axis $ax --csv "$OUT/decode_fp8_verbose_$ax.csv"
   show $ax
 done
+step graph "$(lim 90)" "${d[@]}" --backend auto --dense-search 8 --axis mixed --auto-timing graph \
+  --csv "$OUT/decode_fp8_verbose_mixed_graph.csv"
+show graph
 step lib "$(lim 60)" "${d[@]}" --backend library --axis mixed --csv "$L/decode_fp8_verbose_lib_mixed.csv"
 show lib
 echo "total $(( $(date +%s) - T0 ))s"

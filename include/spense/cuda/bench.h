@@ -100,6 +100,7 @@ struct BenchDecodeOptions {
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)
   int dense_search = 0;                      // EngineOptions::dense_search (--dense-search N)
   bool verbose = false;                      // EngineOptions::verbose (--verbose)
+  bool auto_time_graphs = false;             // EngineOptions::auto_time_graphs (--auto-timing graph)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
   std::string csv = "bench/results/decode.csv";

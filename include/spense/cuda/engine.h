@@ -65,6 +65,9 @@ struct EngineOptions {
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
+  // GemmBackend::AUTO: time the two candidates of a layer as replayed CUDA graphs, as a decode
+  // step runs them, instead of as eager launches (not yet measured against eager on a GPU).
+  bool auto_time_graphs = false;
 };
 
 // What the engine holds, for reports.

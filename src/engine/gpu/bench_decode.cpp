@@ -55,6 +55,8 @@ std::string bench_decode_usage() {
          "  --compare            same as --format dense,24,spense: speedups side by side\n"
          "  --backend LIST       auto, library (cuBLASLt / cuSPARSELt), spense (our small-M kernel);\n"
          "                       auto: per layer, whichever is faster at the largest batch (default auto)\n"
+         "  --auto-timing T      eager|graph: auto times the two candidates as eager launches or as a\n"
+         "                       replayed CUDA graph, as a decode step runs them (default eager)\n"
          "  --dense-ratio D      spense: fraction of dense tiles (default 0.25)\n"
          "  --axis out|in|mixed  spense: tiles of output rows or input columns; mixed: out for q/k/v and\n"
          "                       gate/up, in for o and down (default out)\n"
@@ -102,7 +104,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
                                         "--small-m-kernel", "--hybrid-streams", "--kv-cache", "--kv-chunk",
-                                        "--dense-search"};
+                                        "--dense-search", "--auto-timing"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -133,6 +135,10 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     }
     else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--verbose") o->verbose = true;
+    else if (a == "--auto-timing") {
+      if (val != "eager" && val != "graph") throw Error("bench-decode: --auto-timing takes eager or graph, not '" + val + "'");
+      o->auto_time_graphs = val == "graph";
+    }
     else if (a == "--kv-cache") {
       if (val != "bf16" && val != "fp8") throw Error("bench-decode: --kv-cache takes bf16 or fp8, not '" + val + "'");
       o->kv_fp8 = val == "fp8";
@@ -214,6 +220,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.sparse_search = o.sparse_search;
       eo.dense_search = o.dense_search;
       eo.verbose = o.verbose;
+      eo.auto_time_graphs = o.auto_time_graphs;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
       eo.kv_fp8 = o.kv_fp8;

@@ -168,10 +168,14 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     // Both kernels for this layer, timed at the engine's largest batch; the slower is freed.
     std::unique_ptr<Linear> lib = make_library_linear(ctx, lp, wv, eo, lo);
     std::unique_ptr<Linear> own = make_ours();
-    const float t_own = time_linear(*own, eo.max_batch), t_lib = time_linear(*lib, eo.max_batch);
+    auto timed = [&](Linear& l) {
+      return eo.auto_time_graphs ? time_linear_graph(l, eo.max_batch) : time_linear(l, eo.max_batch);
+    };
+    const float t_own = timed(*own), t_lib = timed(*lib);
     if (eo.verbose)
-      std::fprintf(stderr, "%s: auto at M=%lld: ours %.2f us, library %.2f us\n", lp.name.c_str(),
-                   (long long)eo.max_batch, 1000.0 * t_own, 1000.0 * t_lib);
+      std::fprintf(stderr, "%s: auto at M=%lld (%s): ours %.2f us, library %.2f us\n", lp.name.c_str(),
+                   (long long)eo.max_batch, eo.auto_time_graphs ? "graphs" : "eager", 1000.0 * t_own,
+                   1000.0 * t_lib);
     return report(t_own < t_lib ? std::move(own) : std::move(lib), t_own < t_lib ? "ours" : "library");
   }
   return report(make_library_linear(ctx, lp, wv, eo, lo), "library");
