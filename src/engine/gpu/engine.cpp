@@ -72,7 +72,8 @@ float time_linear(Linear& l, int64_t m) {
 }
 
 // The same, with the layer's launches captured once and replayed as a CUDA graph, as a decode
-// step runs them (a library hybrid's fork and join become graph edges). For --verbose only.
+// step runs them (a library hybrid's fork and join become graph edges): --verbose, and the
+// AUTO choice with EngineOptions::auto_time_graphs.
 float time_linear_graph(Linear& l, int64_t m) {
   l.prepare(m);
   const int64_t rows = l.rows_capacity(m);
