@@ -101,18 +101,7 @@ float time_forward(std::vector<std::unique_ptr<Linear>>& reps, const void* x, vo
   auto enqueue = [&] {
     for (auto& r : reps) r->forward(x, y, m, s);
   };
-  if (o.graph) {
-    g.begin_capture(s);
-    try {
-      enqueue();
-    } catch (...) {
-      cudaGraph_t tmp = nullptr;
-      cudaStreamEndCapture(s, &tmp);
-      if (tmp) cudaGraphDestroy(tmp);
-      throw;
-    }
-    g.end_capture(s);
-  }
+  if (o.graph) g.capture(s, [&](cudaStream_t) { enqueue(); });
   auto once = [&] {
     if (o.graph) g.launch(s);
     else enqueue();

@@ -71,6 +71,18 @@ void GraphExec::end_capture(cudaStream_t s) {
   SPENSE_CUDA_CHECK(cudaStreamEndCapture(s, &graph_));
   SPENSE_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
 }
+void GraphExec::capture(cudaStream_t s, const std::function<void(cudaStream_t)>& body) {
+  begin_capture(s);
+  try {
+    body(s);
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    (void)cudaStreamEndCapture(s, &partial);
+    if (partial) (void)cudaGraphDestroy(partial);
+    throw;
+  }
+  end_capture(s);
+}
 void GraphExec::launch(cudaStream_t s) const { SPENSE_CUDA_CHECK(cudaGraphLaunch(exec_, s)); }
 
 void check_compute_capability(int major, int minor, int need_major, int need_minor,

@@ -66,7 +66,8 @@ class Event {
 };
 
 // Owns an instantiated CUDA graph captured from a stream:
-//   GraphExec g; g.begin_capture(s); ...enqueue work on s...; g.end_capture(s); g.launch(s);
+//   GraphExec g; g.capture(s, [&](cudaStream_t s) { ...enqueue work on s... }); g.launch(s);
+// (or begin_capture / end_capture around the work).
 class GraphExec {
  public:
   GraphExec() = default;
@@ -75,6 +76,9 @@ class GraphExec {
   GraphExec& operator=(const GraphExec&) = delete;
   void begin_capture(cudaStream_t s);
   void end_capture(cudaStream_t s);
+  // begin_capture, body(s), end_capture; if body throws, the capture is ended and discarded
+  // (the stream is usable again) and the exception goes on.
+  void capture(cudaStream_t s, const std::function<void(cudaStream_t)>& body);
   void launch(cudaStream_t s) const;
   bool ready() const { return exec_ != nullptr; }
 

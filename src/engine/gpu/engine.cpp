@@ -61,36 +61,19 @@ std::unique_ptr<Linear> make_library_linear(Context& ctx, const LinearPlan& lp, 
 }
 
 // Quick timing of one layer at m rows (median, L2 flushed before each call: in a decode step the
-// weights come from device memory), for the AUTO back end's choice only (not reported).
-float time_linear(Linear& l, int64_t m) {
+// weights come from device memory), for the AUTO back end's choice and --verbose (not reported).
+// as_graph: the layer's launches captured once and replayed as a CUDA graph, as a decode step
+// runs them (a library hybrid's fork and join become graph edges); else eager launches.
+float time_linear(Linear& l, int64_t m, bool as_graph = false) {
   l.prepare(m);
   const int64_t rows = l.rows_capacity(m);
   DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
   Stream st;
   fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
-  return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); });
-}
-
-// The same, with the layer's launches captured once and replayed as a CUDA graph, as a decode
-// step runs them (a library hybrid's fork and join become graph edges): --verbose, and the
-// AUTO choice with EngineOptions::auto_time_graphs.
-float time_linear_graph(Linear& l, int64_t m) {
-  l.prepare(m);
-  const int64_t rows = l.rows_capacity(m);
-  DeviceBuffer x(static_cast<size_t>(rows * l.k()) * 2), y(static_cast<size_t>(rows * l.n()) * 4);
-  Stream st;
-  fill_random(x.get(), DType::BF16, static_cast<size_t>(rows * l.k()), 5, 1.f, st.get());
+  auto forward = [&](cudaStream_t s) { l.forward(x.get(), y.get(), m, s); };
+  if (!as_graph) return time_calls_cold_ms(st.get(), forward);
   GraphExec g;
-  g.begin_capture(st.get());
-  try {
-    l.forward(x.get(), y.get(), m, st.get());
-  } catch (...) {
-    cudaGraph_t tmp = nullptr;
-    cudaStreamEndCapture(st.get(), &tmp);
-    if (tmp) cudaGraphDestroy(tmp);
-    throw;
-  }
-  g.end_capture(st.get());
+  g.capture(st.get(), forward);
   return time_calls_cold_ms(st.get(), [&](cudaStream_t s) { g.launch(s); });
 }
 
@@ -152,7 +135,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
       std::string graph;
       try {
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.2f us", 1000.0 * time_linear_graph(*l, eo.max_batch));
+        std::snprintf(buf, sizeof buf, "%.2f us", 1000.0 * time_linear(*l, eo.max_batch, true));
         graph = buf;
       } catch (const std::exception& e) {
         graph = std::string("failed (") + e.what() + ")";
@@ -169,10 +152,8 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
     // Both kernels for this layer, timed at the engine's largest batch; the slower is freed.
     std::unique_ptr<Linear> lib = make_library_linear(ctx, lp, wv, eo, lo);
     std::unique_ptr<Linear> own = make_ours();
-    auto timed = [&](Linear& l) {
-      return eo.auto_time_graphs ? time_linear_graph(l, eo.max_batch) : time_linear(l, eo.max_batch);
-    };
-    const float t_own = timed(*own), t_lib = timed(*lib);
+    const float t_own = time_linear(*own, eo.max_batch, eo.auto_time_graphs),
+                t_lib = time_linear(*lib, eo.max_batch, eo.auto_time_graphs);
     if (eo.verbose)
       std::fprintf(stderr, "%s: auto at M=%lld (%s): ours %.2f us, library %.2f us\n", lp.name.c_str(),
                    (long long)eo.max_batch, eo.auto_time_graphs ? "graphs" : "eager", 1000.0 * t_own,
@@ -512,16 +493,7 @@ class EngineImpl final : public Engine {
     cudaStream_t s = stream_.get();
     SPENSE_CUDA_CHECK(cudaStreamSynchronize(s));
     auto g = std::make_unique<GraphExec>();
-    g->begin_capture(s);
-    try {
-      step_body(batch, s);
-    } catch (...) {
-      cudaGraph_t dummy = nullptr;
-      (void)cudaStreamEndCapture(s, &dummy);
-      if (dummy) (void)cudaGraphDestroy(dummy);
-      throw;
-    }
-    g->end_capture(s);
+    g->capture(s, [&](cudaStream_t cs) { step_body(batch, cs); });
     graphs_[batch] = CapturedStep{std::move(g), ctx_.scratch_generation()};
   }
 
@@ -551,16 +523,11 @@ class EngineImpl final : public Engine {
       std::unique_ptr<GraphExec> g;
       if (opts_.graphs) {
         g = std::make_unique<GraphExec>();
-        g->begin_capture(s);
         try {
-          step_body(batch, s);
-          g->end_capture(s);
+          g->capture(s, [&](cudaStream_t cs) { step_body(batch, cs); });
         } catch (const std::exception& e) {
           // A capture that cannot take the event nodes between the kernels falls back to eager
           // replays (the times then include launch gaps).
-          cudaGraph_t dummy = nullptr;
-          (void)cudaStreamEndCapture(s, &dummy);
-          if (dummy) (void)cudaGraphDestroy(dummy);
           (void)cudaGetLastError();
           std::fprintf(stderr, "profile_step: capturing the marked step failed (%s); profiling eager launches\n",
                        e.what());
