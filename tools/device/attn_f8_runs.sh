@@ -16,7 +16,6 @@ rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz
 export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_engine spense_gpu"}
 source tools/device/lib.sh
-lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
 step tests "$(lim 150)" ./build-gpu/test_cuda_engine
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]|^attention .*E4M3" "$L/tests.log" | head -60
 d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32)

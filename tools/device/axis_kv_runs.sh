@@ -25,7 +25,6 @@ LOGS=$L TAR_TO=$OUT/logs.tgz
 source tools/device/lib.sh
 # With DEADLINE=S (seconds the call may run, counted from its start) each step's limit is cut to
 # what is left, so that a step ends (and its log is packed) before the call is stopped.
-lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
 step test_linear "$(lim 150)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*'
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]" "$L/test_linear.log" | head -24
 step test_engine "$(lim 150)" ./build-gpu/test_cuda_engine

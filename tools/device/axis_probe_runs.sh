@@ -15,7 +15,6 @@ rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz
 export BUILD_TARGETS=${BUILD_TARGETS-"spense_gpu spense_bench_gemm"}
 source tools/device/lib.sh
-lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
 step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --models qwen3-32b --layers o,down --m 16,64 --dtypes fp8 --d 0.25 \
   --formats dense,spense-out,spense-in --csv "$OUT/gemm_fp8_o_down.csv"
 grep -vE "^\[|^$" "$L/gemm.log" | tail -14

@@ -3,6 +3,8 @@
 #   step LABEL SECONDS COMMAND...   run COMMAND with a time limit, its output in $LOGS/LABEL.log
 #                                   (and $LOGS tarred into $TAR_TO after it, when TAR_TO is set);
 #                                   returns COMMAND's status (124 when it ran out of time)
+#   lim SECONDS                     SECONDS, or less so that the call ends 8 s before $DEADLINE
+#                                   seconds from its start (when DEADLINE is set); at least 1
 LOGS=${LOGS:-$OUT}
 mkdir -p "$LOGS"
 T0=$(date +%s)
@@ -17,3 +19,4 @@ step() {
   [[ -z ${TAR_TO:-} ]] || tar czf "$TAR_TO" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
   return $rc
 }
+lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }

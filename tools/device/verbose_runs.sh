@@ -15,7 +15,6 @@ rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs.tgz
 export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_linear spense_gpu"}
 source tools/device/lib.sh
-lim() { local l=$1; if [[ -n ${DEADLINE:-} ]]; then local r=$(( DEADLINE - ($(date +%s) - T0) - 8 )); (( r < l )) && l=$r; fi; echo $(( l > 1 ? l : 1 )); }
 step tests "$(lim 60)" ./build-gpu/test_cuda_linear \
   --gtest_filter='CudaLinear.SmallMKernelReplica*:CudaLinear.SmallMKernelAutoInsideGraphs:CudaLinear.GraphCaptureAndReplicas'
 grep -E "Failure|Expected|Which is|PASSED|FAILED|OK \]" "$L/tests.log" | head -20
