@@ -578,6 +578,9 @@ TEST_F(CudaLinear, SmallMKernelRejectsUnknownShape) {
 // The same layers in AUTO inside CUDA graphs (prepare, capture, two replays), for a dense layer
 // (all_dense: cuBLASLt shares the weights, and is the only candidate above M = 64) and a hybrid
 // one, through M = 130 (untimed above 64: cuBLASLt / tensor cores), against the fp64 reference.
+// Then a replica of the prepared layer (the engine times layer 0 and replicates it), captured
+// too: the all-dense wrapper once copied its choice per M into the replica but skipped
+// preparing the replica's cuBLASLt layer, and the capture threw "no plan for M".
 TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
   const int64_t n = 256, k = 512;
   for (bool all_dense : {true, false}) {
@@ -594,38 +597,16 @@ TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
     LinearOptions o;
     o.name = "gemv-graph";
     auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
-    for (int64_t m : {1, 5, 16, 64, 65, 130}) {
+    const auto ms = {1, 5, 16, 64, 65, 130};
+    for (int64_t m : ms) {
       SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " m=" + std::to_string(m));
       HostActs a = make_acts(m, k, LinearPrecision::BF16, 300 + m);
       EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2)
           << L->plan_info(m);
     }
-  }
-}
-
-// A replica of a layer that already has its plans (the engine times layer 0 and replicates
-// it) must still run inside a capture. The all-dense wrapper once copied its choice per M but
-// skipped preparing its replica's cuBLASLt layer, and the capture threw "no plan for M".
-TEST_F(CudaLinear, SmallMKernelReplicaOfPreparedLayerRunsInGraphs) {
-  const int64_t n = 256, k = 512;
-  for (bool all_dense : {true, false}) {
-    GemvLayout gl;
-    gl.all_dense = all_dense;
-    gl.tile = 64;
-    std::vector<uint8_t> dmap(static_cast<size_t>(n), 0);
-    if (!all_dense) {
-      gl.dense_tiles = {1};
-      std::fill_n(dmap.begin() + 64, 64, uint8_t(1));
-    }
-    HostWeights w = all_dense ? make_weights(n, k, LinearPrecision::BF16, 15, false)
-                              : make_weights(n, k, LinearPrecision::BF16, 16, true, dmap);
-    LinearOptions o;
-    o.name = "gemv-replica";
-    auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
-    for (int64_t m : {1, 16}) L->prepare(m);
     auto R = L->replicate();
-    for (int64_t m : {1, 16}) {
-      SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " m=" + std::to_string(m));
+    for (int64_t m : ms) {
+      SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " replica m=" + std::to_string(m));
       HostActs a = make_acts(m, k, LinearPrecision::BF16, 900 + m);
       EXPECT_LT(rel_err(run_layer(*R, a, m, stream_.get(), true), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2)
           << R->plan_info(m);
