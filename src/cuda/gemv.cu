@@ -343,10 +343,14 @@ constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weigh
 // (kTok * 16 bytes between chunks along K, 128 between groups of 8 tokens).
 // IN: axis=in weights (Weights::axis_in; a separate instantiation, so that the axis=out code
 // keeps its registers).
-template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false, bool IN = false>
+// Q (warpgroup shapes, E4M3 weights, axis=out): E4M3 tokens (Weights::e4m3_tokens) in the same
+// core-matrix layout, 16 columns per 16-byte chunk, so a stage's token area is half the BF16
+// one; the MMAs are the E4M3 wgmmas (a 2:4 stage: 4 k-steps of 64 columns, a dense one: 4 of 32).
+template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false, bool IN = false, bool Q = false>
 struct TcCfg {
-  static constexpr bool kFP8 = FP8, kWG = WG, kIN = IN;
+  static constexpr bool kFP8 = FP8, kWG = WG, kIN = IN, kQ = Q;
   static_assert(!WG || W % 4 == 0, "warpgroup shapes take whole warpgroups");
+  static_assert(!Q || (FP8 && WG && !IN), "E4M3 tokens: E4M3 weights, warpgroup shapes, axis=out");
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
   static constexpr int kSparseCols = FP8 ? 256 : 128;  // columns of a 2:4 stage
@@ -354,7 +358,7 @@ struct TcCfg {
   static constexpr int kMetaBytes = kSparseCols / 8;   // a 2:4 stage's metadata per row
   static constexpr int kXPitch = 2 * kSparseCols + 16;  // shared-memory pitch of a token's columns
   static constexpr int kA = kBM * kTcRowPitch, kMeta = kBM * kMetaBytes;
-  static constexpr int kX = WG ? kTok * 2 * kSparseCols : kTok * kXPitch;
+  static constexpr int kX = Q ? kTok * kSparseCols : WG ? kTok * 2 * kSparseCols : kTok * kXPitch;
   static constexpr int kStage = kA + kMeta + kX;
   static constexpr int kRedPitch = kTok + 1;  // fp32 partial tile for the cluster reduction
   static constexpr int kSmem = S * kStage;    // the reduction reuses the drained pipeline
@@ -429,7 +433,8 @@ __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t r
 template <class C, bool SPARSE>
 struct TcCopies {
   static constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;  // weight columns per stage
-  static constexpr int XCH = kCols / 8;  // 16-byte chunks of a token's stage columns
+  static constexpr int kXB = C::kQ ? 1 : 2;             // bytes per token column
+  static constexpr int XCH = kCols * kXB / 16;           // 16-byte chunks of a token's stage columns
   static constexpr int XN = (C::kTok * XCH + C::kThreads - 1) / C::kThreads;
   static constexpr int MN = C::kMetaPerThread;
   const uint8_t* a[C::kAChunks];
@@ -479,9 +484,9 @@ struct TcCopies {
       const int tk = C::kWG ? (c >> 1) % C::kTok : c / XCH;
       const int q = C::kWG ? (c & 1) + 2 * ((c >> 1) / C::kTok) : c % XCH;
       const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
-      const int64_t col = (SPARSE || !C::kIN ? 0 : w.in_ks) + t.begin * kCols + q * 8;  // stored column
+      const int64_t col = (SPARSE || !C::kIN ? 0 : w.in_ks) + t.begin * kCols + q * (16 / kXB);  // stored column
       xcol[j] = static_cast<int32_t>(col);
-      xs[j] = reinterpret_cast<const uint8_t*>(x + (ok ? t.m0 + tk : 0) * ldx + (C::kIN ? 0 : col));
+      xs[j] = reinterpret_cast<const uint8_t*>(x) + ((ok ? t.m0 + tk : 0) * ldx + (C::kIN ? 0 : col)) * kXB;
       x_dst[j] = C::kA + C::kMeta + (C::kWG ? (q * C::kTok + tk) * 16 : tk * C::kXPitch + q * 16);
       x_ok |= uint32_t(ok) << j;
       x_any |= uint32_t(any) << j;
@@ -504,7 +509,7 @@ struct TcCopies {
       if ((x_any >> j) & 1) {
         // A chunk's 8 columns lie in one column tile (tiles of >= 32 columns).
         const uint8_t* src = C::kIN ? xs[j] + 2 * x_column<true>(xcol[j] + i * kCols, col_tiles, tile_shift)
-                                    : xs[j] + i * 2 * kCols;
+                                    : xs[j] + i * kXB * kCols;
         cp16(stage + x_dst[j], src, (x_ok >> j) & 1);
       }
   }
@@ -536,11 +541,13 @@ __device__ __forceinline__ uint32_t bf16x2_of_e4m3_smem(const uint8_t* p) {
 }
 
 // The A fragment of 16 weight columns (BF16: 32 bytes, E4M3: 16) starting at BF16 byte col_bytes
-// of the tile's rows row0 .. row0 + 15 in a landed stage: ldmatrix, or E4M3 pairs widened.
+// of the tile's rows row0 .. row0 + 15 in a landed stage: ldmatrix, or E4M3 pairs widened. With
+// E4M3 tokens (C::kQ) the E4M3 MMAs take the bytes as they are: 32 of them (32 E4M3 columns, or
+// 32 kept values of 64 for 2:4) at byte col_bytes, by ldmatrix.
 template <class C>
 __device__ __forceinline__ void a_frag(const uint8_t* A, int row0, int col_bytes, uint32_t (&a)[4]) {
   const int lane = threadIdx.x & 31;
-  if constexpr (C::kFP8) {  // fragment row g's columns 2t, 2t + 1, 2t + 8, 2t + 9 (and row g + 8's)
+  if constexpr (C::kFP8 && !C::kQ) {  // fragment row g's columns 2t, 2t + 1, 2t + 8, 2t + 9 (and row g + 8's)
     const uint8_t* q = A + (row0 + (lane >> 2)) * kTcRowPitch + 2 * (lane & 3) + col_bytes / 2;
     constexpr int P8 = 8 * kTcRowPitch;
     a[0] = bf16x2_of_e4m3_smem(q);
@@ -561,6 +568,24 @@ __device__ __forceinline__ uint32_t meta_frag(const uint8_t* M, int row0, int ks
   const uint32_t m_lo = *reinterpret_cast<const uint32_t*>(M + r * C::kMetaBytes + 4 * ks);
   const uint32_t m_hi = *reinterpret_cast<const uint32_t*>(M + (r + 8) * C::kMetaBytes + 4 * ks);
   return (p ? m_lo >> 16 : m_lo & 0xffffu) | (p ? m_hi & 0xffff0000u : m_hi << 16);
+}
+
+// The 8-bit 2:4 metadata of k-step ks (64 columns: 8 bytes per row) for the tile's rows row0 ..
+// row0 + 15: all four threads of a quad supply 32 bits (the sparsity selector is 0). Thread t
+// holds groups 4t..4t+3 (one u16 of the v1 meta layout) of row g in bits 0-15 and of row g + 8
+// in bits 16-31: the BF16 arrangement above spread over four threads instead of two.
+// Other arrangements (variant 1: threads 0-1 row g's u32 0-1, threads 2-3 row g + 8's; variant
+// 2: thread t row g + 8 (t & 1), u32 t >> 1) stay selectable through Weights::e4m3_meta until a
+// GPU has checked which one the hardware reads (tools/device/wgmma_e4m3_probe.cu).
+template <class C>
+__device__ __forceinline__ uint32_t meta_frag_e4m3(const uint8_t* M, int row0, int ks, int variant) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const uint8_t* m = M + (row0 + g) * C::kMetaBytes + 8 * ks;
+  constexpr int P8 = 8 * C::kMetaBytes;  // row g + 8
+  if (variant == 1) return *reinterpret_cast<const uint32_t*>(m + (t >> 1) * P8 + 4 * (t & 1));
+  if (variant == 2) return *reinterpret_cast<const uint32_t*>(m + (t & 1) * P8 + 4 * (t >> 1));
+  return uint32_t(*reinterpret_cast<const uint16_t*>(m + 2 * t)) |
+         (uint32_t(*reinterpret_cast<const uint16_t*>(m + P8 + 2 * t)) << 16);
 }
 
 // acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
@@ -611,11 +636,12 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
 // then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
 // area by descriptor, and waits for them before the stage's memory is reused.
 template <class C, bool SPARSE>
-__device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
+__device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4], int e4m3_meta) {
   constexpr int MT = C::kMT, N = 8 * C::kNT, R = N / 2;
   constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
-  // Fragments per stage: one per 2:4 k-step (32 columns, 16 kept), or per dense k16.
-  constexpr int KF = SPARSE ? kCols / 32 : kCols / 16;
+  // Fragments per stage: one per 2:4 k-step (32 columns, 16 kept), or per dense k16; with E4M3
+  // tokens one per 2:4 k64 (32 kept) or dense k32. Either way 32 bytes of each weight row.
+  constexpr int KF = C::kQ ? (SPARSE ? kCols / 64 : kCols / 32) : SPARSE ? kCols / 32 : kCols / 16;
   constexpr uint32_t kLBO = C::kTok * 16;  // bytes between the token tile's chunks along K
   const int warp = threadIdx.x >> 5;
   const uint8_t* A = stage;
@@ -629,7 +655,8 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = tc_row0<C>(warp, mt);
       a_frag<C>(A, row0, 32 * f, a[f][mt]);
-      if constexpr (SPARSE) e[f][mt] = meta_frag<C>(M, row0, f);
+      if constexpr (SPARSE && C::kQ) e[f][mt] = meta_frag_e4m3<C>(M, row0, f, e4m3_meta);
+      else if constexpr (SPARSE) e[f][mt] = meta_frag<C>(M, row0, f);
     }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
@@ -638,9 +665,11 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
   for (int f = 0; f < KF; ++f)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      // A 2:4 k-step spans 4 chunks of 8 columns along K, a dense k16 two.
+      // A 2:4 k-step spans 4 16-byte chunks along K, a dense one two (8 BF16 or 16 E4M3 columns each).
       const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
-      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse(d[mt], a[f][mt], b, e[f][mt]);
+      if constexpr (SPARSE && C::kQ) wgmma::Wgmma<N>::sparse_e4m3(d[mt], a[f][mt], b, e[f][mt]);
+      else if constexpr (SPARSE) wgmma::Wgmma<N>::sparse(d[mt], a[f][mt], b, e[f][mt]);
+      else if constexpr (C::kQ) wgmma::Wgmma<N>::dense_e4m3(d[mt], a[f][mt], b);
       else wgmma::Wgmma<N>::dense(d[mt], a[f][mt], b);
     }
   wgmma::commit();
@@ -665,6 +694,7 @@ __device__ __forceinline__ void tc_epilogue(const Weights& w, int64_t m_total, u
   auto out = [&](int r, int tk, float v) {  // r: row of the unit, tk: token of the tile
     if (t.row0 + r >= t.rows || t.m0 + tk >= m_total) return;
     const int64_t s = t.first + t.row0 + r;
+    if constexpr (C::kQ) v *= w.x_scales[t.m0 + tk];
     store_bf16(y + (t.m0 + tk) * ldy + (w.row_map ? w.row_map[s] : s), w.scales ? v * w.scales[s] : v);
   };
   if (slices == 1) {
@@ -741,7 +771,7 @@ __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int6
     __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
     if (i + S - 1 < n) cp.issue(i + S - 1, base + next_slot * C::kStage);
     cp_commit();
-    if constexpr (C::kWG) tc_compute_wg<C, SPARSE>(smem + slot * C::kStage, acc);
+    if constexpr (C::kWG) tc_compute_wg<C, SPARSE>(smem + slot * C::kStage, acc, w.e4m3_meta);
     else tc_compute<C, SPARSE>(smem + slot * C::kStage, acc);
     slot = slot + 1 == S ? 0 : slot + 1;
     next_slot = next_slot + 1 == S ? 0 : next_slot + 1;
@@ -826,6 +856,11 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   if (w.axis_in) launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG, true>>(w, x, ldx, m, y, ldy, s);
   else launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG>>(w, x, ldx, m, y, ldy, s);
 }
+// The E4M3-token warpgroup shapes (E4M3 weights, axis=out only: TcCfg's Q).
+template <int MT, int NT, int W, int S>
+void launch_tc_q(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  launch_tc_cfg<TcCfg<MT, NT, W, S, true, true, false, true>>(w, x, ldx, m, y, ldy, s);
+}
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
                              uint8_t* values, uint16_t* meta, unsigned long long* bad) {
@@ -884,10 +919,29 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 // not BF16 (docs/perf.md). Shapes 4-5 (wgmma, sm_90a only: tc_wgmma_ok): one
 // warpgroup of 64 rows, and two warpgroups of 128 rows each (256 rows: a quarter of the token
 // bytes per weight byte). First: the one for untimed M. E4M3 stages carry twice the token
-// columns, so large token tiles take fewer stages.
+// columns, so large token tiles take fewer stages. Shapes 6-7 (tc_e4m3_tokens; elsewhere they
+// run as 4-5): the warpgroups of 4-5 on E4M3 tokens, whose stages hold half the token bytes,
+// so they take more stages (6: two blocks per SM at every token tile).
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  const int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
+  int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
+  if (v >= kTcFirstE4m3Shape && !w.e4m3_tokens) v -= kTcFirstE4m3Shape - kTcFirstWgmmaShape;
+  if (v >= kTcFirstE4m3Shape) {
+    if (m <= 8) {
+      if (v == 6) launch_tc_q<1, 1, 4, 6>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<2, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
+    } else if (m <= 16) {
+      if (v == 6) launch_tc_q<1, 2, 4, 6>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<2, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
+    } else if (m <= 32) {
+      if (v == 6) launch_tc_q<1, 4, 4, 5>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<2, 4, 8, 4>(w, x, ldx, m, y, ldy, s);
+    } else {
+      if (v == 6) launch_tc_q<1, 8, 4, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<2, 8, 8, 3>(w, x, ldx, m, y, ldy, s);
+    }
+    return;
+  }
   if (m <= 8) {
     if (v == 1) launch_tc<1, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
     else if (v == 2) launch_tc<2, 1, 8, 4, FP8>(w, x, ldx, m, y, ldy, s);
@@ -932,7 +986,12 @@ constexpr int tc_largest_smem() {
                        TcCfg<2, 1, 8, 4, FP8, true>::kSmem, TcCfg<1, 2, 4, 6, FP8, true>::kSmem,
                        TcCfg<2, 2, 8, 3, FP8, true>::kSmem, TcCfg<1, 4, 4, 4, FP8, true>::kSmem,
                        TcCfg<2, 4, 8, 3, FP8, true>::kSmem, TcCfg<1, 8, 4, 4, FP8, true>::kSmem,
-                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem};
+                       TcCfg<2, 8, 8, FP8 ? 2 : 3, FP8, true>::kSmem,
+                       // E4M3-token shapes (the same sizes for BF16: only ever launched for E4M3)
+                       TcCfg<1, 1, 4, 6, true, true, false, true>::kSmem, TcCfg<2, 1, 8, 4, true, true, false, true>::kSmem,
+                       TcCfg<1, 2, 4, 6, true, true, false, true>::kSmem, TcCfg<2, 2, 8, 4, true, true, false, true>::kSmem,
+                       TcCfg<1, 4, 4, 5, true, true, false, true>::kSmem, TcCfg<2, 4, 8, 4, true, true, false, true>::kSmem,
+                       TcCfg<1, 8, 4, 4, true, true, false, true>::kSmem, TcCfg<2, 8, 8, 3, true, true, false, true>::kSmem};
   int m = 0;
   for (int x : v) m = x > m ? x : m;
   return m;
@@ -941,6 +1000,10 @@ constexpr int tc_largest_smem() {
 }  // namespace
 
 bool tc_wgmma_ok() { return tc_device().wgmma; }
+
+bool tc_e4m3_tokens(const Weights& w, int shape) {
+  return shape >= kTcFirstE4m3Shape && w.fp8 && !w.axis_in && tc_device().wgmma;
+}
 
 // Axis=in with both parts: at least 2 slices (one per part).
 static int tc_min_slices(const Weights& w) { return w.axis_in && w.in_ks > 0 && w.in_ks < w.k ? 2 : 1; }
@@ -972,7 +1035,21 @@ bool tc_eligible(const Weights& w) {
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 0) return;
   // cp.async moves 16-byte pieces of the token rows.
-  if (w.tensor_cores && tc_eligible(w) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+  const bool aligned = ldx % (w.e4m3_tokens ? 16 : 8) == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  if (w.e4m3_tokens) {
+    if (!(w.tensor_cores && tc_e4m3_tokens(w, w.tc_shape) && tc_eligible(w) && w.x_scales && aligned))
+      throw Error("gemv: E4M3 tokens need an E4M3-token block shape on an FP8 axis=out layer where wgmma runs, "
+                  "x_scales, and 16-byte aligned token rows", 1);
+    static const int meta_variant = [] {
+      const char* e = std::getenv("SPENSE_E4M3_META");
+      return e ? std::atoi(e) : 0;
+    }();
+    Weights wq = w;
+    wq.e4m3_meta = meta_variant;
+    launch_tc_m<true>(wq, x, ldx, m, y, ldy, s);
+    return;
+  }
+  if (w.tensor_cores && tc_eligible(w) && aligned) {
     if (w.fp8) launch_tc_m<true>(w, x, ldx, m, y, ldy, s);
     else launch_tc_m<false>(w, x, ldx, m, y, ldy, s);
     return;

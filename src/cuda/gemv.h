@@ -1,11 +1,12 @@
 // Our own small-M kernels (src/cuda/gemv.cu) behind make_gemv_linear(): y = x W^T for M <= 8
 // token rows per launch pass on CUDA cores, or up to 64 token rows per pass on tensor cores
-// (E4M3 weights widened to BF16 in registers), weights streamed once from HBM. The weight rows are
+// (E4M3 weights widened to BF16 in registers, or on Hopper multiplied natively with E4M3
+// tokens), weights streamed once from HBM. The weight rows are
 // held in a stored order: first the 2:4 rows, compressed (the kept values, and per group of 4
 // one nibble p0 | p1 << 2 with the kept positions, 16 bits per 16 columns: the Spense v1 meta
 // layout), then the dense rows as they are; row_map[stored] = original output row, so y comes
 // out in the original order with no gather. Weights BF16, or E4M3 with one fp32 scale per row;
-// activations and outputs BF16, fp32 accumulation.
+// activations BF16 (or E4M3 with one scale per token), outputs BF16, fp32 accumulation.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -40,6 +41,14 @@ struct Weights {
   bool tensor_cores = false;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
   int tc_shape = 0;   // block shape, 0 .. kTcShapes - 1 (warps, rows per warp, pipeline depth)
+  // Block shapes kTcFirstE4m3Shape.. on FP8 axis=out layers where wgmma runs: x holds E4M3
+  // tokens (ldx in bytes, quantized per token by quantize_rows_e4m3) and x_scales their m
+  // scales, multiplied on wgmma's E4M3 MMAs. Set by the caller that quantized x.
+  bool e4m3_tokens = false;
+  const float* x_scales = nullptr;
+  // Which arrangement of the 8-bit 2:4 metadata the E4M3 shapes hand to wgmma (gemv.cu,
+  // meta_frag_e4m3; 0 unless SPENSE_E4M3_META says otherwise): until a GPU has checked it.
+  int e4m3_meta = 0;
   // Launch with programmatic dependent launch (src/cuda/pdl.cuh; sm_90+): the blocks may start,
   // and fetch their first weights, while the kernel before them in the stream finishes.
   bool pdl = false;
@@ -47,11 +56,17 @@ struct Weights {
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
 // 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
-// elsewhere they run as shape 0).
-inline constexpr int kTcShapes = 6;
+// elsewhere they run as shape 0), 6-7 the same warpgroups multiplying E4M3 weights by E4M3
+// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5).
+inline constexpr int kTcShapes = 8;
 inline constexpr int kTcFirstWgmmaShape = 4;
+inline constexpr int kTcFirstE4m3Shape = 6;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
 bool tc_wgmma_ok();
+// Whether block shape `shape` runs on E4M3 tokens for w: an E4M3-token shape, FP8 weights,
+// axis=out, and the wgmma shapes available. The caller then quantizes x per token and sets
+// Weights::e4m3_tokens and x_scales.
+bool tc_e4m3_tokens(const Weights& w, int shape);
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
 // Axis=in also needs clusters, 2:4 columns in whole 2:4 stages (128 BF16 / 256 E4M3 columns)
@@ -63,7 +78,8 @@ int tc_max_slices(const Weights& w);
 // cluster's row parts may be uneven).
 int tc_effective_slices(const Weights& w, int requested);
 
-// y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx; y: BF16, ld ldy).
+// y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx, or E4M3 with
+// Weights::e4m3_tokens; y: BF16, ld ldy).
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s);
 
 // Compresses rows src_rows[i] (i < ns) of a 2:4 matrix W (n x k, BF16 or E4M3, device) into

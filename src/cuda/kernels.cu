@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cuda/fp8.cuh"
+#include "cuda/pdl.cuh"
 #include "spense/cuda/check.h"
 #include "spense/cuda/kernels.h"
 #include "spense/error.h"
@@ -78,6 +79,7 @@ template <class T>
 __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t ldx, int64_t rows, int64_t k,
                                      const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
                                      int64_t ldq, float* __restrict__ scale) {
+  griddep_launch_dependents();  // see quantize_rows_e4m3
   const int64_t r = blockIdx.x;
   uint8_t* qr = q + r * ldq;
   if (r >= rows) {  // padding rows of the bucket: zeros, scale 0
@@ -118,6 +120,7 @@ template <class T, int V>
 __global__ void quantize_rows_reg_kernel(const T* __restrict__ x, int64_t ldx, int64_t rows, int64_t k,
                                          const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
                                          int64_t ldq, float* __restrict__ scale) {
+  griddep_launch_dependents();  // see quantize_rows_e4m3
   const int64_t r = blockIdx.x;
   uint8_t* qr = q + r * ldq;
   if (r >= rows) {
@@ -287,6 +290,9 @@ void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, 
   require(rows_pad >= rows, "quantize_rows_e4m3", "rows_pad < rows");
   if (rows_pad == 0) return;
   require(x_type == DType::BF16 || x_type == DType::F16, "quantize_rows_e4m3", "input must be BF16 or F16");
+  // Every block lets a kernel launched after it with programmatic dependent launch start at
+  // once (the small-M kernel's E4M3-token shapes then fetch their first weights while the
+  // tokens are quantized; they wait for this grid before reading q, see pdl.cuh).
   auto launch = [&](auto* xp) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(xp)>>;
     const int64_t vecs = k / 8;

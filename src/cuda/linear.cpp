@@ -509,8 +509,14 @@ class GemvLinearImpl final : public Linear {
     // cuBLASLt's plan and scratch, also when it is the only candidate, and also when m has a
     // choice already: a replica copies the choices but its inner layer is prepared on its own.
     if (inner_) inner_->prepare(m);
-    if (choice_.count(m)) return;
     const std::vector<Choice> cands = candidates(m);
+    // The E4M3-token shapes quantize x into the Context's scratch (as the library's FP8 layers do).
+    for (const Choice& c : cands)
+      if (e4m3_tokens(c)) {
+        ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(m * k_)));
+        ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(m) * sizeof(float)));
+      }
+    if (choice_.count(m)) return;
     if (cands.size() == 1) {
       choice_[m] = cands[0];
       return;
@@ -552,7 +558,8 @@ class GemvLinearImpl final : public Linear {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
-               (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)";
+               (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)" +
+               (e4m3_tokens(it->second) ? ", E4M3 tokens" : "");
       default: return "spense small-M kernel (" + std::to_string((m + gemv::kMaxM - 1) / gemv::kMaxM) + " pass)";
     }
   }
@@ -626,6 +633,8 @@ class GemvLinearImpl final : public Linear {
     for (int shape = 0; tc && shape < gemv::kTcShapes; ++shape)
       if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstWgmmaShape && !gemv::tc_wgmma_ok()) continue;
+      else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstE4m3Shape && !gemv::tc_e4m3_tokens(w, shape))
+        continue;  // would only repeat shapes 4-5
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else
@@ -641,7 +650,18 @@ class GemvLinearImpl final : public Linear {
     w.tc_slices = c.slices;
     w.tc_shape = c.shape;
     w.pdl = opts_.pdl;
+    if (e4m3_tokens(c)) {  // per-token E4M3 tokens (as the library FP8 layers take them)
+      auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, static_cast<size_t>(m * k_)));
+      auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, static_cast<size_t>(m) * sizeof(float)));
+      quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, nullptr, xq, k_, xs, s);
+      w.e4m3_tokens = true;
+      w.x_scales = xs;
+      return gemv::gemv(w, xq, k_, m, y, n_, s);
+    }
     gemv::gemv(w, x, k_, m, y, n_, s);
+  }
+  bool e4m3_tokens(const Choice& c) const {
+    return c.path == Path::TENSOR_CORES && gemv::tc_e4m3_tokens(weights(), c.shape);
   }
 
   gemv::Weights weights() const {

@@ -65,6 +65,11 @@ __device__ __forceinline__ void pin(float (&d)[R]) {
 // Wgmma<N>: the m64nNk32 2:4 (sparse) and m64nNk16 dense BF16 MMAs with A from registers, B
 // K-major (not transposed), fp32 accumulation (scale-d 1: d += A B). Sparse metadata e: as
 // mma.sp's m16n8k32 for the thread's warp (sparsity selector 0).
+// sparse_e4m3 / dense_e4m3: the E4M3 x E4M3 ones (m64nNk64 2:4, m64nNk32 dense; E4M3 runs
+// natively on Hopper only through wgmma). Their A fragments hold the same bytes as the BF16
+// ones (per warp: rows g, g + 8, bytes 4t.. and 16 + 4t.. of a 32-byte k-step), so ldmatrix
+// loads both; 8-bit sparse metadata covers 64 columns per row, all four threads of a quad
+// supplying 32 bits (gemv.cu, meta_frag_e4m3).
 template <int N>
 struct Wgmma;
 
@@ -84,6 +89,22 @@ struct Wgmma<8> {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
+  // d (64 x 8, fp32) += A (64 x 64 E4M3, 2:4: the kept 64 x 32 in registers) * B (64 x 8 E4M3, shared memory).
+  static __device__ __forceinline__ void sparse_e4m3(float (&d)[4], const uint32_t (&a)[4], uint64_t b, uint32_t e) {
+    asm volatile(
+        "wgmma.mma_async.sp.sync.aligned.m64n8k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, %9, 0, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(e));
+  }
+  // d (64 x 8) += A (64 x 32 E4M3, registers) * B (32 x 8 E4M3, shared memory).
+  static __device__ __forceinline__ void dense_e4m3(float (&d)[4], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, 1, 1, 1;\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
@@ -107,6 +128,22 @@ struct Wgmma<16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
+  // d (64 x 16, fp32) += A (64 x 64 E4M3, 2:4: the kept 64 x 32 in registers) * B (64 x 16 E4M3, shared memory).
+  static __device__ __forceinline__ void sparse_e4m3(float (&d)[8], const uint32_t (&a)[4], uint64_t b, uint32_t e) {
+    asm volatile(
+        "wgmma.mma_async.sp.sync.aligned.m64n16k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, %13, 0, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(e));
+  }
+  // d (64 x 16) += A (64 x 32 E4M3, registers) * B (32 x 16 E4M3, shared memory).
+  static __device__ __forceinline__ void dense_e4m3(float (&d)[8], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
 };
 
 template <>
@@ -124,6 +161,22 @@ struct Wgmma<32> {
     asm volatile(
         "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
+  // d (64 x 32, fp32) += A (64 x 64 E4M3, 2:4: the kept 64 x 32 in registers) * B (64 x 32 E4M3, shared memory).
+  static __device__ __forceinline__ void sparse_e4m3(float (&d)[16], const uint32_t (&a)[4], uint64_t b, uint32_t e) {
+    asm volatile(
+        "wgmma.mma_async.sp.sync.aligned.m64n32k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, %21, 0, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(e));
+  }
+  // d (64 x 32) += A (64 x 32 E4M3, registers) * B (32 x 32 E4M3, shared memory).
+  static __device__ __forceinline__ void dense_e4m3(float (&d)[16], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, 1, 1, 1;\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
@@ -147,6 +200,22 @@ struct Wgmma<64> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
+  // d (64 x 64, fp32) += A (64 x 64 E4M3, 2:4: the kept 64 x 32 in registers) * B (64 x 64 E4M3, shared memory).
+  static __device__ __forceinline__ void sparse_e4m3(float (&d)[32], const uint32_t (&a)[4], uint64_t b, uint32_t e) {
+    asm volatile(
+        "wgmma.mma_async.sp.sync.aligned.m64n64k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, %37, 0, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(e));
+  }
+  // d (64 x 64) += A (64 x 32 E4M3, registers) * B (32 x 64 E4M3, shared memory).
+  static __device__ __forceinline__ void dense_e4m3(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
 };
 
 #else
@@ -160,6 +229,18 @@ struct Wgmma {
   }
   template <int R>
   static __device__ __forceinline__ void dense(float (&)[R], const uint32_t (&)[4], uint64_t) {
+#ifdef __CUDA_ARCH__
+    __trap();
+#endif
+  }
+  template <int R>
+  static __device__ __forceinline__ void sparse_e4m3(float (&)[R], const uint32_t (&)[4], uint64_t, uint32_t) {
+#ifdef __CUDA_ARCH__
+    __trap();
+#endif
+  }
+  template <int R>
+  static __device__ __forceinline__ void dense_e4m3(float (&)[R], const uint32_t (&)[4], uint64_t) {
 #ifdef __CUDA_ARCH__
     __trap();
 #endif

@@ -205,17 +205,27 @@ std::vector<ForcedKernel> forced_kernels(int64_t k, std::initializer_list<int> s
   }
   return v;
 }
-// Activations (seed seed0 + m) and the reference product with the weights' stored values, once
-// per M (the CPU product dominates these tests' time). Both precisions multiply BF16 activations
-// as they are (FP8 weights are widened in the kernel).
-std::map<int64_t, std::pair<HostActs, std::vector<float>>> acts_and_refs(const std::vector<int64_t>& ms,
-                                                                          const HostWeights& w, LinearPrecision p,
-                                                                          uint64_t seed0) {
-  std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
+// Activations (seed seed0 + m) and the reference products with the weights' stored values, once
+// per M (the CPU product dominates these tests' time): `want` with the BF16 activations as they
+// are (both precisions' kernels multiply those, FP8 weights widened in the kernel), and for FP8
+// `want_q` with the activations quantized per token (CPU twin of quantize_rows_e4m3), which
+// the E4M3-token block shapes multiply (plan_info says "E4M3 tokens"; want_for picks).
+struct ActsAndRefs {
+  HostActs a;
+  std::vector<float> want, want_q;
+  const std::vector<float>& want_for(const std::string& plan) const {
+    return plan.find("E4M3 tokens") != std::string::npos ? want_q : want;
+  }
+};
+std::map<int64_t, ActsAndRefs> acts_and_refs(const std::vector<int64_t>& ms, const HostWeights& w, LinearPrecision p,
+                                             uint64_t seed0) {
+  std::map<int64_t, ActsAndRefs> io;
   for (int64_t m : ms) {
-    HostActs a = make_acts(m, w.k, p, seed0 + m);
-    std::vector<float> want = ref_gemm(a.x, w.ref, m, w.n, w.k);
-    io.emplace(m, std::make_pair(std::move(a), std::move(want)));
+    ActsAndRefs r;
+    r.a = make_acts(m, w.k, p, seed0 + m);
+    r.want = ref_gemm(r.a.x, w.ref, m, w.n, w.k);
+    if (p == LinearPrecision::FP8) r.want_q = ref_gemm(r.a.xdq, w.ref, m, w.n, w.k);
+    io.emplace(m, std::move(r));
   }
   return io;
 }
@@ -318,7 +328,9 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 // (n = 192, 320), K split into 8 uneven slices (k = 8448 = 66 BF16 stages of 128 columns, 33 FP8
 // stages of 256), K not a multiple of 128 (k = 336: CUDA cores only) or, for FP8, of 256 (k = 640);
 // M covers partial token tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
-// weights with the BF16 activations exactly and rounds only the output.
+// weights with the BF16 activations exactly and rounds only the output -- or, on the E4M3-token
+// shapes (6-7 on Hopper), with the activations quantized per token, against the reference on
+// those same quantized activations (want_q).
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
   const std::vector<int64_t> many{1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100};
@@ -351,8 +363,8 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
                          " d=" + std::to_string(d) + " m=" + std::to_string(m) + " " + small_m_kernel_name(kern) +
                          " slices " + std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" +
                          L->plan_info(m) + ")");
-            const HostActs& a = io.at(m).first;
-            const std::vector<float>& want = io.at(m).second;
+            const HostActs& a = io.at(m).a;
+            const std::vector<float>& want = io.at(m).want_for(L->plan_info(m));
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
             if (kern == SmallMKernel::TENSOR_CORES) {
               // Again: nothing a launch leaves behind may change the next.
@@ -366,6 +378,9 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
               if (tc) {
                 EXPECT_NE(L->plan_info(m).find("block shape " + std::to_string(kk.shape)), std::string::npos)
                     << L->plan_info(m);
+                // Shapes 6-7 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else.
+                const bool q = p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
+                EXPECT_EQ(L->plan_info(m).find("E4M3 tokens") != std::string::npos, q) << L->plan_info(m);
               }
             }
           }
@@ -417,8 +432,9 @@ TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
                          std::to_string(sh.k) + " tile " + std::to_string(sh.tile) + " d=" + std::to_string(d) +
                          " m=" + std::to_string(m) + " " + small_m_kernel_name(kk.kern) + " slices " +
                          std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" + L->plan_info(m) + ")");
-            const HostActs& a = io.at(m).first;
-            const std::vector<float>& want = io.at(m).second;
+            const HostActs& a = io.at(m).a;
+            const std::vector<float>& want = io.at(m).want;  // axis=in never takes E4M3 tokens
+            EXPECT_EQ(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
             if (kk.kern == SmallMKernel::TENSOR_CORES) {
               EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
@@ -611,6 +627,45 @@ TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
       EXPECT_LT(rel_err(run_layer(*R, a, m, stream_.get(), true), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2)
           << R->plan_info(m);
     }
+  }
+}
+
+// The E4M3-token block shapes (per-token quantization into the Context's scratch, then wgmma
+// on E4M3 x E4M3) inside CUDA graphs, for a Spense axis=out layer with partial row blocks of both
+// kinds and an all-dense one, every token tile size, K split or not, and a replica: against the
+// fp64 reference on the per-token quantized activations (1e-2, as in PathsMatchReference).
+TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
+  if (!fp8_ok() || !tc_smem_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "E4M3 tokens run on Hopper's wgmma";
+  const int64_t n = 320, k = 2048;
+  for (bool all_dense : {false, true}) {
+    GemvLayout gl;
+    gl.all_dense = all_dense;
+    gl.tile = 32;
+    std::vector<uint8_t> dmap(static_cast<size_t>(n), 0);
+    if (!all_dense) {
+      gl.dense_tiles = {1, 6, 9};
+      for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * 32, 32, uint8_t(1));
+    }
+    HostWeights w = make_weights(n, k, LinearPrecision::FP8, 41 + all_dense, !all_dense, dmap);
+    for (int shape : {gemv::kTcFirstE4m3Shape, gemv::kTcFirstE4m3Shape + 1})
+      for (int slices : {0, 2}) {
+        LinearOptions o;
+        o.name = "gemv-e4m3-tokens";
+        o.small_m_kernel = SmallMKernel::TENSOR_CORES;
+        o.small_m_tc_shape = shape;
+        o.small_m_tc_slices = slices;
+        auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
+        auto R = L->replicate();
+        for (int64_t m : {1, 8, 13, 16, 32, 33, 64}) {
+          SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " shape " + std::to_string(shape) +
+                       " slices " + std::to_string(slices) + " m=" + std::to_string(m));
+          HostActs a = make_acts(m, k, LinearPrecision::FP8, 700 + m);
+          const std::vector<float> want = ref_gemm(a.xdq, w.ref, m, w.n, w.k);
+          EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), want), 1e-2) << L->plan_info(m);
+          EXPECT_NE(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
+          EXPECT_LT(rel_err(run_layer(*R, a, m, stream_.get(), true), want), 1e-2) << "replica: " << R->plan_info(m);
+        }
+      }
   }
 }
 
