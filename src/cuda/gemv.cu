@@ -343,14 +343,16 @@ constexpr int kTcRowPitch = kTcRowBytes + 16;  // shared-memory pitch of a weigh
 // (kTok * 16 bytes between chunks along K, 128 between groups of 8 tokens).
 // IN: axis=in weights (Weights::axis_in; a separate instantiation, so that the axis=out code
 // keeps its registers).
-// Q (warpgroup shapes, E4M3 weights, axis=out): E4M3 tokens (Weights::e4m3_tokens) in the same
+// Q (warpgroup shapes, E4M3 weights): E4M3 tokens (Weights::e4m3_tokens) in the same
 // core-matrix layout, 16 columns per 16-byte chunk, so a stage's token area is half the BF16
 // one; the MMAs are the E4M3 wgmmas (a 2:4 stage: 4 k-steps of 64 columns, a dense one: 4 of 32).
+// With IN the tokens come quantized in stored column order, so they are read as axis=out reads
+// them (no column-tile map).
 template <int MT, int NT, int W, int S, bool FP8 = false, bool WG = false, bool IN = false, bool Q = false>
 struct TcCfg {
   static constexpr bool kFP8 = FP8, kWG = WG, kIN = IN, kQ = Q;
   static_assert(!WG || W % 4 == 0, "warpgroup shapes take whole warpgroups");
-  static_assert(!Q || (FP8 && WG && !IN), "E4M3 tokens: E4M3 weights, warpgroup shapes, axis=out");
+  static_assert(!Q || (FP8 && WG), "E4M3 tokens: E4M3 weights, warpgroup shapes");
   static constexpr int kMT = MT, kNT = NT, kThreads = 32 * W, kStages = S;
   static constexpr int kBM = 16 * MT * W, kTok = 8 * NT;
   static constexpr int kSparseCols = FP8 ? 256 : 128;  // columns of a 2:4 stage
@@ -434,6 +436,7 @@ template <class C, bool SPARSE>
 struct TcCopies {
   static constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;  // weight columns per stage
   static constexpr int kXB = C::kQ ? 1 : 2;             // bytes per token column
+  static constexpr bool kGather = C::kIN && !C::kQ;     // tokens read through the column-tile map
   static constexpr int XCH = kCols * kXB / 16;           // 16-byte chunks of a token's stage columns
   static constexpr int XN = (C::kTok * XCH + C::kThreads - 1) / C::kThreads;
   static constexpr int MN = C::kMetaPerThread;
@@ -486,7 +489,7 @@ struct TcCopies {
       const bool any = c < C::kTok * XCH, ok = any && t.m0 + tk < m_total;
       const int64_t col = (SPARSE || !C::kIN ? 0 : w.in_ks) + t.begin * kCols + q * (16 / kXB);  // stored column
       xcol[j] = static_cast<int32_t>(col);
-      xs[j] = reinterpret_cast<const uint8_t*>(x) + ((ok ? t.m0 + tk : 0) * ldx + (C::kIN ? 0 : col)) * kXB;
+      xs[j] = reinterpret_cast<const uint8_t*>(x) + ((ok ? t.m0 + tk : 0) * ldx + (kGather ? 0 : col)) * kXB;
       x_dst[j] = C::kA + C::kMeta + (C::kWG ? (q * C::kTok + tk) * 16 : tk * C::kXPitch + q * 16);
       x_ok |= uint32_t(ok) << j;
       x_any |= uint32_t(any) << j;
@@ -508,7 +511,7 @@ struct TcCopies {
     for (int j = 0; j < XN; ++j)
       if ((x_any >> j) & 1) {
         // A chunk's 8 columns lie in one column tile (tiles of >= 32 columns).
-        const uint8_t* src = C::kIN ? xs[j] + 2 * x_column<true>(xcol[j] + i * kCols, col_tiles, tile_shift)
+        const uint8_t* src = kGather ? xs[j] + 2 * x_column<true>(xcol[j] + i * kCols, col_tiles, tile_shift)
                                     : xs[j] + i * kXB * kCols;
         cp16(stage + x_dst[j], src, (x_ok >> j) & 1);
       }
@@ -571,21 +574,15 @@ __device__ __forceinline__ uint32_t meta_frag(const uint8_t* M, int row0, int ks
 }
 
 // The 8-bit 2:4 metadata of k-step ks (64 columns: 8 bytes per row) for the tile's rows row0 ..
-// row0 + 15: all four threads of a quad supply 32 bits (the sparsity selector is 0). Thread t
-// holds groups 4t..4t+3 (one u16 of the v1 meta layout) of row g in bits 0-15 and of row g + 8
-// in bits 16-31: the BF16 arrangement above spread over four threads instead of two.
-// Other arrangements (variant 1: threads 0-1 row g's u32 0-1, threads 2-3 row g + 8's; variant
-// 2: thread t row g + 8 (t & 1), u32 t >> 1) stay selectable through Weights::e4m3_meta until a
-// GPU has checked which one the hardware reads (tools/device/wgmma_e4m3_probe.cu).
+// row0 + 15: all four threads of a quad supply 32 bits (the sparsity selector is 0), thread t
+// the 8 groups (32 columns) t >> 1 of row g + 8 (t & 1), i.e. u32 t >> 1 of that row's 8 bytes
+// in the v1 meta layout. Measured on an H100 (docs/perf.md): of three arrangements tried by
+// SmallMKernelFp8EveryCodeExact, only this one gave exact results (thread t holding u16 t of
+// rows g and g + 8, the BF16 arrangement above spread over four threads, did not).
 template <class C>
-__device__ __forceinline__ uint32_t meta_frag_e4m3(const uint8_t* M, int row0, int ks, int variant) {
+__device__ __forceinline__ uint32_t meta_frag_e4m3(const uint8_t* M, int row0, int ks) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const uint8_t* m = M + (row0 + g) * C::kMetaBytes + 8 * ks;
-  constexpr int P8 = 8 * C::kMetaBytes;  // row g + 8
-  if (variant == 1) return *reinterpret_cast<const uint32_t*>(m + (t >> 1) * P8 + 4 * (t & 1));
-  if (variant == 2) return *reinterpret_cast<const uint32_t*>(m + (t & 1) * P8 + 4 * (t >> 1));
-  return uint32_t(*reinterpret_cast<const uint16_t*>(m + 2 * t)) |
-         (uint32_t(*reinterpret_cast<const uint16_t*>(m + P8 + 2 * t)) << 16);
+  return *reinterpret_cast<const uint32_t*>(M + (row0 + g + 8 * (t & 1)) * C::kMetaBytes + 8 * ks + 4 * (t >> 1));
 }
 
 // acc += this warp's rows of one landed stage times its tokens. BF16 weights reach the A
@@ -636,7 +633,7 @@ __device__ __forceinline__ void tc_compute(const uint8_t* stage, float (&acc)[C:
 // then the warpgroup issues one wgmma per k-step and 64-row tile, B read from the stage's token
 // area by descriptor, and waits for them before the stage's memory is reused.
 template <class C, bool SPARSE>
-__device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4], int e4m3_meta) {
+__device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)[C::kMT][C::kNT][4]) {
   constexpr int MT = C::kMT, N = 8 * C::kNT, R = N / 2;
   constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;
   // Fragments per stage: one per 2:4 k-step (32 columns, 16 kept), or per dense k16; with E4M3
@@ -655,7 +652,7 @@ __device__ __forceinline__ void tc_compute_wg(const uint8_t* stage, float (&acc)
     for (int mt = 0; mt < MT; ++mt) {
       const int row0 = tc_row0<C>(warp, mt);
       a_frag<C>(A, row0, 32 * f, a[f][mt]);
-      if constexpr (SPARSE && C::kQ) e[f][mt] = meta_frag_e4m3<C>(M, row0, f, e4m3_meta);
+      if constexpr (SPARSE && C::kQ) e[f][mt] = meta_frag_e4m3<C>(M, row0, f);
       else if constexpr (SPARSE) e[f][mt] = meta_frag<C>(M, row0, f);
     }
 #pragma unroll
@@ -771,7 +768,7 @@ __device__ __forceinline__ void tc_run(const Weights& w, const uint16_t* x, int6
     __syncthreads();  // stage i has landed for everyone; stage i - 1's slot is free
     if (i + S - 1 < n) cp.issue(i + S - 1, base + next_slot * C::kStage);
     cp_commit();
-    if constexpr (C::kWG) tc_compute_wg<C, SPARSE>(smem + slot * C::kStage, acc, w.e4m3_meta);
+    if constexpr (C::kWG) tc_compute_wg<C, SPARSE>(smem + slot * C::kStage, acc);
     else tc_compute<C, SPARSE>(smem + slot * C::kStage, acc);
     slot = slot + 1 == S ? 0 : slot + 1;
     next_slot = next_slot + 1 == S ? 0 : next_slot + 1;
@@ -856,10 +853,11 @@ void launch_tc(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y,
   if (w.axis_in) launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG, true>>(w, x, ldx, m, y, ldy, s);
   else launch_tc_cfg<TcCfg<MT, NT, W, S, FP8, WG>>(w, x, ldx, m, y, ldy, s);
 }
-// The E4M3-token warpgroup shapes (E4M3 weights, axis=out only: TcCfg's Q).
+// The E4M3-token warpgroup shapes (E4M3 weights: TcCfg's Q).
 template <int MT, int NT, int W, int S>
 void launch_tc_q(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  launch_tc_cfg<TcCfg<MT, NT, W, S, true, true, false, true>>(w, x, ldx, m, y, ldy, s);
+  if (w.axis_in) launch_tc_cfg<TcCfg<MT, NT, W, S, true, true, true, true>>(w, x, ldx, m, y, ldy, s);
+  else launch_tc_cfg<TcCfg<MT, NT, W, S, true, true, false, true>>(w, x, ldx, m, y, ldy, s);
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -1002,7 +1000,7 @@ constexpr int tc_largest_smem() {
 bool tc_wgmma_ok() { return tc_device().wgmma; }
 
 bool tc_e4m3_tokens(const Weights& w, int shape) {
-  return shape >= kTcFirstE4m3Shape && w.fp8 && !w.axis_in && tc_device().wgmma;
+  return shape >= kTcFirstE4m3Shape && w.fp8 && tc_device().wgmma;
 }
 
 // Axis=in with both parts: at least 2 slices (one per part).
@@ -1038,15 +1036,9 @@ void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int6
   const bool aligned = ldx % (w.e4m3_tokens ? 16 : 8) == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   if (w.e4m3_tokens) {
     if (!(w.tensor_cores && tc_e4m3_tokens(w, w.tc_shape) && tc_eligible(w) && w.x_scales && aligned))
-      throw Error("gemv: E4M3 tokens need an E4M3-token block shape on an FP8 axis=out layer where wgmma runs, "
+      throw Error("gemv: E4M3 tokens need an E4M3-token block shape on an FP8 layer where wgmma runs, "
                   "x_scales, and 16-byte aligned token rows", 1);
-    static const int meta_variant = [] {
-      const char* e = std::getenv("SPENSE_E4M3_META");
-      return e ? std::atoi(e) : 0;
-    }();
-    Weights wq = w;
-    wq.e4m3_meta = meta_variant;
-    launch_tc_m<true>(wq, x, ldx, m, y, ldy, s);
+    launch_tc_m<true>(w, x, ldx, m, y, ldy, s);
     return;
   }
   if (w.tensor_cores && tc_eligible(w) && aligned) {

@@ -41,14 +41,12 @@ struct Weights {
   bool tensor_cores = false;
   int tc_slices = 0;  // K split over a thread-block cluster (tc_effective_slices); 0: by rule
   int tc_shape = 0;   // block shape, 0 .. kTcShapes - 1 (warps, rows per warp, pipeline depth)
-  // Block shapes kTcFirstE4m3Shape.. on FP8 axis=out layers where wgmma runs: x holds E4M3
-  // tokens (ldx in bytes, quantized per token by quantize_rows_e4m3) and x_scales their m
-  // scales, multiplied on wgmma's E4M3 MMAs. Set by the caller that quantized x.
+  // Block shapes kTcFirstE4m3Shape.. on FP8 layers where wgmma runs: x holds E4M3 tokens (ldx
+  // in bytes, quantized per token by quantize_rows_e4m3; axis=in: in stored column order, the
+  // column-tile map applied by the quantization) and x_scales their m scales, multiplied on
+  // wgmma's E4M3 MMAs. Set by the caller that quantized x.
   bool e4m3_tokens = false;
   const float* x_scales = nullptr;
-  // Which arrangement of the 8-bit 2:4 metadata the E4M3 shapes hand to wgmma (gemv.cu,
-  // meta_frag_e4m3; 0 unless SPENSE_E4M3_META says otherwise): until a GPU has checked it.
-  int e4m3_meta = 0;
   // Launch with programmatic dependent launch (src/cuda/pdl.cuh; sm_90+): the blocks may start,
   // and fetch their first weights, while the kernel before them in the stream finishes.
   bool pdl = false;
@@ -63,8 +61,8 @@ inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
 bool tc_wgmma_ok();
-// Whether block shape `shape` runs on E4M3 tokens for w: an E4M3-token shape, FP8 weights,
-// axis=out, and the wgmma shapes available. The caller then quantizes x per token and sets
+// Whether block shape `shape` runs on E4M3 tokens for w: an E4M3-token shape, FP8 weights, and
+// the wgmma shapes available. The caller then quantizes x per token and sets
 // Weights::e4m3_tokens and x_scales.
 bool tc_e4m3_tokens(const Weights& w, int shape);
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows

@@ -497,7 +497,7 @@ class GemvLinearImpl final : public Linear {
       : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), inner_(o.inner_ ? o.inner_->replicate() : nullptr),
         choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), axis_in_(o.axis_in_), in_ks_(o.in_ks_), tile_shift_(o.tile_shift_),
         values_(copy_device(o.values_)), meta_(copy_device(o.meta_)), dense_(copy_device(o.dense_)),
-        row_map_(o.row_map_), col_tiles_(o.col_tiles_), scales_(o.scales_) {}
+        row_map_(o.row_map_), col_tiles_(o.col_tiles_), scales_(o.scales_), col_order_(o.col_order_) {}
 
   // Per M up to kTimedMaxM (decode batches), the kernels that can run it (cuBLASLt for dense
   // layers, our CUDA-core kernel up to kMaxM rows per pass -- any M for 2:4 and hybrid layers --,
@@ -549,7 +549,8 @@ class GemvLinearImpl final : public Linear {
   size_t weight_bytes() const override {
     if (inner_) return inner_->weight_bytes();
     return values_.size() + meta_.size() + dense_.size() + (scales_ ? scales_->size() : 0) +
-           (row_map_ ? row_map_->size() : 0) + (col_tiles_ ? col_tiles_->size() : 0);
+           (row_map_ ? row_map_->size() : 0) + (col_tiles_ ? col_tiles_->size() : 0) +
+           (col_order_ ? col_order_->size() : 0);
   }
   std::string plan_info(int64_t m) const override {
     const auto it = choice_.find(m);
@@ -584,6 +585,7 @@ class GemvLinearImpl final : public Linear {
     std::vector<int32_t> tiles(static_cast<size_t>(k_ / layout.tile));
     for (size_t j = 0; j < tiles.size(); ++j) tiles[j] = order[j * static_cast<size_t>(layout.tile)] >> shift;
     col_tiles_ = std::make_shared<DeviceBuffer>(upload_ints(tiles));
+    if (prec_ == LinearPrecision::FP8) col_order_ = std::make_shared<DeviceBuffer>(upload_ints(order));
     DeviceBuffer wdev = upload(w.data, static_cast<size_t>(n_ * k_) * eb);
     if (in_ks_ > 0) {
       const DeviceBuffer part = pack_part(wdev.get(), eb, n_, k_, HybridAxis::IN, order, 0, in_ks_);
@@ -653,7 +655,9 @@ class GemvLinearImpl final : public Linear {
     if (e4m3_tokens(c)) {  // per-token E4M3 tokens (as the library FP8 layers take them)
       auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, static_cast<size_t>(m * k_)));
       auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, static_cast<size_t>(m) * sizeof(float)));
-      quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, nullptr, xq, k_, xs, s);
+      // Axis=in: quantized in stored column order, so the kernel reads them without the tile map.
+      quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, col_order_ ? col_order_->as<int32_t>() : nullptr, xq, k_, xs,
+                         s);
       w.e4m3_tokens = true;
       w.x_scales = xs;
       return gemv::gemv(w, xq, k_, m, y, n_, s);
@@ -697,6 +701,7 @@ class GemvLinearImpl final : public Linear {
   int tile_shift_ = 0;
   DeviceBuffer values_, meta_, dense_;
   std::shared_ptr<DeviceBuffer> row_map_, col_tiles_, scales_;
+  std::shared_ptr<DeviceBuffer> col_order_;  // FP8 axis=in: stored column -> original column
 };
 
 }  // namespace

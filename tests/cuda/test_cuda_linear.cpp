@@ -397,7 +397,8 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
 // weights (tolerance 1e-2 as above). Shapes: tiles of 32, 64 and 128 columns; 2:4 and dense
 // column counts in whole tensor-core stages or not (k = 512, d = 0.25: 384 2:4 columns, not a
 // multiple of FP8's 256, so FP8 runs on CUDA cores there); d = 0 (no dense part) and d = 1 (no
-// 2:4 part).
+// 2:4 part). FP8 shapes 6-7 on Hopper take E4M3 tokens quantized in stored column order (the
+// column-tile map applied by the quantization), checked against want_q.
 TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
   std::mt19937 rng(12);
@@ -433,12 +434,15 @@ TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
                          " m=" + std::to_string(m) + " " + small_m_kernel_name(kk.kern) + " slices " +
                          std::to_string(kk.slices) + " shape " + std::to_string(kk.shape) + " (" + L->plan_info(m) + ")");
             const HostActs& a = io.at(m).a;
-            const std::vector<float>& want = io.at(m).want;  // axis=in never takes E4M3 tokens
-            EXPECT_EQ(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
+            const std::vector<float>& want = io.at(m).want_for(L->plan_info(m));
             EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2);
             if (kk.kern == SmallMKernel::TENSOR_CORES) {
               EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get()), want), 1e-2) << "second run";
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
+              if (tc) {
+                const bool q = fp8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
+                EXPECT_EQ(L->plan_info(m).find("E4M3 tokens") != std::string::npos, q) << L->plan_info(m);
+              }
               if (tc && kk.slices > 0) {
                 const int expect = std::max(kk.slices, min_slices);
                 EXPECT_NE(L->plan_info(m).find(std::to_string(expect) + " slice"), std::string::npos) << L->plan_info(m);
@@ -632,21 +636,27 @@ TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
 
 // The E4M3-token block shapes (per-token quantization into the Context's scratch, then wgmma
 // on E4M3 x E4M3) inside CUDA graphs, for a Spense axis=out layer with partial row blocks of both
-// kinds and an all-dense one, every token tile size, K split or not, and a replica: against the
-// fp64 reference on the per-token quantized activations (1e-2, as in PathsMatchReference).
+// kinds, an all-dense one and an axis=in one (tokens quantized in stored column order), every
+// token tile size, K split or not, and a replica: against the fp64 reference on the per-token
+// quantized activations (1e-2, as in PathsMatchReference).
 TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
   if (!fp8_ok() || !tc_smem_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "E4M3 tokens run on Hopper's wgmma";
   const int64_t n = 320, k = 2048;
-  for (bool all_dense : {false, true}) {
+  for (const char* layout : {"hybrid out", "all dense", "hybrid in"}) {
+    const std::string lay = layout;
     GemvLayout gl;
-    gl.all_dense = all_dense;
-    gl.tile = 32;
-    std::vector<uint8_t> dmap(static_cast<size_t>(n), 0);
-    if (!all_dense) {
+    gl.all_dense = lay == "all dense";
+    gl.tile = lay == "hybrid in" ? 64 : 32;
+    std::vector<uint8_t> rmap(static_cast<size_t>(n), 0), cmap(static_cast<size_t>(k), 0);
+    if (lay == "hybrid out") {
       gl.dense_tiles = {1, 6, 9};
-      for (int32_t t : gl.dense_tiles) std::fill_n(dmap.begin() + t * 32, 32, uint8_t(1));
+      for (int32_t t : gl.dense_tiles) std::fill_n(rmap.begin() + t * 32, 32, uint8_t(1));
+    } else if (lay == "hybrid in") {  // 8 of 32 column tiles dense: 512 dense columns, 1536 2:4 ones
+      gl.axis = HybridAxis::IN;
+      gl.dense_tiles = {0, 3, 7, 12, 18, 22, 27, 31};
+      for (int32_t t : gl.dense_tiles) std::fill_n(cmap.begin() + t * 64, 64, uint8_t(1));
     }
-    HostWeights w = make_weights(n, k, LinearPrecision::FP8, 41 + all_dense, !all_dense, dmap);
+    HostWeights w = make_weights(n, k, LinearPrecision::FP8, 41 + lay.size(), !gl.all_dense, rmap, cmap);
     for (int shape : {gemv::kTcFirstE4m3Shape, gemv::kTcFirstE4m3Shape + 1})
       for (int slices : {0, 2}) {
         LinearOptions o;
@@ -657,7 +667,7 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
         auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
         auto R = L->replicate();
         for (int64_t m : {1, 8, 13, 16, 32, 33, 64}) {
-          SCOPED_TRACE(std::string(all_dense ? "all dense" : "hybrid") + " shape " + std::to_string(shape) +
+          SCOPED_TRACE(lay + " shape " + std::to_string(shape) +
                        " slices " + std::to_string(slices) + " m=" + std::to_string(m));
           HostActs a = make_acts(m, k, LinearPrecision::FP8, 700 + m);
           const std::vector<float> want = ref_gemm(a.xdq, w.ref, m, w.n, w.k);
