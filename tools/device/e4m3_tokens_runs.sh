@@ -13,6 +13,7 @@
 #     gemm     bench-gemm FP8, M = 16, 64: library and our kernel on both axes
 #     out/mixed  FP8 --compare dense,spense at batch 16, 64, --verbose, axis out then mixed
 #     graph    mixed again, the auto back end timing its candidates as graphs
+#     ncu_*    Nsight Compute on gate_up at M = 16: our shapes 7 and 8, cuSPARSELt's 2:4 kernel
 # From the repository root on the GPU machine, with .devdeps carried:
 #   [DEADLINE=S] [PART=layers|decode|axis] bash tools/device/e4m3_tokens_runs.sh
 set -uo pipefail
@@ -45,6 +46,20 @@ elif [[ $PART == axis ]]; then
   done
   step graph "$(lim 90)" "${d[@]}" --axis mixed --auto-timing graph --csv "$L/decode_h100_32b_e4m3tok_mixed_graph.csv"
   show graph
+  # Nsight Compute: our kernel's E4M3-token shapes 7 and 8 (each K split the timing tries) and
+  # cuSPARSELt's 2:4 kernel on gate_up at M = 16: DRAM throughput, duration, stalls.
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis"
+  keys="Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Grid Size|Block Size|Stall"
+  b=(./build-gpu/spense_bench_gemm --models qwen3-32b --layers gate_up --m 16 --d 0.25 --dtypes fp8 --iters 3 --warmup 1)
+  for sh in 7 8; do
+    step ncu_shape$sh "$(lim 60)" $NCU --clock-control none -k regex:"gemv_tc" --launch-count 4 $sec \
+      "${b[@]}" --formats spense-out-gemv --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$L/x.csv"
+    grep -E "gemv_tc_k<|$keys" "$L/ncu_shape$sh.log" | sed -E 's/ +/ /g' | head -60
+  done
+  step ncu_sparselt "$(lim 60)" $NCU --clock-control none -k regex:"sparse|sm90" --launch-count 2 $sec \
+    "${b[@]}" --formats 2:4 --no-sparse-search --csv "$L/x.csv"
+  grep -E "^  [a-zA-Z_].*\(|$keys" "$L/ncu_sparselt.log" | sed -E 's/ +/ /g' | head -40
 else
   d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --compare)
   step decode "$(lim 200)" "${d[@]}" --dtype fp8 --kv-cache fp8 --batch 1,16,64 --verbose \

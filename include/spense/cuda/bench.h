@@ -38,6 +38,7 @@ struct BenchGemmOptions {
   bool split_sms = true;    // hybrid: cuBLASLt SM-count target for the dense part (LinearOptions)
   bool graph = true;        // time graph replays (else plain stream launches)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // *-gemv formats: LinearOptions::small_m_kernel
+  int small_m_tc_shape = -1;  // *-gemv formats: LinearOptions::small_m_tc_shape (-1: every shape timed)
   std::string csv = "bench/results/gemm_h100.csv";
   uint64_t seed = 1;
 };
