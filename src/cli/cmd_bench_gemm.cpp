@@ -48,7 +48,7 @@ void register_bench_gemm(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cuda-cores", "tensor-cores"}))
       ->capture_default_str();
   cmd->add_option("--small-m-tc-shape", o->small_m_tc_shape,
-                  "*-gemv formats: only this block shape of the tensor-core path (0-8; -1: time every shape; "
+                  "*-gemv formats: only this block shape of the tensor-core path (0-9; -1: time every shape; "
                   "for profiling one kernel)")
       ->capture_default_str();
   cmd->add_option("--csv", o->csv, "output CSV")->capture_default_str();

@@ -917,31 +917,37 @@ __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_
 // not BF16 (docs/perf.md). Shapes 4-5 (wgmma, sm_90a only: tc_wgmma_ok): one
 // warpgroup of 64 rows, and two warpgroups of 128 rows each (256 rows: a quarter of the token
 // bytes per weight byte). First: the one for untimed M. E4M3 stages carry twice the token
-// columns, so large token tiles take fewer stages. Shapes 6-8 (tc_e4m3_tokens; elsewhere 6 and
-// 8 run as 4, 7 as 5): the warpgroups of 4-5 on E4M3 tokens, whose stages hold half the token
-// bytes, so they take more stages (6: two blocks per SM at every token tile), and 8: two
-// warpgroups of 64 rows, two blocks per SM (eight warps issuing copies, as shape 1 at M = 1).
+// columns, so large token tiles take fewer stages. Shapes 6-9 (tc_e4m3_tokens; elsewhere 6, 8
+// and 9 run as 4, 7 as 5): the warpgroups of 4-5 on E4M3 tokens, whose stages hold half the token
+// bytes, so they take more stages (6: two blocks per SM at every token tile), 8: two
+// warpgroups of 64 rows, two blocks per SM (eight warps issuing copies, as shape 1 at M = 1),
+// and 9: one warpgroup of 64 rows with shallow pipelines, 3-4 blocks per SM (the copy-only
+// measurement of docs/perf.md found more resident blocks better than deeper pipelines).
 template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
-  if (v >= kTcFirstE4m3Shape && !w.e4m3_tokens) v = v == kTcFirstE4m3Shape + 1 ? 5 : 4;
+  if (v >= kTcFirstE4m3Shape && !w.e4m3_tokens) v = v == kTcFirstE4m3Shape + 1 ? 5 : 4;  // BF16 tokens
   if (v >= kTcFirstE4m3Shape) {
     if (m <= 8) {
       if (v == 6) launch_tc_q<1, 1, 4, 6>(w, x, ldx, m, y, ldy, s);
       else if (v == 7) launch_tc_q<2, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc_q<1, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else if (v == 8) launch_tc_q<1, 1, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<1, 1, 4, 3>(w, x, ldx, m, y, ldy, s);
     } else if (m <= 16) {
       if (v == 6) launch_tc_q<1, 2, 4, 6>(w, x, ldx, m, y, ldy, s);
       else if (v == 7) launch_tc_q<2, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc_q<1, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else if (v == 8) launch_tc_q<1, 2, 8, 4>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<1, 2, 4, 3>(w, x, ldx, m, y, ldy, s);
     } else if (m <= 32) {
       if (v == 6) launch_tc_q<1, 4, 4, 5>(w, x, ldx, m, y, ldy, s);
       else if (v == 7) launch_tc_q<2, 4, 8, 4>(w, x, ldx, m, y, ldy, s);
-      else launch_tc_q<1, 4, 8, 3>(w, x, ldx, m, y, ldy, s);
+      else if (v == 8) launch_tc_q<1, 4, 8, 3>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<1, 4, 4, 3>(w, x, ldx, m, y, ldy, s);
     } else {
       if (v == 6) launch_tc_q<1, 8, 4, 4>(w, x, ldx, m, y, ldy, s);
       else if (v == 7) launch_tc_q<2, 8, 8, 3>(w, x, ldx, m, y, ldy, s);
-      else launch_tc_q<1, 8, 8, 2>(w, x, ldx, m, y, ldy, s);
+      else if (v == 8) launch_tc_q<1, 8, 8, 2>(w, x, ldx, m, y, ldy, s);
+      else launch_tc_q<1, 8, 4, 2>(w, x, ldx, m, y, ldy, s);
     }
     return;
   }
@@ -996,7 +1002,9 @@ constexpr int tc_largest_smem() {
                        TcCfg<1, 4, 4, 5, true, true, false, true>::kSmem, TcCfg<2, 4, 8, 4, true, true, false, true>::kSmem,
                        TcCfg<1, 8, 4, 4, true, true, false, true>::kSmem, TcCfg<2, 8, 8, 3, true, true, false, true>::kSmem,
                        TcCfg<1, 1, 8, 4, true, true, false, true>::kSmem, TcCfg<1, 2, 8, 4, true, true, false, true>::kSmem,
-                       TcCfg<1, 4, 8, 3, true, true, false, true>::kSmem, TcCfg<1, 8, 8, 2, true, true, false, true>::kSmem};
+                       TcCfg<1, 4, 8, 3, true, true, false, true>::kSmem, TcCfg<1, 8, 8, 2, true, true, false, true>::kSmem,
+                       TcCfg<1, 1, 4, 3, true, true, false, true>::kSmem, TcCfg<1, 2, 4, 3, true, true, false, true>::kSmem,
+                       TcCfg<1, 4, 4, 3, true, true, false, true>::kSmem, TcCfg<1, 8, 4, 2, true, true, false, true>::kSmem};
   int m = 0;
   for (int x : v) m = x > m ? x : m;
   return m;

@@ -54,9 +54,9 @@ struct Weights {
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
 // 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
-// elsewhere they run as shape 0), 6-8 warpgroups multiplying E4M3 weights by E4M3 tokens
+// elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3 tokens
 // (tc_e4m3_tokens; elsewhere they run as shapes 4-5).
-inline constexpr int kTcShapes = 9;
+inline constexpr int kTcShapes = 10;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).

@@ -329,7 +329,7 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 // stages of 256), K not a multiple of 128 (k = 336: CUDA cores only) or, for FP8, of 256 (k = 640);
 // M covers partial token tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
 // weights with the BF16 activations exactly and rounds only the output -- or, on the E4M3-token
-// shapes (6-8 on Hopper), with the activations quantized per token, against the reference on
+// shapes (6-9 on Hopper), with the activations quantized per token, against the reference on
 // those same quantized activations (want_q).
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
@@ -378,7 +378,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
               if (tc) {
                 EXPECT_NE(L->plan_info(m).find("block shape " + std::to_string(kk.shape)), std::string::npos)
                     << L->plan_info(m);
-                // Shapes 6-8 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else.
+                // Shapes 6-9 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else.
                 const bool q = p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
                 EXPECT_EQ(L->plan_info(m).find("E4M3 tokens") != std::string::npos, q) << L->plan_info(m);
               }
@@ -397,7 +397,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
 // weights (tolerance 1e-2 as above). Shapes: tiles of 32, 64 and 128 columns; 2:4 and dense
 // column counts in whole tensor-core stages or not (k = 512, d = 0.25: 384 2:4 columns, not a
 // multiple of FP8's 256, so FP8 runs on CUDA cores there); d = 0 (no dense part) and d = 1 (no
-// 2:4 part). FP8 shapes 6-8 on Hopper take E4M3 tokens quantized in stored column order (the
+// 2:4 part). FP8 shapes 6-9 on Hopper take E4M3 tokens quantized in stored column order (the
 // column-tile map applied by the quantization), checked against want_q.
 TEST_F(CudaLinear, SmallMKernelAxisInMatchesReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };

@@ -14,15 +14,19 @@
 #     out/mixed  FP8 --compare dense,spense at batch 16, 64, --verbose, axis out then mixed
 #     graph    mixed again, the auto back end timing its candidates as graphs
 #     ncu_*    Nsight Compute on gate_up at M = 16: our shapes 7 and 8, cuSPARSELt's 2:4 kernel
+#   PART=final
+#     tests, engine   test_cuda_linear and test_cuda_engine, all of them
+#     gemm     bench-gemm FP8 M = 1-64 (our kernel's shapes 6-9 among the candidates)
+#     fp8, bf16  decode --compare: FP8 (E4M3 cache) at batch 1, 16, 64; BF16 at batch 1, 16
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=layers|decode|axis] bash tools/device/e4m3_tokens_runs.sh
+#   [DEADLINE=S] [PART=layers|decode|axis|final] bash tools/device/e4m3_tokens_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-layers}
 L=/tmp/e4m3_logs_$PART
 rm -rf "$L"
 LOGS=$L TAR_TO=$OUT/logs_$PART.tgz
-export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_linear spense_gpu spense_bench_gemm"}
+export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_linear test_cuda_engine spense_gpu spense_bench_gemm"}
 source tools/device/lib.sh
 if [[ $PART == layers ]]; then
   step tests "$(lim 170)" ./build-gpu/test_cuda_linear
@@ -60,6 +64,20 @@ elif [[ $PART == axis ]]; then
   step ncu_sparselt "$(lim 60)" $NCU --clock-control none -k regex:"sparse|sm90" --launch-count 2 $sec \
     "${b[@]}" --formats 2:4 --no-sparse-search --csv "$L/x.csv"
   grep -E "^  [a-zA-Z_].*\(|$keys" "$L/ncu_sparselt.log" | sed -E 's/ +/ /g' | head -40
+elif [[ $PART == final ]]; then
+  step tests "$(lim 150)" ./build-gpu/test_cuda_linear
+  grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/tests.log" | head -30
+  step engine "$(lim 120)" ./build-gpu/test_cuda_engine
+  grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/engine.log" | head -30
+  step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --models qwen3-32b --dtypes fp8 --m 1,16,32,64 --d 0.25 \
+    --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_32b_e4m3tok_final.csv"
+  python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_e4m3tok_final.csv"
+  d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --compare)
+  show() { grep -E "^(fp8|bf16) .*ms/step" "$L/$1.log"; }
+  step fp8 "$(lim 90)" "${d[@]}" --dtype fp8 --kv-cache fp8 --batch 1,16,64 --csv "$OUT/decode_h100_32b_e4m3tok_final_fp8.csv"
+  show fp8
+  step bf16 "$(lim 90)" "${d[@]}" --dtype bf16 --batch 1,16 --csv "$OUT/decode_h100_32b_e4m3tok_final_bf16.csv"
+  show bf16
 else
   d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --compare)
   step decode "$(lim 200)" "${d[@]}" --dtype fp8 --kv-cache fp8 --batch 1,16,64 --verbose \
