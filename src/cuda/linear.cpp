@@ -635,7 +635,8 @@ class GemvLinearImpl final : public Linear {
     for (int shape = 0; tc && shape < gemv::kTcShapes; ++shape)
       if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstWgmmaShape && !gemv::tc_wgmma_ok()) continue;
-      else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstE4m3Shape && !gemv::tc_e4m3_tokens(w, shape))
+      else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstE4m3Shape &&
+               (!opts_.small_m_e4m3_tokens || !gemv::tc_e4m3_tokens(w, shape)))
         continue;  // would only repeat shapes 4-5
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
@@ -665,7 +666,7 @@ class GemvLinearImpl final : public Linear {
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
   bool e4m3_tokens(const Choice& c) const {
-    return c.path == Path::TENSOR_CORES && gemv::tc_e4m3_tokens(weights(), c.shape);
+    return c.path == Path::TENSOR_CORES && opts_.small_m_e4m3_tokens && gemv::tc_e4m3_tokens(weights(), c.shape);
   }
 
   gemv::Weights weights() const {

@@ -14,12 +14,15 @@
 #     out/mixed  FP8 --compare dense,spense at batch 16, 64, --verbose, axis out then mixed
 #     graph    mixed again, the auto back end timing its candidates as graphs
 #     ncu_*    Nsight Compute on gate_up at M = 16: our shapes 7 and 8, cuSPARSELt's 2:4 kernel
+#   PART=ab
+#     on/off   FP8 dense and Spense at batch 1 and 16, with and without the E4M3-token shapes
+#              (--no-e4m3-tokens), twice in turn (the first pair --verbose)
 #   PART=final
 #     tests, engine   test_cuda_linear and test_cuda_engine, all of them
 #     gemm     bench-gemm FP8 M = 1-64 (our kernel's shapes 6-9 among the candidates)
 #     fp8, bf16  decode --compare: FP8 (E4M3 cache) at batch 1, 16, 64; BF16 at batch 1, 16
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=layers|decode|axis|final] bash tools/device/e4m3_tokens_runs.sh
+#   [DEADLINE=S] [PART=layers|decode|axis|ab|final] bash tools/device/e4m3_tokens_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-layers}
@@ -78,6 +81,17 @@ elif [[ $PART == final ]]; then
   show fp8
   step bf16 "$(lim 90)" "${d[@]}" --dtype bf16 --batch 1,16 --csv "$OUT/decode_h100_32b_e4m3tok_final_bf16.csv"
   show bf16
+elif [[ $PART == ab ]]; then
+  d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32
+     --formats dense,spense --dtype fp8 --kv-cache fp8 --batch 1,16)
+  show() { grep -E "^(fp8|bf16) .*ms/step|: (auto|ours|library)" "$L/$1.log" | grep -v " alone "; }
+  for r in 1 2; do
+    v=(); [[ $r == 1 ]] && v=(--verbose)
+    step on$r "$(lim 80)" "${d[@]}" "${v[@]}" --csv "$OUT/decode_h100_32b_e4m3tok_ab_on$r.csv"
+    show on$r
+    step off$r "$(lim 80)" "${d[@]}" "${v[@]}" --no-e4m3-tokens --csv "$OUT/decode_h100_32b_e4m3tok_ab_off$r.csv"
+    show off$r
+  done
 else
   d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --compare)
   step decode "$(lim 200)" "${d[@]}" --dtype fp8 --kv-cache fp8 --batch 1,16,64 --verbose \

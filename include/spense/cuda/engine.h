@@ -63,6 +63,7 @@ struct EngineOptions {
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
+  bool e4m3_tokens = true;      // FP8: our small-M kernel's E4M3-token shapes (LinearOptions::small_m_e4m3_tokens)
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
   // GemmBackend::AUTO: time the two candidates of a layer as replayed CUDA graphs, as a decode

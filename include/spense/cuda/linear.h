@@ -88,6 +88,10 @@ struct LinearOptions {
   // And its block shape (gemv::kTcShapes per token-tile size; see gemv.cu): -1 times each,
   // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
+  // FP8 layers: its E4M3-token block shapes (6-9, Hopper) may run: they quantize x per token
+  // (as cuBLASLt's FP8 layers do) and multiply E4M3 x E4M3 on wgmma. false: BF16 tokens only
+  // (forced shapes 6-9 then run as their BF16-token counterparts).
+  bool small_m_e4m3_tokens = true;
   // And it launches with programmatic dependent launch on sm_90+ (its blocks start and fetch
   // their first weights while the previous kernel in the stream finishes; they wait for that
   // kernel before reading x).

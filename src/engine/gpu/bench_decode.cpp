@@ -77,6 +77,8 @@ std::string bench_decode_usage() {
          "  --dense-search N     cuBLASLt: time the heuristic's first N candidates per layer and batch\n"
          "                       and keep the fastest (every format in the run; default 0: its first)\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
+         "  --no-e4m3-tokens     FP8: our small-M kernel keeps BF16 tokens (no per-token E4M3\n"
+         "                       quantization, no E4M3 x E4M3 warpgroup MMAs)\n"
          "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
@@ -99,7 +101,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl" || args[i] == "--verbose";
+                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--no-e4m3-tokens";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -134,6 +136,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       if (o->dense_search < 0) throw Error("bench-decode: --dense-search takes a count of candidates (0 or more)");
     }
     else if (a == "--no-pdl") o->pdl = false;
+    else if (a == "--no-e4m3-tokens") o->e4m3_tokens = false;
     else if (a == "--verbose") o->verbose = true;
     else if (a == "--auto-timing") {
       if (val != "eager" && val != "graph") throw Error("bench-decode: --auto-timing takes eager or graph, not '" + val + "'");
@@ -188,13 +191,13 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     cfg = config_load(o.model);
   }
   std::printf("bench-decode: %s (%d SMs), copy %.0f GB/s; %s: %lld layers, hidden %lld, %lld/%lld heads, "
-              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s, %s keys per attention block), %d steps (median), graphs %s, PDL %s, library hybrids %s\n",
+              "intermediate %lld, vocab %lld; ctx %lld (KV cache %s, %s keys per attention block), %d steps (median), graphs %s, PDL %s, E4M3 tokens %s, library hybrids %s\n",
               ctx.gpu_name().c_str(), ctx.props().multiProcessorCount, copy_gbps,
               o.synthetic.empty() ? o.model.c_str() : ("synthetic " + o.synthetic).c_str(),
               (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.num_heads,
               (long long)cfg.num_kv_heads, (long long)cfg.intermediate_size, (long long)cfg.vocab_size,
               (long long)o.ctx, o.kv_fp8 ? "fp8" : "bf16", o.kv_chunk ? std::to_string(o.kv_chunk).c_str() : "auto", o.steps, o.graphs ? "on" : "off", o.pdl ? "on" : "off",
-              o.concurrent ? "on two streams" : "serial");
+              o.e4m3_tokens ? "on" : "off", o.concurrent ? "on two streams" : "serial");
   const int64_t max_b = *std::max_element(o.batches.begin(), o.batches.end());
   std::vector<std::string> formats = o.formats;
   std::stable_partition(formats.begin(), formats.end(), [](const std::string& f) { return f == "dense"; });
@@ -223,6 +226,7 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.auto_time_graphs = o.auto_time_graphs;
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
+      eo.e4m3_tokens = o.e4m3_tokens;
       eo.kv_fp8 = o.kv_fp8;
       eo.decode_kv_chunk = o.kv_chunk;
       eo.concurrent = o.concurrent;
@@ -334,13 +338,14 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
     f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
          "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
-         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache,kv_chunk\n";
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache,kv_chunk,e4m3_tokens\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
-        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << (o.kv_chunk ? std::to_string(o.kv_chunk) : "auto") << "\n";
+        << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << (o.kv_chunk ? std::to_string(o.kv_chunk) : "auto") << ","
+        << (o.e4m3_tokens ? "on" : "off") << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;
