@@ -638,7 +638,8 @@ TEST_F(CudaLinear, SmallMKernelAutoInsideGraphs) {
 // on E4M3 x E4M3) inside CUDA graphs, for a Spense axis=out layer with partial row blocks of both
 // kinds, an all-dense one and an axis=in one (tokens quantized in stored column order), every
 // token tile size, K split or not, and a replica: against the fp64 reference on the per-token
-// quantized activations (1e-2, as in PathsMatchReference).
+// quantized activations (1e-2, as in PathsMatchReference). Then the same layers with the
+// E4M3-token shapes switched off (LinearOptions::small_m_e4m3_tokens), against the BF16-token one.
 TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
   if (!fp8_ok() || !tc_smem_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "E4M3 tokens run on Hopper's wgmma";
   const int64_t n = 320, k = 2048;
@@ -676,6 +677,23 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
           EXPECT_LT(rel_err(run_layer(*R, a, m, stream_.get(), true), want), 1e-2) << "replica: " << R->plan_info(m);
         }
       }
+    // LinearOptions::small_m_e4m3_tokens = false: a forced E4M3-token shape runs on BF16 tokens
+    // (as shape 4 or 5), and AUTO never picks one; both match the BF16-token reference.
+    for (int shape : {gemv::kTcFirstE4m3Shape, -1}) {
+      LinearOptions o;
+      o.name = "gemv-bf16-tokens";
+      o.small_m_kernel = shape < 0 ? SmallMKernel::AUTO : SmallMKernel::TENSOR_CORES;
+      o.small_m_tc_shape = shape;
+      o.small_m_e4m3_tokens = false;
+      auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
+      for (int64_t m : {1, 16, 64}) {
+        SCOPED_TRACE(lay + " E4M3 tokens off, shape " + std::to_string(shape) + " m=" + std::to_string(m));
+        HostActs a = make_acts(m, k, LinearPrecision::FP8, 800 + m);
+        EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), ref_gemm(a.x, w.ref, m, w.n, w.k)), 1e-2)
+            << L->plan_info(m);
+        EXPECT_EQ(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
+      }
+    }
   }
 }
 

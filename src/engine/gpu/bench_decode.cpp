@@ -77,8 +77,9 @@ std::string bench_decode_usage() {
          "  --dense-search N     cuBLASLt: time the heuristic's first N candidates per layer and batch\n"
          "                       and keep the fastest (every format in the run; default 0: its first)\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
-         "  --no-e4m3-tokens     FP8: our small-M kernel keeps BF16 tokens (no per-token E4M3\n"
-         "                       quantization, no E4M3 x E4M3 warpgroup MMAs)\n"
+         "  --e4m3-tokens        FP8: our small-M kernel may also run its E4M3-token shapes (tokens\n"
+         "                       quantized per token, E4M3 x E4M3 warpgroup MMAs; Hopper). Off by\n"
+         "                       default: measured slower in the decode step (docs/perf.md)\n"
          "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
@@ -101,7 +102,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--no-e4m3-tokens";
+                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--e4m3-tokens";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -136,7 +137,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       if (o->dense_search < 0) throw Error("bench-decode: --dense-search takes a count of candidates (0 or more)");
     }
     else if (a == "--no-pdl") o->pdl = false;
-    else if (a == "--no-e4m3-tokens") o->e4m3_tokens = false;
+    else if (a == "--e4m3-tokens") o->e4m3_tokens = true;
     else if (a == "--verbose") o->verbose = true;
     else if (a == "--auto-timing") {
       if (val != "eager" && val != "graph") throw Error("bench-decode: --auto-timing takes eager or graph, not '" + val + "'");
