@@ -51,6 +51,9 @@ void register_bench_gemm(CLI::App& app) {
                   "*-gemv formats: only this block shape of the tensor-core path (0-9; -1: time every shape; "
                   "for profiling one kernel)")
       ->capture_default_str();
+  cmd->add_flag("--e4m3-tokens", o->e4m3_tokens,
+                "*-gemv formats, FP8 on Hopper: also time the E4M3-token block shapes (tokens quantized per token, "
+                "E4M3 x E4M3 warpgroup MMAs)");
   cmd->add_option("--csv", o->csv, "output CSV")->capture_default_str();
   cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
   cmd->callback([o, ms, small_m] {

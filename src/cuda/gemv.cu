@@ -431,7 +431,7 @@ __device__ __forceinline__ TcUnit tc_unit(const Weights& w, int64_t u, int64_t r
 // (tid / 8) + j * kARowsPerPass, bytes 16 * (tid % 8) of the row's 128; metadata chunk j is
 // tid + j * kThreads of the kBM x (kMetaBytes / 16) chunks; token chunk j is tid + j * kThreads
 // of the tile's kTok x XCH chunks. Stage i reads 128 bytes further along each weight row than
-// stage 0, kMetaBytes further along the metadata and 2 * kCols along each token row.
+// stage 0, kMetaBytes further along the metadata and kXB * kCols along each token row.
 template <class C, bool SPARSE>
 struct TcCopies {
   static constexpr int kCols = SPARSE ? C::kSparseCols : C::kDenseCols;  // weight columns per stage
@@ -510,7 +510,7 @@ struct TcCopies {
 #pragma unroll
     for (int j = 0; j < XN; ++j)
       if ((x_any >> j) & 1) {
-        // A chunk's 8 columns lie in one column tile (tiles of >= 32 columns).
+        // A chunk's 8 columns lie in one column tile (tiles of >= 32 columns; kGather: BF16 tokens).
         const uint8_t* src = kGather ? xs[j] + 2 * x_column<true>(xcol[j] + i * kCols, col_tiles, tile_shift)
                                     : xs[j] + i * kXB * kCols;
         cp16(stage + x_dst[j], src, (x_ok >> j) & 1);

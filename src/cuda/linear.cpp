@@ -538,7 +538,9 @@ class GemvLinearImpl final : public Linear {
     if (m <= 0) return;
     check_io(name(), x, y);
     if (!choice_.count(m)) {
-      if ((inner_ || candidates(m).size() > 1) && stream_is_capturing(s))  // no planning or timing there
+      // No planning, timing or scratch growth (E4M3 tokens) inside a capture.
+      const std::vector<Choice> cands = candidates(m);
+      if ((inner_ || cands.size() > 1 || (!cands.empty() && e4m3_tokens(cands[0]))) && stream_is_capturing(s))
         layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
       prepare(m);
     }

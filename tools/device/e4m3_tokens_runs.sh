@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device calls for the small-M kernel's E4M3-token block shapes (6-9: E4M3 weights x E4M3 tokens
-# on Hopper's wgmma), one part per call. The decode runs pass --e4m3-tokens, the default when
-# they ran (off since the A/B part measured them slower in the step):
+# on Hopper's wgmma), one part per call. The decode and bench-gemm runs pass --e4m3-tokens, the
+# default when they ran (off since the A/B part measured them slower in the step):
 #   PART=layers (default)
 #     tests    test_cuda_linear, all of it (the replica fix of 7b9f604 included)
 #     gemm     bench-gemm, Qwen3-32B, FP8, M = 1, 16, 32, 64: cuBLASLt dense, cuSPARSELt 2:4, the
@@ -38,14 +38,14 @@ source tools/device/lib.sh
 if [[ $PART == layers ]]; then
   step tests "$(lim 170)" ./build-gpu/test_cuda_linear
   grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/tests.log" | head -40
-  step gemm "$(lim 150)" ./build-gpu/spense_bench_gemm --models qwen3-32b --dtypes fp8 --m 1,16,32,64 --d 0.25 \
+  step gemm "$(lim 150)" ./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --m 1,16,32,64 --d 0.25 \
     --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_32b_e4m3tok.csv"
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_e4m3tok.csv" 2>/dev/null || \
     cut -d, -f3,7,12,13,18,21 "$OUT/gemm_h100_32b_e4m3tok.csv"
 elif [[ $PART == axis ]]; then
   step tests "$(lim 120)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
   grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/tests.log" | head -40
-  step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --models qwen3-32b --dtypes fp8 --m 16,64 --d 0.25 \
+  step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --m 16,64 --d 0.25 \
     --formats dense,2:4,spense-out,spense-in,spense-out-gemv,spense-in-gemv --csv "$OUT/gemm_h100_32b_e4m3tok_axis.csv"
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_e4m3tok_axis.csv"
   d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --steps 32 --compare --formats dense,spense
@@ -62,7 +62,7 @@ elif [[ $PART == axis ]]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis"
   keys="Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Grid Size|Block Size|Stall"
-  b=(./build-gpu/spense_bench_gemm --models qwen3-32b --layers gate_up --m 16 --d 0.25 --dtypes fp8 --iters 3 --warmup 1)
+  b=(./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --layers gate_up --m 16 --d 0.25 --dtypes fp8 --iters 3 --warmup 1)
   for sh in 7 8; do
     step ncu_shape$sh "$(lim 60)" $NCU --clock-control none -k regex:"gemv_tc" --launch-count 4 $sec \
       "${b[@]}" --formats spense-out-gemv --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$L/x.csv"
@@ -76,7 +76,7 @@ elif [[ $PART == final ]]; then
   grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/tests.log" | head -30
   step engine "$(lim 120)" ./build-gpu/test_cuda_engine
   grep -E "Failure|Expected|Which is|rel err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/engine.log" | head -30
-  step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --models qwen3-32b --dtypes fp8 --m 1,16,32,64 --d 0.25 \
+  step gemm "$(lim 90)" ./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --m 1,16,32,64 --d 0.25 \
     --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv --csv "$OUT/gemm_h100_32b_e4m3tok_final.csv"
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_e4m3tok_final.csv"
   d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --compare --e4m3-tokens)
