@@ -511,11 +511,10 @@ class GemvLinearImpl final : public Linear {
     if (inner_) inner_->prepare(m);
     const std::vector<Choice> cands = candidates(m);
     // The E4M3-token shapes quantize x into the Context's scratch (as the library's FP8 layers do).
-    for (const Choice& c : cands)
-      if (e4m3_tokens(c)) {
-        ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(m * k_)));
-        ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(m) * sizeof(float)));
-      }
+    if (any_e4m3_tokens(cands)) {
+      ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(m * k_)));
+      ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(m) * sizeof(float)));
+    }
     if (choice_.count(m)) return;
     if (cands.size() == 1) {
       choice_[m] = cands[0];
@@ -540,7 +539,7 @@ class GemvLinearImpl final : public Linear {
     if (!choice_.count(m)) {
       // No planning, timing or scratch growth (E4M3 tokens) inside a capture.
       const std::vector<Choice> cands = candidates(m);
-      if ((inner_ || cands.size() > 1 || (!cands.empty() && e4m3_tokens(cands[0]))) && stream_is_capturing(s))
+      if ((inner_ || cands.size() > 1 || any_e4m3_tokens(cands)) && stream_is_capturing(s))
         layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
       prepare(m);
     }
@@ -669,6 +668,9 @@ class GemvLinearImpl final : public Linear {
   }
   bool e4m3_tokens(const Choice& c) const {
     return c.path == Path::TENSOR_CORES && opts_.small_m_e4m3_tokens && gemv::tc_e4m3_tokens(weights(), c.shape);
+  }
+  bool any_e4m3_tokens(const std::vector<Choice>& cands) const {
+    return std::any_of(cands.begin(), cands.end(), [&](const Choice& c) { return e4m3_tokens(c); });
   }
 
   gemv::Weights weights() const {
