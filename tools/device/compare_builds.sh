@@ -8,7 +8,8 @@
 # The bases build in the background while the working tree's GPU tests run (tests only; nothing
 # is timed until every build is done; LINEAR_FILTER: test_cuda_linear's gtest filter, default
 # the small-M kernel's tests). BATCH (default 1,16) and DTYPES (default fp8,bf16): the
-# decode batches and precisions. Output: $OUT/{gemm,decode}_TAG_NAME.csv (NAME = "new" for the
+# decode batches and precisions; DECODE_EXTRA: more bench-decode flags (every build must know
+# them, e.g. "--kv-cache fp8 --e4m3-tokens"). Output: $OUT/{gemm,decode}_TAG_NAME.csv (NAME = "new" for the
 # working tree) and the logs in $OUT/logs.tgz, re-tarred after every step.
 # First run 2026-12-07 on an H100 (PARTS="tests decode", two bases: 299 s; docs/perf.md, "The
 # three measured"). It generalises decode_profile_runs.sh's tests / base / basegemm parts to
@@ -42,7 +43,8 @@ fi
 wait
 for n in "${names[@]}"; do [[ -x ${bin[$n]}/spense_gpu ]] || { echo "build $n failed:"; tail -20 "$L/build_$n.log"; }; done
 gemm_args=(--models qwen3-32b --m 1,8,16,32,64 --d 0.25 --dtypes bf16,fp8 --formats dense,2:4-gemv,spense-out-gemv)
-decode_args=(--synthetic qwen3-32b --compare --dtype "${DTYPES:-fp8,bf16}" --backend auto --axis out --batch "${BATCH:-1,16}" --steps 32)
+decode_args=(--synthetic qwen3-32b --compare --dtype "${DTYPES:-fp8,bf16}" --backend auto --axis out --batch "${BATCH:-1,16}" --steps 32
+             ${DECODE_EXTRA:-})
 if has decode; then
   for n in "${names[@]}"; do
     [[ -x ${bin[$n]}/spense_gpu ]] || continue
