@@ -209,14 +209,17 @@ std::vector<ForcedKernel> forced_kernels(int64_t k, std::initializer_list<int> s
 // per M (the CPU product dominates these tests' time): `want` with the BF16 activations as they
 // are (both precisions' kernels multiply those, FP8 weights widened in the kernel), and for FP8
 // `want_q` with the activations quantized per token (CPU twin of quantize_rows_e4m3), which
-// the E4M3-token block shapes multiply (plan_info says "E4M3 tokens"; want_for picks).
+// the E4M3-token block shapes multiply (plan_info says "E4M3 tokens"), and so does cuBLASLt's
+// FP8 GEMM (the plan of an all-dense layer's library path names cuBLASLt); want_for picks.
 struct ActsAndRefs {
   HostActs a;
   std::vector<float> want, want_q;
   const std::vector<float>& want_for(const std::string& plan) const {
-    if (plan.find("E4M3 tokens") == std::string::npos) return want;
-    EXPECT_FALSE(want_q.empty()) << "E4M3 tokens on a layer that is not FP8: " << plan;
-    return want_q;
+    if (plan.find("E4M3 tokens") != std::string::npos) {
+      EXPECT_FALSE(want_q.empty()) << "E4M3 tokens on a layer that is not FP8: " << plan;
+      return want_q;
+    }
+    return plan.find("cuBLASLt") != std::string::npos && !want_q.empty() ? want_q : want;
   }
 };
 std::map<int64_t, ActsAndRefs> acts_and_refs(const std::vector<int64_t>& ms, const HostWeights& w, LinearPrecision p,
@@ -663,6 +666,8 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
       for (int32_t t : gl.dense_tiles) std::fill_n(cmap.begin() + t * 64, 64, uint8_t(1));
     }
     HostWeights w = make_weights(n, k, LinearPrecision::FP8, 41 + lay.size(), !gl.all_dense, rmap, cmap);
+    const std::vector<int64_t> ms{1, 8, 13, 16, 32, 33, 64};
+    const auto io = acts_and_refs(ms, w, LinearPrecision::FP8, 700);
     for (int shape = gemv::kTcFirstE4m3Shape; shape < gemv::kTcShapes; ++shape)
       for (int slices : {0, 2}) {
         LinearOptions o;
@@ -672,20 +677,13 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
         o.small_m_tc_shape = shape;
         o.small_m_tc_slices = slices;
         auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
-        const std::vector<int64_t> ms{1, 8, 13, 16, 32, 33, 64};
-        std::map<int64_t, std::pair<HostActs, std::vector<float>>> io;
-        for (int64_t m : ms) {
-          HostActs a = make_acts(m, k, LinearPrecision::FP8, 700 + m);
-          std::vector<float> want = ref_gemm(a.xdq, w.ref, m, w.n, w.k);
-          io.emplace(m, std::make_pair(std::move(a), std::move(want)));
-        }
         auto trace = [&](const char* who, int64_t m) {
           return lay + " " + who + " shape " + std::to_string(shape) + " slices " + std::to_string(slices) +
                  " m=" + std::to_string(m);
         };
         for (int64_t m : ms) {
           SCOPED_TRACE(trace("layer", m));
-          EXPECT_LT(rel_err(run_layer(*L, io.at(m).first, m, stream_.get(), true), io.at(m).second), 1e-2)
+          EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2)
               << L->plan_info(m);
           EXPECT_NE(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
         }
@@ -693,14 +691,15 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
         auto R = L->replicate();
         for (int64_t m : ms) {
           SCOPED_TRACE(trace("replica", m));
-          EXPECT_LT(rel_err(run_layer(*R, io.at(m).first, m, stream_.get(), true), io.at(m).second), 1e-2)
+          EXPECT_LT(rel_err(run_layer(*R, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2)
               << R->plan_info(m);
         }
       }
     // LinearOptions::small_m_e4m3_tokens = false: a forced E4M3-token shape runs on BF16 tokens
     // (as shape 4 or 5), and AUTO never picks one; both match the BF16-token reference -- except
     // where AUTO picks cuBLASLt (all-dense layers), whose FP8 GEMM takes per-token quantized
-    // tokens (the first GPU run of this test compared that with the BF16-token reference: 2.6e-2).
+    // tokens (want_for; the first GPU run of this test compared that with the BF16-token
+    // reference: 2.6e-2).
     for (int shape : {gemv::kTcFirstE4m3Shape, -1}) {
       LinearOptions o;
       o.name = "gemv-bf16-tokens";
@@ -710,13 +709,9 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
       auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
       for (int64_t m : {1, 16, 64}) {
         SCOPED_TRACE(lay + " E4M3 tokens off, shape " + std::to_string(shape) + " m=" + std::to_string(m));
-        HostActs a = make_acts(m, k, LinearPrecision::FP8, 800 + m);
         L->prepare(m);
         const std::string plan = L->plan_info(m);
-        const bool library = plan.find("cuBLASLt") != std::string::npos;
-        EXPECT_LT(rel_err(run_layer(*L, a, m, stream_.get(), true), ref_gemm(library ? a.xdq : a.x, w.ref, m, w.n, w.k)),
-                  1e-2)
-            << plan;
+        EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_for(plan)), 1e-2) << plan;
         EXPECT_EQ(plan.find("E4M3 tokens"), std::string::npos) << plan;
       }
     }
