@@ -80,6 +80,7 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t ldx, int64
                                      const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
                                      int64_t ldq, float* __restrict__ scale) {
   griddep_launch_dependents();  // see quantize_rows_e4m3
+  griddep_wait();               // launched with PDL: x (and q's last readers) come from the kernels before
   const int64_t r = blockIdx.x;
   uint8_t* qr = q + r * ldq;
   if (r >= rows) {  // padding rows of the bucket: zeros, scale 0
@@ -121,6 +122,7 @@ __global__ void quantize_rows_reg_kernel(const T* __restrict__ x, int64_t ldx, i
                                          const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
                                          int64_t ldq, float* __restrict__ scale) {
   griddep_launch_dependents();  // see quantize_rows_e4m3
+  griddep_wait();               // launched with PDL: x (and q's last readers) come from the kernels before
   const int64_t r = blockIdx.x;
   uint8_t* qr = q + r * ldq;
   if (r >= rows) {
@@ -284,7 +286,7 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, int64_t rows_pad,
                         int64_t k, const int32_t* col_map, uint8_t* q, int64_t ldq, float* scale,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, bool pdl) {
   require(k % 8 == 0 && ldx % 8 == 0 && ldq % 8 == 0 && aligned16(x) && aligned16(q),
           "quantize_rows_e4m3", "k, ldx, ldq must be multiples of 8 and pointers 16-byte aligned");
   require(rows_pad >= rows, "quantize_rows_e4m3", "rows_pad < rows");
@@ -292,20 +294,30 @@ void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, 
   require(x_type == DType::BF16 || x_type == DType::F16, "quantize_rows_e4m3", "input must be BF16 or F16");
   // Every block lets a kernel launched after it with programmatic dependent launch start at
   // once (the small-M kernel's E4M3-token shapes then fetch their first weights while the
-  // tokens are quantized; they wait for this grid before reading q, see pdl.cuh).
+  // tokens are quantized; they wait for this grid before reading q, see pdl.cuh). With pdl
+  // this kernel is launched so too: it may start while the kernel before it finishes (which
+  // lets the E4M3-token shapes keep the weight prefetch that the engine's kernels allow a
+  // projection), and waits for it before touching x or q.
   auto launch = [&](auto* xp) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(xp)>>;
     const int64_t vecs = k / 8;
-    const unsigned grid = static_cast<unsigned>(rows_pad);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(rows_pad));
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
     // Up to 4 vectors (32 elements) per thread in registers: rows of up to 1024 * 32 = 32768.
-    if (vecs <= 128)
-      quantize_rows_reg_kernel<T, 1><<<grid, 128, 0, stream>>>(xp, ldx, rows, k, col_map, q, ldq, scale);
-    else if (vecs <= 1024)
-      quantize_rows_reg_kernel<T, 2><<<grid, 512, 0, stream>>>(xp, ldx, rows, k, col_map, q, ldq, scale);
-    else if (vecs <= 4096)
-      quantize_rows_reg_kernel<T, 4><<<grid, 1024, 0, stream>>>(xp, ldx, rows, k, col_map, q, ldq, scale);
-    else
-      quantize_rows_kernel<<<grid, 512, 0, stream>>>(xp, ldx, rows, k, col_map, q, ldq, scale);
+    auto go = [&](auto kernel, unsigned threads) {
+      cfg.blockDim = dim3(threads);
+      SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, xp, ldx, rows, k, col_map, q, ldq, scale));
+    };
+    if (vecs <= 128) go(quantize_rows_reg_kernel<T, 1>, 128);
+    else if (vecs <= 1024) go(quantize_rows_reg_kernel<T, 2>, 512);
+    else if (vecs <= 4096) go(quantize_rows_reg_kernel<T, 4>, 1024);
+    else go(quantize_rows_kernel<T>, 512);
   };
   if (x_type == DType::BF16) launch(static_cast<const __nv_bfloat16*>(x));
   else launch(static_cast<const __half*>(x));

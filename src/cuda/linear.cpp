@@ -659,7 +659,7 @@ class GemvLinearImpl final : public Linear {
       auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, static_cast<size_t>(m) * sizeof(float)));
       // Axis=in: quantized in stored column order, so the kernel reads them without the tile map.
       quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, col_order_ ? col_order_->as<int32_t>() : nullptr, xq, k_, xs,
-                         s);
+                         s, opts_.pdl);
       w.e4m3_tokens = true;
       w.x_scales = xs;
       return gemv::gemv(w, xq, k_, m, y, n_, s);

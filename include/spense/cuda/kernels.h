@@ -17,9 +17,11 @@ namespace spense::cuda {
 // col_map (device, k entries, nullable) must map runs of 8 consecutive j to 8 consecutive
 // source columns (true for tile permutations with tile % 8 == 0). k % 8 == 0.
 // The same kernel quantizes weights per output channel (x = W, rows = N).
+// pdl: launched with programmatic dependent launch (sm_90+, src/cuda/pdl.cuh); it waits for the
+// kernel before it in the stream before reading x.
 void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, int64_t rows_pad,
                         int64_t k, const int32_t* col_map, uint8_t* q, int64_t ldq, float* scale,
-                        cudaStream_t stream);
+                        cudaStream_t stream, bool pdl = false);
 
 // FP8 epilogue: y[r, out_map ? out_map[j] : j] = (acc[r, j] + acc2[r, j]) * col_scale[j] * row_scale[r]
 // for r < rows, j < n. acc/acc2 are F32 or BF16 (acc_type; acc2 nullable), y is BF16 or F16.
