@@ -10,6 +10,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace spense::cuda::gemv {
@@ -50,21 +51,37 @@ struct Weights {
   // Launch with programmatic dependent launch (src/cuda/pdl.cuh; sm_90+): the blocks may start,
   // and fetch their first weights, while the kernel before them in the stream finishes.
   bool pdl = false;
+  // Streamed shapes (tc_streamed): their workspace (tc_stream_workspace_bytes, zeroed before the
+  // first launch and left zeroed by every launch), and a cap on their persistent blocks (0: as
+  // many as fit; tests set it small so that each block's run wraps its ring of slots).
+  void* stream_ws = nullptr;
+  size_t stream_ws_bytes = 0;
+  int stream_blocks = 0;
 };
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
 // 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
 // elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3 tokens
-// (tc_e4m3_tokens; elsewhere they run as shapes 4-5).
-inline constexpr int kTcShapes = 10;
+// (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-11 the streamed E4M3-token shapes
+// (tc_streamed: persistent blocks fed by the TMA; elsewhere they run as 7 and 6, or 5 and 4).
+inline constexpr int kTcShapes = 12;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;
+inline constexpr int kTcFirstStreamShape = 10;
+inline constexpr int64_t kStreamMaxM = 64;
 // Whether the current GPU runs the wgmma shapes (sm_90, and this binary built for sm_90a).
 bool tc_wgmma_ok();
 // Whether block shape `shape` runs on E4M3 tokens for w: an E4M3-token shape, FP8 weights, and
 // the wgmma shapes available. The caller then quantizes x per token and sets
 // Weights::e4m3_tokens and x_scales.
 bool tc_e4m3_tokens(const Weights& w, int shape);
+// Whether block shape `shape` runs streamed for w at M = m: a streamed shape, E4M3 tokens
+// (tc_e4m3_tokens), axis out, 1 <= m <= kStreamMaxM. The caller then quantizes x chunk-major
+// for tc_stream_tokens(m) rows (quantize_rows_e4m3's chunk_rows) and passes a workspace of
+// tc_stream_workspace_bytes (Weights::stream_ws).
+bool tc_streamed(const Weights& w, int shape, int64_t m);
+int64_t tc_stream_tokens(int64_t m);
+size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m);
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows
 // 16-byte aligned.
 // Axis=in also needs clusters, 2:4 columns in whole 2:4 stages (128 BF16 / 256 E4M3 columns)

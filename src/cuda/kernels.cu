@@ -73,19 +73,24 @@ __device__ __forceinline__ float block_max(float v) {
   return result;
 }
 
+// Where 8 E4M3 codes of row r, columns j .. j + 7 (j % 8 == 0) go: row-major (ld ldq), or with
+// chunk_rows > 0 chunk-major, 16-byte column chunk c of every row together (see quantize_rows_e4m3).
+__device__ __forceinline__ uint2* q_at(uint8_t* q, int64_t ldq, int64_t chunk_rows, int64_t r, int64_t j) {
+  return reinterpret_cast<uint2*>(chunk_rows > 0 ? q + ((j >> 4) * chunk_rows + r) * 16 + (j & 15) : q + r * ldq + j);
+}
+
 // One block per row. Pass 1 finds the row's absmax, pass 2 re-reads it (from L1/L2: a row
 // is at most a few tens of KB) and writes E4M3.
 template <class T>
 __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t ldx, int64_t rows, int64_t k,
                                      const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
-                                     int64_t ldq, float* __restrict__ scale) {
+                                     int64_t ldq, int64_t chunk_rows, float* __restrict__ scale) {
   griddep_launch_dependents();  // see quantize_rows_e4m3
   griddep_wait();               // launched with PDL: x (and q's last readers) come from the kernels before
   const int64_t r = blockIdx.x;
-  uint8_t* qr = q + r * ldq;
   if (r >= rows) {  // padding rows of the bucket: zeros, scale 0
     for (int64_t j = threadIdx.x * 8; j < k; j += blockDim.x * 8)
-      *reinterpret_cast<uint2*>(qr + j) = make_uint2(0u, 0u);
+      *q_at(q, ldq, chunk_rows, r, j) = make_uint2(0u, 0u);
     if (threadIdx.x == 0) scale[r] = 0.f;
     return;
   }
@@ -110,7 +115,7 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t ldx, int64
     for (int i = 0; i < 4; ++i) lo |= uint32_t(to_e4m3(v[i] * inv)) << (8 * i);
 #pragma unroll
     for (int i = 0; i < 4; ++i) hi |= uint32_t(to_e4m3(v[4 + i] * inv)) << (8 * i);
-    *reinterpret_cast<uint2*>(qr + j) = make_uint2(lo, hi);
+    *q_at(q, ldq, chunk_rows, r, j) = make_uint2(lo, hi);
   }
 }
 
@@ -120,14 +125,13 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t ldx, int64
 template <class T, int V>
 __global__ void quantize_rows_reg_kernel(const T* __restrict__ x, int64_t ldx, int64_t rows, int64_t k,
                                          const int32_t* __restrict__ col_map, uint8_t* __restrict__ q,
-                                         int64_t ldq, float* __restrict__ scale) {
+                                         int64_t ldq, int64_t chunk_rows, float* __restrict__ scale) {
   griddep_launch_dependents();  // see quantize_rows_e4m3
   griddep_wait();               // launched with PDL: x (and q's last readers) come from the kernels before
   const int64_t r = blockIdx.x;
-  uint8_t* qr = q + r * ldq;
   if (r >= rows) {
     for (int64_t j = threadIdx.x * 8; j < k; j += blockDim.x * 8)
-      *reinterpret_cast<uint2*>(qr + j) = make_uint2(0u, 0u);
+      *q_at(q, ldq, chunk_rows, r, j) = make_uint2(0u, 0u);
     if (threadIdx.x == 0) scale[r] = 0.f;
     return;
   }
@@ -157,7 +161,7 @@ __global__ void quantize_rows_reg_kernel(const T* __restrict__ x, int64_t ldx, i
       for (int i = 0; i < 4; ++i) lo |= uint32_t(to_e4m3(to_f32(e[i]) * inv)) << (8 * i);
 #pragma unroll
       for (int i = 0; i < 4; ++i) hi |= uint32_t(to_e4m3(to_f32(e[4 + i]) * inv)) << (8 * i);
-      *reinterpret_cast<uint2*>(qr + j) = make_uint2(lo, hi);
+      *q_at(q, ldq, chunk_rows, r, j) = make_uint2(lo, hi);
     }
   }
 }
@@ -286,10 +290,12 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, int64_t rows_pad,
                         int64_t k, const int32_t* col_map, uint8_t* q, int64_t ldq, float* scale,
-                        cudaStream_t stream, bool pdl) {
+                        cudaStream_t stream, bool pdl, int64_t chunk_rows) {
   require(k % 8 == 0 && ldx % 8 == 0 && ldq % 8 == 0 && aligned16(x) && aligned16(q),
           "quantize_rows_e4m3", "k, ldx, ldq must be multiples of 8 and pointers 16-byte aligned");
   require(rows_pad >= rows, "quantize_rows_e4m3", "rows_pad < rows");
+  require(chunk_rows == 0 || (chunk_rows >= rows_pad && k % 16 == 0), "quantize_rows_e4m3",
+          "chunk-major output needs chunk_rows >= rows_pad and k a multiple of 16");
   if (rows_pad == 0) return;
   require(x_type == DType::BF16 || x_type == DType::F16, "quantize_rows_e4m3", "input must be BF16 or F16");
   // Every block lets a kernel launched after it with programmatic dependent launch start at
@@ -312,7 +318,7 @@ void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, 
     // Up to 4 vectors (32 elements) per thread in registers: rows of up to 1024 * 32 = 32768.
     auto go = [&](auto kernel, unsigned threads) {
       cfg.blockDim = dim3(threads);
-      SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, xp, ldx, rows, k, col_map, q, ldq, scale));
+      SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, xp, ldx, rows, k, col_map, q, ldq, chunk_rows, scale));
     };
     if (vecs <= 128) go(quantize_rows_reg_kernel<T, 1>, 128);
     else if (vecs <= 1024) go(quantize_rows_reg_kernel<T, 2>, 512);

@@ -511,10 +511,14 @@ class GemvLinearImpl final : public Linear {
     if (inner_) inner_->prepare(m);
     const std::vector<Choice> cands = candidates(m);
     // The E4M3-token shapes quantize x into the Context's scratch (as the library's FP8 layers do).
+    // The streamed ones quantize tc_stream_tokens(m) rows (padded) and sum cut units in a workspace.
     if (any_e4m3_tokens(cands)) {
-      ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(m * k_)));
-      ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(m) * sizeof(float)));
+      const int64_t rows = std::max(m, gemv::tc_stream_tokens(m));
+      ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(rows * k_)));
+      ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(rows) * sizeof(float)));
     }
+    for (const Choice& c : cands)
+      if (streamed(c, m)) ctx_->reserve_scratch(Scratch::GEMV_STREAM, gemv::tc_stream_workspace_bytes(weights(), c.shape, m));
     if (choice_.count(m)) return;
     if (cands.size() == 1) {
       choice_[m] = cands[0];
@@ -559,6 +563,9 @@ class GemvLinearImpl final : public Linear {
     switch (it->second.path) {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
+        if (streamed(it->second, m))
+          return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) +
+                 " (streamed: persistent blocks, TMA), E4M3 tokens";
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
                (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)" +
                (e4m3_tokens(it->second) ? ", E4M3 tokens" : "");
@@ -639,6 +646,10 @@ class GemvLinearImpl final : public Linear {
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstE4m3Shape &&
                (!opts_.small_m_e4m3_tokens || !gemv::tc_e4m3_tokens(w, shape)))
         continue;  // would only repeat shapes 4-5
+      else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstStreamShape && !gemv::tc_streamed(w, shape, m))
+        continue;  // would only repeat shapes 6-7
+      else if (gemv::tc_streamed(w, shape, m) && opts_.small_m_e4m3_tokens)
+        v.push_back({Path::TENSOR_CORES, 1, shape});  // no K split: its blocks share the stages
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
       else
@@ -655,11 +666,19 @@ class GemvLinearImpl final : public Linear {
     w.tc_shape = c.shape;
     w.pdl = opts_.pdl;
     if (e4m3_tokens(c)) {  // per-token E4M3 tokens (as the library FP8 layers take them)
-      auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, static_cast<size_t>(m * k_)));
-      auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, static_cast<size_t>(m) * sizeof(float)));
+      // Streamed shapes: chunk-major, padded to the token tile (gemv::tc_streamed).
+      const bool st = streamed(c, m);
+      const int64_t rows = st ? gemv::tc_stream_tokens(m) : m;
+      auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, static_cast<size_t>(rows * k_)));
+      auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, static_cast<size_t>(rows) * sizeof(float)));
       // Axis=in: quantized in stored column order, so the kernel reads them without the tile map.
-      quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, col_order_ ? col_order_->as<int32_t>() : nullptr, xq, k_, xs,
-                         s, opts_.pdl);
+      quantize_rows_e4m3(x, DType::BF16, k_, m, rows, k_, col_order_ ? col_order_->as<int32_t>() : nullptr, xq, k_, xs,
+                         s, opts_.pdl, st ? rows : 0);
+      if (st) {
+        w.stream_ws_bytes = gemv::tc_stream_workspace_bytes(w, c.shape, m);
+        w.stream_ws = ctx_->scratch(Scratch::GEMV_STREAM, w.stream_ws_bytes);
+        w.stream_blocks = opts_.small_m_stream_blocks;
+      }
       w.e4m3_tokens = true;
       w.x_scales = xs;
       return gemv::gemv(w, xq, k_, m, y, n_, s);
@@ -668,6 +687,9 @@ class GemvLinearImpl final : public Linear {
   }
   bool e4m3_tokens(const Choice& c) const {
     return c.path == Path::TENSOR_CORES && opts_.small_m_e4m3_tokens && gemv::tc_e4m3_tokens(weights(), c.shape);
+  }
+  bool streamed(const Choice& c, int64_t m) const {
+    return e4m3_tokens(c) && gemv::tc_streamed(weights(), c.shape, m);
   }
   bool any_e4m3_tokens(const std::vector<Choice>& cands) const {
     return std::any_of(cands.begin(), cands.end(), [&](const Choice& c) { return e4m3_tokens(c); });
@@ -734,6 +756,8 @@ std::unique_ptr<Linear> make_sparse_linear(Context& ctx, int64_t n, int64_t k, L
 std::unique_ptr<Linear> make_gemv_linear(Context& ctx, int64_t n, int64_t k, LinearPrecision prec,
                                          const WeightsView& w, const GemvLayout& layout, const LinearOptions& opts) {
   return in_layer(opts.name, [&]() -> std::unique_ptr<Linear> {
+    if (opts.small_m_stream_blocks < 0)
+      layer_error(opts.name, "small_m_stream_blocks " + std::to_string(opts.small_m_stream_blocks) + " is negative");
     if (opts.small_m_tc_shape < -1 || opts.small_m_tc_shape >= gemv::kTcShapes)
       layer_error(opts.name, "small_m_tc_shape " + std::to_string(opts.small_m_tc_shape) + " is outside -1.." +
                                  std::to_string(gemv::kTcShapes - 1));

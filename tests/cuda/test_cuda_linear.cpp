@@ -334,8 +334,9 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 // stages of 256), K not a multiple of 128 (k = 336: CUDA cores only) or, for FP8, of 256 (k = 640);
 // M covers partial token tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
 // weights with the BF16 activations exactly and rounds only the output -- or, on the E4M3-token
-// shapes (6-9 on Hopper), with the activations quantized per token, against the reference on
-// those same quantized activations (want_q).
+// shapes (6-11 on Hopper; 10-11 streamed up to 64 tokens, the second run checking that the
+// streamed workspace comes back zeroed), with the activations quantized per token, against the
+// reference on those same quantized activations (want_q).
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
   const std::vector<int64_t> many{1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100};
@@ -359,7 +360,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
           LinearOptions o;
           o.name = "gemv";
           o.small_m_kernel = kern;
-          o.small_m_e4m3_tokens = true;  // shapes 6-9 on E4M3 tokens where they can (off by default)
+          o.small_m_e4m3_tokens = true;  // shapes 6-11 on E4M3 tokens where they can (off by default)
           o.small_m_tc_slices = kk.slices;
           o.small_m_tc_shape = kk.shape;
           auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
@@ -378,15 +379,18 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
               // The forced path is the one that ran.
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
-              if (kk.slices > 0 && tc) {
+              // Shapes 6-11 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else. Of
+              // those, 10-11 run streamed (persistent blocks, no K split) up to kStreamMaxM tokens.
+              const bool q = tc && p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
+              const bool streamed = q && kk.shape >= gemv::kTcFirstStreamShape && m <= gemv::kStreamMaxM;
+              if (kk.slices > 0 && tc && !streamed) {
                 EXPECT_NE(L->plan_info(m).find(std::to_string(kk.slices) + " slice"), std::string::npos) << L->plan_info(m);
               }
               if (tc) {
                 EXPECT_NE(L->plan_info(m).find("block shape " + std::to_string(kk.shape)), std::string::npos)
                     << L->plan_info(m);
-                // Shapes 6-9 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else.
-                const bool q = p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
                 EXPECT_EQ(L->plan_info(m).find("E4M3 tokens") != std::string::npos, q) << L->plan_info(m);
+                EXPECT_EQ(L->plan_info(m).find("streamed") != std::string::npos, streamed) << L->plan_info(m);
               }
             }
           }
@@ -669,23 +673,31 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
     const std::vector<int64_t> ms{1, 8, 13, 16, 32, 33, 64};
     const auto io = acts_and_refs(ms, w, LinearPrecision::FP8, 700);
     for (int shape = gemv::kTcFirstE4m3Shape; shape < gemv::kTcShapes; ++shape)
-      for (int slices : {0, 2}) {
+      // Block shapes: K split or not. Streamed shapes: persistent blocks uncapped, or capped at
+      // 1, 2 and 5 so that each block streams more stages than its slots hold (the ring wraps)
+      // and units are both cut between blocks (the workspace) and whole in one (written directly).
+      for (int variant : shape >= gemv::kTcFirstStreamShape ? std::vector<int>{0, 1, 2, 5} : std::vector<int>{0, 2}) {
+        const bool streamed_shape = shape >= gemv::kTcFirstStreamShape;
         LinearOptions o;
         o.name = "gemv-e4m3-tokens";
         o.small_m_e4m3_tokens = true;
         o.small_m_kernel = SmallMKernel::TENSOR_CORES;
         o.small_m_tc_shape = shape;
-        o.small_m_tc_slices = slices;
+        o.small_m_tc_slices = streamed_shape ? 0 : variant;
+        o.small_m_stream_blocks = streamed_shape ? variant : 0;
         auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
         auto trace = [&](const char* who, int64_t m) {
-          return lay + " " + who + " shape " + std::to_string(shape) + " slices " + std::to_string(slices) +
-                 " m=" + std::to_string(m);
+          return lay + " " + who + " shape " + std::to_string(shape) + (streamed_shape ? " blocks " : " slices ") +
+                 std::to_string(variant) + " m=" + std::to_string(m);
         };
         for (int64_t m : ms) {
           SCOPED_TRACE(trace("layer", m));
           EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2)
               << L->plan_info(m);
           EXPECT_NE(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
+          // Axis=in layers run shapes 10-11 as block shapes 7 and 6.
+          EXPECT_EQ(L->plan_info(m).find("streamed") != std::string::npos, streamed_shape && lay != "hybrid in")
+              << L->plan_info(m);
         }
         // A replica of the prepared layer copies its choices and prepares its own scratch.
         auto R = L->replicate();

@@ -8,7 +8,8 @@ import sys
 for r in csv.DictReader(open(sys.argv[1])):
     plan = r["plan"]
     m = re.search(r"block shape (\d+), K in (\S+) slice", plan)
-    short = f"tc shape {m.group(1)} x{m.group(2)}" if m else plan.split(":")[0][:28]
+    st = re.search(r"block shape (\d+) \(streamed", plan)
+    short = f"tc shape {m.group(1)} x{m.group(2)}" if m else f"tc shape {st.group(1)} streamed" if st else plan.split(":")[0][:28]
     if "E4M3 tokens" in plan:
         short += " E4M3 tokens"
     print(f"{r['layer']:8} {r['dtype']:5} {r['format']:16} M={r['m']:>3} {float(r['us']):9.2f} us "

@@ -19,9 +19,13 @@ namespace spense::cuda {
 // The same kernel quantizes weights per output channel (x = W, rows = N).
 // pdl: launched with programmatic dependent launch (sm_90+, src/cuda/pdl.cuh); it waits for the
 // kernel before it in the stream before reading x.
+// chunk_rows > 0: q is written chunk-major instead (ldq unused): code (r, j) at byte
+// ((j / 16) * chunk_rows + r) * 16 + j % 16, i.e. 16-byte column chunk c of rows 0 .. chunk_rows - 1
+// together, as the small-M kernel's streamed shapes copy a stage's tokens in one piece
+// (rows_pad <= chunk_rows, k % 16 == 0).
 void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, int64_t rows_pad,
                         int64_t k, const int32_t* col_map, uint8_t* q, int64_t ldq, float* scale,
-                        cudaStream_t stream, bool pdl = false);
+                        cudaStream_t stream, bool pdl = false, int64_t chunk_rows = 0);
 
 // FP8 epilogue: y[r, out_map ? out_map[j] : j] = (acc[r, j] + acc2[r, j]) * col_scale[j] * row_scale[r]
 // for r < rows, j < n. acc/acc2 are F32 or BF16 (acc_type; acc2 nullable), y is BF16 or F16.

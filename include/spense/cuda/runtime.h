@@ -129,7 +129,9 @@ float time_calls_cold_ms(cudaStream_t s, const std::function<void(cudaStream_t)>
                          const L2Flush* flush = nullptr, int reps = 7);
 
 // Scratch slots shared by all layers of a Context (they run one after another).
-enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, COUNT };
+// GEMV_STREAM: the small-M kernel's streamed shapes' counters and partial tiles
+// (gemv::Weights::stream_ws; zeroed when it grows, left zeroed by the kernel).
+enum class Scratch : int { X_Q = 0, X_SCALE, ACC, ACC2, GEMV_STREAM, COUNT };
 
 class Context {
  public:

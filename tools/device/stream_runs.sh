@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Device calls for the small-M kernel's streamed E4M3 shapes (10-11: persistent blocks fed by
+# the TMA, E4M3 x E4M3 on wgmma; gemv.cu), one part per call:
+#   PART=first (default)
+#     tests    test_cuda_linear's small-M kernel and graph tests (shapes 10-11 forced, capped
+#              grids, graph replays)
+#     gemm     bench-gemm, Qwen3-32B, FP8, M = 1, 16, 32, 64, --e4m3-tokens: cuBLASLt dense,
+#              cuSPARSELt 2:4, the library Spense-out hybrid, our kernel (AUTO over shapes 0-11)
+#     shape10, shape11   our kernel with one streamed shape forced, M = 16, 64
+#     decode   FP8 --compare dense,spense at batch 1, 16, 64 (E4M3 cache, --e4m3-tokens, --verbose)
+#   PART=ab
+#     on/off   FP8 dense and Spense at batch 1, 16, 64 with and without --e4m3-tokens, twice in turn
+#   PART=ncu
+#     Nsight Compute on gate_up at M = 16: streamed shapes 10 and 11 (DRAM throughput, stalls)
+# From the repository root on the GPU machine, with .devdeps carried:
+#   [DEADLINE=S] [PART=first|ab|ncu] bash tools/device/stream_runs.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+PART=${PART:-first}
+L=/tmp/stream_logs_$PART
+rm -rf "$L"
+LOGS=$L TAR_TO=$OUT/logs_$PART.tgz
+export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_linear test_cuda_engine spense_gpu spense_bench_gemm"}
+source tools/device/lib.sh
+fails() { grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/$1.log" | head -${2:-40}; }
+g=(./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --d 0.25)
+d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --formats dense,spense
+   --dtype fp8 --kv-cache fp8)
+show() { grep -E "^(fp8|bf16) .*ms/step|: (auto|ours|library)|streamed" "$L/$1.log" | grep -v " alone " | head -${2:-60}; }
+if [[ $PART == first ]]; then
+  step tests "$(lim 170)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
+  fails tests
+  step gemm "$(lim 110)" "${g[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv \
+    --csv "$OUT/gemm_h100_32b_stream.csv"
+  python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_stream.csv"
+  for sh in 10 11; do
+    step shape$sh "$(lim 50)" "${g[@]}" --m 16,64 --formats 2:4-gemv,spense-out-gemv --small-m-kernel tensor-cores \
+      --small-m-tc-shape $sh --csv "$OUT/gemm_h100_32b_stream_shape$sh.csv"
+    python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_stream_shape$sh.csv"
+  done
+  step decode "$(lim 110)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --verbose --csv "$OUT/decode_h100_32b_stream.csv"
+  show decode 80
+elif [[ $PART == ab ]]; then
+  for r in 1 2; do
+    step on$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_on$r.csv"
+    show on$r
+    step off$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --csv "$OUT/decode_h100_32b_stream_ab_off$r.csv"
+    show off$r
+  done
+elif [[ $PART == ncu ]]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis"
+  keys="Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Grid Size|Block Size|Stall"
+  for sh in 10 11; do
+    step ncu_shape$sh "$(lim 60)" $NCU --clock-control none -k regex:"gemv_stream" --launch-count 2 $sec \
+      "${g[@]}" --layers gate_up --m 16 --iters 3 --warmup 1 --formats spense-out-gemv --small-m-kernel tensor-cores \
+      --small-m-tc-shape $sh --csv "$L/x.csv"
+    grep -E "gemv_stream_k<|$keys" "$L/ncu_shape$sh.log" | sed -E 's/ +/ /g' | head -40
+  done
+fi
+echo "total $(( $(date +%s) - T0 )) s"
