@@ -8,12 +8,17 @@
 #              cuSPARSELt 2:4, the library Spense-out hybrid, our kernel (AUTO over shapes 0-11)
 #     shape10, shape11   our kernel with one streamed shape forced, M = 16, 64
 #     decode   FP8 --compare dense,spense at batch 1, 16, 64 (E4M3 cache, --e4m3-tokens, --verbose)
+#   PART=tiled (after the tiled storage, LinearOptions::small_m_tiled)
+#     tests    as in first, SmallMKernelTiledWeights included
+#     gemm     bench-gemm as in first, with --tiled-weights (2:4 and Spense layers: shapes 10-11 only)
+#     tiled1/off1/rows/tiled2/off2   FP8 --compare dense,spense at batch 1, 16, 64: --tiled-weights,
+#              the default (no E4M3 tokens), --e4m3-tokens (row-major storage), then the first two again
 #   PART=ab
 #     on/off   FP8 dense and Spense at batch 1, 16, 64 with and without --e4m3-tokens, twice in turn
 #   PART=ncu
 #     Nsight Compute on gate_up at M = 16: streamed shapes 10 and 11 (DRAM throughput, stalls)
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|ab|ncu] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ncu] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -40,6 +45,16 @@ if [[ $PART == first ]]; then
   done
   step decode "$(lim 110)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --verbose --csv "$OUT/decode_h100_32b_stream.csv"
   show decode 80
+elif [[ $PART == tiled ]]; then
+  step tests "$(lim 170)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
+  fails tests
+  step gemm "$(lim 110)" "${g[@]}" --tiled-weights --m 1,16,32,64 --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv \
+    --csv "$OUT/gemm_h100_32b_tiled_stream.csv"
+  python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_tiled_stream.csv"
+  for r in tiled1:--tiled-weights off1: rows:--e4m3-tokens tiled2:--tiled-weights off2:; do
+    step ${r%%:*} "$(lim 80)" "${d[@]}" --batch 1,16,64 ${r#*:} --csv "$OUT/decode_h100_32b_${r%%:*}.csv"
+    show ${r%%:*} 12
+  done
 elif [[ $PART == ab ]]; then
   for r in 1 2; do
     step on$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_on$r.csv"
