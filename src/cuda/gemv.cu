@@ -966,7 +966,7 @@ struct StreamCfg {
   // Blocks per SM that the shared memory allows (228 KB per SM, 1 KB reserved per block), for the
   // register budget: three where they fit, else two (the 64-token tile of shape 10 needs more
   // than 128 registers, or its wgmmas are serialized).
-  static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 ? 3 : 2;
+  static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 && WGS == 1 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
   static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
                     Tc::kAChunks > 0,
@@ -1284,15 +1284,17 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
                                        static_cast<uint16_t*>(y), ldy, g, w.stream_ws));
 }
 
-// Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
-// tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
-// blocks per SM). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
-template <int MT, int S>
+// Shape 10: two consumer warpgroups of 64 rows each (128 rows per stage), 3 slots (3 blocks per
+// SM up to 16 tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots
+// (up to 3 blocks per SM). One warpgroup of two 64-row tiles (128 rows) was slower than 11 on
+// every Qwen3-32B layer (its consumer is the bottleneck: docs/perf.md). Per token tile of 8 /
+// 16 / 32 / 64 (M <= 64).
+template <int WGS, int S>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
+  if (m <= 8) launch_stream<StreamCfg<1, WGS, 1, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 16) launch_stream<StreamCfg<1, WGS, 2, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 32) launch_stream<StreamCfg<1, WGS, 4, S>>(w, xq, m, y, ldy, s);
+  else launch_stream<StreamCfg<1, WGS, 8, S>>(w, xq, m, y, ldy, s);
 }
 void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
