@@ -11,8 +11,9 @@
 #   PART=tiled (after the tiled storage, LinearOptions::small_m_tiled)
 #     tests    as in first, SmallMKernelTiledWeights included
 #     gemm     bench-gemm as in first, with --tiled-weights (2:4 and Spense layers: shapes 10-11 only)
-#     tiled1/off1/rows/tiled2/off2   FP8 --compare dense,spense at batch 1, 16, 64: --tiled-weights,
-#              the default (no E4M3 tokens), --e4m3-tokens (row-major storage), then the first two again
+#              (between the decode pairs below)
+#     tiled1/off1, then gemm, then tiled2/off2/rows   FP8 --compare dense,spense at batch 1, 16, 64:
+#              --tiled-weights, the default (no E4M3 tokens), again, then --e4m3-tokens (row-major)
 #   PART=ab
 #     on/off   FP8 dense and Spense at batch 1, 16, 64 with and without --e4m3-tokens, twice in turn
 #   PART=ncu
@@ -48,13 +49,16 @@ if [[ $PART == first ]]; then
 elif [[ $PART == tiled ]]; then
   step tests "$(lim 170)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
   fails tests
+  dec() {
+    step ${1%%:*} "$(lim 80)" "${d[@]}" --batch 1,16,64 ${1#*:} --csv "$OUT/decode_h100_32b_${1%%:*}.csv"
+    show ${1%%:*} 12
+  }
+  dec tiled1:--tiled-weights
+  dec off1:
   step gemm "$(lim 110)" "${g[@]}" --tiled-weights --m 1,16,32,64 --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv \
     --csv "$OUT/gemm_h100_32b_tiled_stream.csv"
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_tiled_stream.csv"
-  for r in tiled1:--tiled-weights off1: rows:--e4m3-tokens tiled2:--tiled-weights off2:; do
-    step ${r%%:*} "$(lim 80)" "${d[@]}" --batch 1,16,64 ${r#*:} --csv "$OUT/decode_h100_32b_${r%%:*}.csv"
-    show ${r%%:*} 12
-  done
+  for r in tiled2:--tiled-weights off2: rows:--e4m3-tokens; do dec $r; done
 elif [[ $PART == ab ]]; then
   for r in 1 2; do
     step on$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_on$r.csv"
