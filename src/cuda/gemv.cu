@@ -963,9 +963,9 @@ struct StreamCfg {
   static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
   static constexpr int kStage = kA + kXSparse + kMeta;
   static constexpr int kSmem = S * kStage + 1024;  // + the alignment of the dynamic memory to 1024
-  // Blocks per SM that the shared memory allows (228 KB per SM, 1 KB reserved per block), for the
-  // register budget: three where they fit, else two (the 64-token tile of shape 10 needs more
-  // than 128 registers, or its wgmmas are serialized).
+  // Blocks per SM for the register budget (__launch_bounds__): three where their shared memory
+  // fits (228 KB per SM, 1 KB reserved per block) and one consumer warpgroup, else two (two
+  // consumer warpgroups need more registers per SM).
   static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 && WGS == 1 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
   static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
@@ -1479,7 +1479,7 @@ bool tc_streamed(const Weights& w, int shape, int64_t m) {
 }
 
 bool tc_tiled_ok(const Weights& w) {
-  return w.fp8 && !w.axis_in && w.ns > 0 && w.k % 256 == 0 && tc_device().wgmma;
+  return w.fp8 && !w.axis_in && w.ns > 0 && w.k % 256 == 0 && tc_device().wgmma && tc_eligible(w);
 }
 
 void tile_rows(const void* src, int64_t rows, int64_t row_bytes, int piece, void* dst, cudaStream_t s) {

@@ -492,7 +492,18 @@ class GemvLinearImpl final : public Linear {
       for (size_t j = 0; j < order.size(); ++j) st[j] = sc[static_cast<size_t>(order[j])];
       scales_ = std::make_shared<DeviceBuffer>(upload_floats(st));
     }
-    if (opts.small_m_tiled && opts.small_m_e4m3_tokens && gemv::tc_tiled_ok(weights())) tile_storage();
+    if (opts.small_m_tiled && opts.small_m_e4m3_tokens && gemv::tc_tiled_ok(weights())) {
+      // The tiled storage is read by the streamed shapes alone: refuse a forced other path.
+      if (opts.small_m_kernel == SmallMKernel::CUDA_CORES ||
+          (opts.small_m_tc_shape >= 0 && opts.small_m_tc_shape < gemv::kTcFirstStreamShape))
+        layer_error(opts.name, "tiled weights run only the streamed block shapes " +
+                                   std::to_string(gemv::kTcFirstStreamShape) + ".." +
+                                   std::to_string(gemv::kTcShapes - 1) + ", not the forced " +
+                                   (opts.small_m_kernel == SmallMKernel::CUDA_CORES
+                                        ? std::string("CUDA-core kernel")
+                                        : "block shape " + std::to_string(opts.small_m_tc_shape)));
+      tile_storage();
+    }
   }
   GemvLinearImpl(const GemvLinearImpl& o)
       : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), inner_(o.inner_ ? o.inner_->replicate() : nullptr),

@@ -578,6 +578,9 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
           if (kern == SmallMKernel::TENSOR_CORES && tc_smem_ok()) {
             EXPECT_NE(L->plan_info(m).find("tensor cores"), std::string::npos) << L->plan_info(m);
           }
+          if (shape >= gemv::kTcShapes && gemv::tc_wgmma_ok() && tc_smem_ok()) {
+            EXPECT_NE(L->plan_info(m).find("tiled weights"), std::string::npos) << L->plan_info(m);
+          }
         }
     }
 }
@@ -743,15 +746,16 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
 TEST_F(CudaLinear, SmallMKernelTiledWeights) {
   if (!fp8_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "the streamed shapes run on Hopper's wgmma";
   const int64_t n = 320, k = 2048;
-  for (const char* layout : {"hybrid out", "2:4"}) {
+  for (const char* layout : {"hybrid out", "hybrid out, 3 dense tiles", "2:4"}) {
     const std::string lay = layout;
     GemvLayout gl;
     gl.tile = 32;
     std::vector<uint8_t> rmap(static_cast<size_t>(n), 0);
-    if (lay == "hybrid out") {
+    if (lay == "hybrid out")
       gl.dense_tiles = {0, 4, 9};  // 96 dense rows, 224 2:4 ones: both end in a partial 64-row tile
-      for (int32_t t : gl.dense_tiles) std::fill_n(rmap.begin() + t * 32, 32, uint8_t(1));
-    }
+    else if (lay != "2:4")  // 160 dense rows: an odd count of 64-row tiles, so a 128-row box of
+      gl.dense_tiles = {1, 2, 5, 7, 8};  // shape 10 lies wholly past the last one
+    for (int32_t t : gl.dense_tiles) std::fill_n(rmap.begin() + t * 32, 32, uint8_t(1));
     HostWeights w = make_weights(n, k, LinearPrecision::FP8, 61 + lay.size(), true, rmap);
     const std::vector<int64_t> ms{1, 8, 13, 16, 33, 64, 65, 130};
     const auto io = acts_and_refs(ms, w, LinearPrecision::FP8, 800);
@@ -783,6 +787,23 @@ TEST_F(CudaLinear, SmallMKernelTiledWeights) {
           }
         }
       }
+  }
+  // The tiled storage is read by the streamed shapes alone: a forced other path is refused at load.
+  HostWeights w = make_weights(n, k, LinearPrecision::FP8, 67, true, std::vector<uint8_t>(size_t(n), 0));
+  for (bool cuda_cores : {true, false}) {
+    LinearOptions o;
+    o.name = "gemv-tiled-forced";
+    o.small_m_e4m3_tokens = o.small_m_tiled = true;
+    if (cuda_cores) o.small_m_kernel = SmallMKernel::CUDA_CORES;
+    else o.small_m_tc_shape = gemv::kTcFirstStreamShape - 1;
+    try {
+      make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), GemvLayout{}, o);
+      ADD_FAILURE() << "expected spense::Error";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("layer 'gemv-tiled-forced'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(cuda_cores ? "CUDA-core" : "block shape 9"), std::string::npos) << msg;
+    }
   }
 }
 
