@@ -289,9 +289,7 @@ void launch_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, 
   cfg.gridDim = grid;
   cfg.blockDim = dim3(kWarps * 32);
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[1] = {pdl_launch_attribute()};
   cfg.attrs = attr;
   cfg.numAttrs = w.pdl && tc_device().clusters ? 1 : 0;  // clusters: sm_90+, as PDL
   const auto* xp = static_cast<const uint16_t*>(x);
@@ -841,9 +839,7 @@ void launch_tc_cfg(const Weights& w, const void* x, int64_t ldx, int64_t m, void
     ++na;
   }
   if (w.pdl && dev.clusters) {  // clusters: sm_90+, as PDL
-    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[na].val.programmaticStreamSerializationAllowed = 1;
-    ++na;
+    attr[na++] = pdl_launch_attribute();
   }
   cfg.attrs = attr;
   cfg.numAttrs = na;
@@ -1275,9 +1271,7 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
   cfg.blockDim = dim3(C::kThreads);  // the consumer warpgroups, then the producer warp
   cfg.dynamicSmemBytes = C::kSmem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[1] = {pdl_launch_attribute()};
   cfg.attrs = attr;
   cfg.numAttrs = w.pdl ? 1 : 0;
   SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_stream_k<C>, maps, w, static_cast<const uint8_t*>(xq), m,

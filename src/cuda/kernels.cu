@@ -310,9 +310,7 @@ void quantize_rows_e4m3(const void* x, DType x_type, int64_t ldx, int64_t rows, 
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(static_cast<unsigned>(rows_pad));
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attr[1] = {pdl_launch_attribute()};
     cfg.attrs = attr;
     cfg.numAttrs = pdl ? 1 : 0;
     // Up to 4 vectors (32 elements) per thread in registers: rows of up to 1024 * 32 = 32768.

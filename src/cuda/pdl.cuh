@@ -6,6 +6,8 @@
 // On older GPUs, or without the attribute, both are no-ops.
 #pragma once
 
+#include <cuda_runtime.h>
+
 namespace spense::cuda {
 
 __device__ __forceinline__ void griddep_wait() {
@@ -17,6 +19,13 @@ __device__ __forceinline__ void griddep_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+// The launch attribute (cudaLaunchKernelEx) that lets a kernel start early as above.
+inline cudaLaunchAttribute pdl_launch_attribute() {
+  cudaLaunchAttribute a = {};
+  a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  a.val.programmaticStreamSerializationAllowed = 1;
+  return a;
 }
 // Brings the 128-byte line holding p toward L2 (no register is written, nothing waits on it).
 __device__ __forceinline__ void prefetch_l2(const void* p) {
