@@ -8,7 +8,7 @@
 #              cuSPARSELt 2:4, the library Spense-out hybrid, our kernel (AUTO over shapes 0-11)
 #     shape10, shape11   our kernel with one streamed shape forced, M = 16, 64
 #     decode   FP8 --compare dense,spense at batch 1, 16, 64 (E4M3 cache, --e4m3-tokens, --verbose)
-#   PART=tiled (after the tiled storage, LinearOptions::small_m_tiled)
+#   PART=tiled (needs the tiled storage, LinearOptions::small_m_tiled: git revert 4572f48 first)
 #     tests    as in first, SmallMKernelTiledWeights included
 #     gemm     bench-gemm as in first, with --tiled-weights (2:4 and Spense layers: shapes 10-11 only)
 #              (between the decode pairs below)
