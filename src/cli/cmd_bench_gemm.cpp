@@ -54,9 +54,6 @@ void register_bench_gemm(CLI::App& app) {
   cmd->add_flag("--e4m3-tokens", o->e4m3_tokens,
                 "*-gemv formats, FP8 on Hopper: also time the E4M3-token block shapes (tokens quantized per token, "
                 "E4M3 x E4M3 warpgroup MMAs)");
-  cmd->add_flag("--tiled-weights", o->tiled_weights,
-                "*-gemv formats, FP8 on Hopper (implies --e4m3-tokens): 2:4 and Spense layers hold their weights in "
-                "tiles of 64 rows per stage and run only the streamed E4M3-token shapes");
   cmd->add_option("--csv", o->csv, "output CSV")->capture_default_str();
   cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
   cmd->callback([o, ms, small_m] {

@@ -323,8 +323,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           lo.fold_permutation = f.folded;
           lo.small_m_kernel = o.small_m_kernel;
           lo.small_m_tc_shape = o.small_m_tc_shape;
-          lo.small_m_e4m3_tokens = o.e4m3_tokens || o.tiled_weights;
-          lo.small_m_tiled = o.tiled_weights;
+          lo.small_m_e4m3_tokens = o.e4m3_tokens;
           std::vector<std::unique_ptr<Linear>> reps;
           if (f.gemv) {
             GemvLayout gl;
@@ -411,7 +410,7 @@ std::string bench_gemm_usage() {
          "  spense-in-gemv] [--variant-d 0.25] [--tile 64]\n"
          "  [--iters 100] [--warmup 10] [--rotate-mb 256] [--max-replicas 32] [--dense-search 8]\n"
          "  [--no-sparse-search] [--no-split-sms] [--no-graph] [--small-m-kernel auto|cuda-cores|tensor-cores]\n"
-         "  [--small-m-tc-shape N] [--e4m3-tokens] [--tiled-weights]\n"
+         "  [--small-m-tc-shape N] [--e4m3-tokens]\n"
          "  [--csv bench/results/gemm_h100.csv] [--seed 1]\n";
 }
 
@@ -421,7 +420,6 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--help" || args[i] == "-h") return false;
     const bool flag_only = args[i] == "--no-sparse-search" || args[i] == "--no-graph" || args[i] == "--e4m3-tokens" ||
-                           args[i] == "--tiled-weights" ||
                            args[i] == "--no-split-sms";
     std::string a, val;
     bench_next_flag(args, i, !flag_only, "bench-gemm", &a, &val);
@@ -448,7 +446,6 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
     else if (a == "--small-m-kernel") o->small_m_kernel = small_m_kernel_parse(val, "bench-gemm");
     else if (a == "--small-m-tc-shape") o->small_m_tc_shape = static_cast<int>(num(a, val));
     else if (a == "--e4m3-tokens") o->e4m3_tokens = true;
-    else if (a == "--tiled-weights") o->tiled_weights = o->e4m3_tokens = true;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(num(a, val));
     else throw Error("bench-gemm: unknown flag '" + a + "'\n" + bench_gemm_usage());

@@ -959,10 +959,10 @@ struct StreamCfg {
   static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
   static constexpr int kStage = kA + kXSparse + kMeta;
   static constexpr int kSmem = S * kStage + 1024;  // + the alignment of the dynamic memory to 1024
-  // Blocks per SM for the register budget (__launch_bounds__): three where their shared memory
-  // fits (228 KB per SM, 1 KB reserved per block) and one consumer warpgroup, else two (two
-  // consumer warpgroups need more registers per SM).
-  static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 && WGS == 1 ? 3 : 2;
+  // Blocks per SM that the shared memory allows (228 KB per SM, 1 KB reserved per block), for the
+  // register budget: three where they fit, else two (the 64-token tile of shape 10 needs more
+  // than 128 registers, or its wgmmas are serialized).
+  static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
   static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
                     Tc::kAChunks > 0,
@@ -974,7 +974,6 @@ struct StreamCfg {
 struct StreamGeom {
   int64_t sparse_blocks = 0, row_blocks = 0;  // row blocks of kBM rows, 2:4 first
   int64_t sv = 0, sd = 0, total = 0;          // stages of a 2:4 / dense unit, of all
-  bool tiled = false;                         // Weights::tiled
 };
 
 // A position in the sequence: row block (= unit), stage within it, the unit's stages.
@@ -1123,23 +1122,10 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
     if (lane != 0) return;
     auto issue_weights = [&](const StreamPos& p, uint32_t st, uint32_t bar) {
       const bool sp = p.sparse(g);
-      const int64_t row0 = (sp ? p.rb : p.rb - g.sparse_blocks) * C::kBM;
+      const int row0 = int((sp ? p.rb : p.rb - g.sparse_blocks) * C::kBM);
       mbar_expect(bar, uint32_t(C::kA + (sp ? C::kMeta + C::kXSparse : C::kXDense)));  // the tokens' bytes too
-      const CUtensorMap* v = sp ? &maps.values : &maps.dense;
-      if (!g.tiled) {  // one box of kBM rows x this stage's 128 bytes of the row-major storage
-        tma_2d(st, v, int(p.s * 128), int(row0), bar);
-        if (sp) tma_2d(st + C::kA + C::kXSparse, &maps.meta, int(p.s * 32), int(row0), bar);
-        return;
-      }
-      // Tiled storage: the stage's tile of each 64-row block (a block past the last one lies
-      // past the tensor's end and lands as zeros).
-      const int64_t stages = sp ? g.sv : g.sd;
-#pragma unroll
-      for (int j = 0; j < C::kBM / 64; ++j) {
-        const int row = int(((row0 / 64 + j) * stages + p.s) * 64);
-        tma_2d(st + j * 64 * 128, v, 0, row, bar);
-        if (sp) tma_2d(st + C::kA + C::kXSparse + j * 64 * 32, &maps.meta, 0, row, bar);
-      }
+      tma_2d(st, sp ? &maps.values : &maps.dense, int(p.s * 128), row0, bar);
+      if (sp) tma_2d(st + C::kA + C::kXSparse, &maps.meta, int(p.s * 32), row0, bar);
     };
     auto issue_tokens = [&](const StreamPos& p, uint32_t st, uint32_t bar) {
       const int bytes = p.sparse(g) ? C::kXSparse : C::kXDense;
@@ -1195,7 +1181,6 @@ StreamGeom stream_geom(const Weights& w, int bm) {
   g.sv = w.k / 256;
   g.sd = w.k / 128;
   g.total = g.sparse_blocks * g.sv + (g.row_blocks - g.sparse_blocks) * g.sd;
-  g.tiled = w.tiled;
   return g;
 }
 
@@ -1250,20 +1235,11 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
     throw Error("internal: the small-M kernel's streamed shape has no workspace for M=" + std::to_string(m), 1);
   StreamMaps maps;
   std::memset(&maps, 0, sizeof maps);
-  if (w.tiled) {  // tiles of 64 rows one after another: tensors of 128 (32) bytes per row
-    const int64_t ns = (w.ns + 63) / 64 * 64 * (w.k / 256), nd = (w.nd + 63) / 64 * 64 * (w.k / 128);
-    if (w.ns > 0) {
-      maps.values = tensor_map(w.sparse_values, 128, ns, 128, 128, 64, true);
-      maps.meta = tensor_map(w.sparse_meta, 32, ns, 32, 32, 64, false);
-    }
-    if (w.nd > 0) maps.dense = tensor_map(w.dense, 128, nd, 128, 128, 64, true);
-  } else {
-    if (w.ns > 0) {
-      maps.values = tensor_map(w.sparse_values, w.k / 2, w.ns, w.k / 2, 128, C::kBM, true);
-      maps.meta = tensor_map(w.sparse_meta, w.k / 8, w.ns, w.k / 8, 32, C::kBM, false);
-    }
-    if (w.nd > 0) maps.dense = tensor_map(w.dense, w.k, w.nd, w.dense_ld, 128, C::kBM, true);
+  if (w.ns > 0) {
+    maps.values = tensor_map(w.sparse_values, w.k / 2, w.ns, w.k / 2, 128, C::kBM, true);
+    maps.meta = tensor_map(w.sparse_meta, w.k / 8, w.ns, w.k / 8, 32, C::kBM, false);
   }
+  if (w.nd > 0) maps.dense = tensor_map(w.dense, w.k, w.nd, w.dense_ld, 128, C::kBM, true);
   int64_t blocks = std::min<int64_t>(g.total, int64_t(tc_device().sms) * resident);
   if (w.stream_blocks > 0) blocks = std::min<int64_t>(blocks, w.stream_blocks);
   cudaLaunchConfig_t cfg = {};
@@ -1278,34 +1254,19 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
                                        static_cast<uint16_t*>(y), ldy, g, w.stream_ws));
 }
 
-// Shape 10: two consumer warpgroups of 64 rows each (128 rows per stage), 3 slots (3 blocks per
-// SM up to 16 tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots
-// (up to 3 blocks per SM). One warpgroup of two 64-row tiles (128 rows) was slower than 11 on
-// every Qwen3-32B layer (its consumer is the bottleneck: docs/perf.md). Per token tile of 8 /
-// 16 / 32 / 64 (M <= 64).
-template <int WGS, int S>
+// Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
+// tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
+// blocks per SM). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
+template <int MT, int S>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<1, WGS, 1, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<1, WGS, 2, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<1, WGS, 4, S>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<1, WGS, 8, S>>(w, xq, m, y, ldy, s);
+  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
+  else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
 }
 void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
   else launch_stream_shape<1, 4>(w, xq, m, y, ldy, s);
-}
-
-// One thread per 16 bytes of dst (gemv.h, tile_rows): tile t = (64-row block, stage), row r of
-// it, bytes [16 c, 16 c + 16) of the piece.
-__global__ void tile_rows_k(const uint8_t* src, int64_t rows, int64_t row_bytes, int piece, int64_t stages,
-                            uint8_t* dst, int64_t total) {
-  const int64_t off = 16 * (int64_t(blockIdx.x) * blockDim.x + threadIdx.x);
-  if (off >= total) return;
-  const int64_t tile = off / (kTileRows * piece), rem = off % (kTileRows * piece);
-  const int64_t row = tile / stages * kTileRows + rem / piece, sb = tile % stages * piece + rem % piece;
-  uint4 v = make_uint4(0u, 0u, 0u, 0u);
-  if (row < rows) v = *reinterpret_cast<const uint4*>(src + row * row_bytes + sb);
-  *reinterpret_cast<uint4*>(dst + off) = v;
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -1472,20 +1433,6 @@ bool tc_streamed(const Weights& w, int shape, int64_t m) {
   return shape >= kTcFirstStreamShape && tc_e4m3_tokens(w, shape) && !w.axis_in && m >= 1 && m <= kStreamMaxM;
 }
 
-bool tc_tiled_ok(const Weights& w) {
-  return w.fp8 && !w.axis_in && w.ns > 0 && w.k % 256 == 0 && tc_device().wgmma && tc_eligible(w);
-}
-
-void tile_rows(const void* src, int64_t rows, int64_t row_bytes, int piece, void* dst, cudaStream_t s) {
-  if (row_bytes % piece != 0 || piece % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0)
-    throw Error("internal: tile_rows needs rows of whole 16-byte pieces", 1);
-  const int64_t total = tiled_bytes(rows, row_bytes);
-  if (total <= 0) return;
-  tile_rows_k<<<static_cast<unsigned>((total / 16 + 255) / 256), 256, 0, s>>>(
-      static_cast<const uint8_t*>(src), rows, row_bytes, piece, row_bytes / piece, static_cast<uint8_t*>(dst), total);
-  SPENSE_CUDA_CHECK_LAUNCH();
-}
-
 int64_t tc_stream_tokens(int64_t m) { return m <= 8 ? 8 : m <= 16 ? 16 : m <= 32 ? 32 : 64; }
 
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m) {
@@ -1528,11 +1475,9 @@ void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int6
       throw Error("gemv: E4M3 tokens need an E4M3-token block shape on an FP8 layer where wgmma runs, "
                   "x_scales, and 16-byte aligned token rows", 1);
     if (tc_streamed(w, w.tc_shape, m)) launch_stream_m(w, x, m, y, ldy, s);  // x chunk-major (tc_stream_tokens)
-    else if (w.tiled) throw Error("internal: tiled weights run only the streamed shapes, M <= 64 per launch", 1);
     else launch_tc_m<true>(w, x, ldx, m, y, ldy, s);
     return;
   }
-  if (w.tiled) throw Error("internal: tiled weights run only the streamed shapes (E4M3 tokens)", 1);
   if (w.tensor_cores && tc_eligible(w) && aligned) {
     if (w.fp8) launch_tc_m<true>(w, x, ldx, m, y, ldy, s);
     else launch_tc_m<false>(w, x, ldx, m, y, ldy, s);

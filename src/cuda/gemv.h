@@ -57,24 +57,7 @@ struct Weights {
   void* stream_ws = nullptr;
   size_t stream_ws_bytes = 0;
   int stream_blocks = 0;
-  // Tiled storage (tile_rows; FP8 axis=out layers with 2:4 rows, for the streamed shapes only):
-  // sparse_values, sparse_meta and dense hold tiles of 64 rows x one stage (values and dense rows:
-  // 128 bytes per row, metadata 32), each tile contiguous, a 64-row block's tiles in K order,
-  // blocks one after another. dense_ld is then unused. Only the streamed shapes read it (at any
-  // M: tc_streamed_passes).
-  bool tiled = false;
 };
-
-// Rows per tile of the tiled storage, and its bytes for `rows` rows of row_bytes (padded to
-// whole tiles of 64 rows; row_bytes a multiple of piece).
-inline constexpr int64_t kTileRows = 64;
-constexpr int64_t tiled_bytes(int64_t rows, int64_t row_bytes) {
-  return (rows + kTileRows - 1) / kTileRows * kTileRows * row_bytes;
-}
-// dst (tiled_bytes(rows, row_bytes) bytes) = src (rows x row_bytes, row-major) in the tiled
-// storage above, pieces of `piece` bytes per row and stage (128: values, dense rows; 32: E4M3
-// 2:4 metadata), padding rows zero.
-void tile_rows(const void* src, int64_t rows, int64_t row_bytes, int piece, void* dst, cudaStream_t s);
 
 // Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
 // 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
@@ -97,9 +80,6 @@ bool tc_e4m3_tokens(const Weights& w, int shape);
 // for tc_stream_tokens(m) rows (quantize_rows_e4m3's chunk_rows) and passes a workspace of
 // tc_stream_workspace_bytes (Weights::stream_ws).
 bool tc_streamed(const Weights& w, int shape, int64_t m);
-// Whether w can be held tiled (Weights::tiled): FP8, axis=out with 2:4 rows, K a multiple of
-// 256, the streamed shapes available (Hopper, sm_90a code).
-bool tc_tiled_ok(const Weights& w);
 int64_t tc_stream_tokens(int64_t m);
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m);
 // Whether w can take the tensor-core path: K a multiple of 128 (BF16) or 256 (E4M3), dense rows

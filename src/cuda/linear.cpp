@@ -492,23 +492,10 @@ class GemvLinearImpl final : public Linear {
       for (size_t j = 0; j < order.size(); ++j) st[j] = sc[static_cast<size_t>(order[j])];
       scales_ = std::make_shared<DeviceBuffer>(upload_floats(st));
     }
-    if (opts.small_m_tiled && opts.small_m_e4m3_tokens && gemv::tc_tiled_ok(weights())) {
-      // The tiled storage is read by the streamed shapes alone: refuse a forced other path.
-      if (opts.small_m_kernel == SmallMKernel::CUDA_CORES ||
-          (opts.small_m_tc_shape >= 0 && opts.small_m_tc_shape < gemv::kTcFirstStreamShape))
-        layer_error(opts.name, "tiled weights run only the streamed block shapes " +
-                                   std::to_string(gemv::kTcFirstStreamShape) + ".." +
-                                   std::to_string(gemv::kTcShapes - 1) + ", not the forced " +
-                                   (opts.small_m_kernel == SmallMKernel::CUDA_CORES
-                                        ? std::string("CUDA-core kernel")
-                                        : "block shape " + std::to_string(opts.small_m_tc_shape)));
-      tile_storage();
-    }
   }
   GemvLinearImpl(const GemvLinearImpl& o)
       : Linear(*o.ctx_, o.n_, o.k_, o.prec_, o.opts_), inner_(o.inner_ ? o.inner_->replicate() : nullptr),
-        choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), axis_in_(o.axis_in_), tiled_(o.tiled_), in_ks_(o.in_ks_),
-        tile_shift_(o.tile_shift_),
+        choice_(o.choice_), ns_(o.ns_), nd_(o.nd_), axis_in_(o.axis_in_), in_ks_(o.in_ks_), tile_shift_(o.tile_shift_),
         values_(copy_device(o.values_)), meta_(copy_device(o.meta_)), dense_(copy_device(o.dense_)),
         row_map_(o.row_map_), col_tiles_(o.col_tiles_), scales_(o.scales_), col_order_(o.col_order_) {}
 
@@ -526,15 +513,12 @@ class GemvLinearImpl final : public Linear {
     // The E4M3-token shapes quantize x into the Context's scratch (as the library's FP8 layers do).
     // The streamed ones quantize tc_stream_tokens(m) rows (padded) and sum cut units in a workspace.
     if (any_e4m3_tokens(cands)) {
-      const int64_t rows = tiled_ ? gemv::tc_stream_tokens(std::min(m, gemv::kStreamMaxM))
-                                  : std::max(m, gemv::tc_stream_tokens(m));
+      const int64_t rows = std::max(m, gemv::tc_stream_tokens(m));
       ctx_->reserve_scratch(Scratch::X_Q, round16(static_cast<size_t>(rows * k_)));
       ctx_->reserve_scratch(Scratch::X_SCALE, round16(static_cast<size_t>(rows) * sizeof(float)));
     }
     for (const Choice& c : cands)
-      if (streamed(c, std::min(m, gemv::kStreamMaxM)))
-        ctx_->reserve_scratch(Scratch::GEMV_STREAM,
-                              gemv::tc_stream_workspace_bytes(weights(), c.shape, std::min(m, gemv::kStreamMaxM)));
+      if (streamed(c, m)) ctx_->reserve_scratch(Scratch::GEMV_STREAM, gemv::tc_stream_workspace_bytes(weights(), c.shape, m));
     if (choice_.count(m)) return;
     if (cands.size() == 1) {
       choice_[m] = cands[0];
@@ -579,11 +563,9 @@ class GemvLinearImpl final : public Linear {
     switch (it->second.path) {
       case Path::LIBRARY: return "cuBLASLt: " + inner_->plan_info(m);
       case Path::TENSOR_CORES:
-        if (streamed(it->second, std::min(m, tiled_ ? gemv::kStreamMaxM : m)))
+        if (streamed(it->second, m))
           return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) +
-                 " (streamed: persistent blocks, TMA" + (tiled_ ? ", tiled weights" : "") +
-                 (m > gemv::kStreamMaxM ? ", in passes of " + std::to_string(gemv::kStreamMaxM) + " tokens" : "") +
-                 "), E4M3 tokens";
+                 " (streamed: persistent blocks, TMA), E4M3 tokens";
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
                (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)" +
                (e4m3_tokens(it->second) ? ", E4M3 tokens" : "");
@@ -649,13 +631,6 @@ class GemvLinearImpl final : public Linear {
     std::vector<Choice> v;
     const SmallMKernel want = opts_.small_m_kernel;
     const gemv::Weights w = weights();
-    if (tiled_) {  // the streamed shapes only (a forced one, else both), any M in passes of kStreamMaxM
-      for (int shape = gemv::kTcFirstStreamShape; shape < gemv::kTcShapes; ++shape)
-        if (opts_.small_m_tc_shape < gemv::kTcFirstStreamShape || shape == opts_.small_m_tc_shape)
-          v.push_back({Path::TENSOR_CORES, 1, shape});
-      if (m > kTimedMaxM) v.resize(1);
-      return v;
-    }
     const bool tc = want != SmallMKernel::CUDA_CORES && gemv::tc_eligible(w);
     if (want == SmallMKernel::AUTO && m > kTimedMaxM) {
       if (inner_) return {{Path::LIBRARY}};
@@ -690,12 +665,6 @@ class GemvLinearImpl final : public Linear {
     w.tc_slices = c.slices;
     w.tc_shape = c.shape;
     w.pdl = opts_.pdl;
-    if (tiled_ && m > gemv::kStreamMaxM) {  // passes of up to kStreamMaxM tokens (prefill chunks)
-      for (int64_t r0 = 0; r0 < m; r0 += gemv::kStreamMaxM)
-        run(c, static_cast<const uint16_t*>(x) + r0 * k_, static_cast<uint16_t*>(y) + r0 * n_,
-            std::min(gemv::kStreamMaxM, m - r0), s);
-      return;
-    }
     if (e4m3_tokens(c)) {  // per-token E4M3 tokens (as the library FP8 layers take them)
       // Streamed shapes: chunk-major, padded to the token tile (gemv::tc_streamed).
       const bool st = streamed(c, m);
@@ -746,32 +715,15 @@ class GemvLinearImpl final : public Linear {
       w.in_ks = in_ks_;
       w.col_tiles = col_tiles_ ? col_tiles_->as<int32_t>() : nullptr;
       w.tile_shift = tile_shift_;
-      w.tiled = tiled_;
     }
     w.dense_ld = axis_in_ ? k_ - in_ks_ : k_;
     return w;
-  }
-
-  // LinearOptions::small_m_tiled: the stored rows re-laid in tiles (gemv::Weights::tiled), read
-  // by the streamed shapes alone.
-  void tile_storage() {
-    auto tile = [](DeviceBuffer& b, int64_t rows, int64_t row_bytes, int piece) {
-      DeviceBuffer t(static_cast<size_t>(gemv::tiled_bytes(rows, row_bytes)));
-      gemv::tile_rows(b.get(), rows, row_bytes, piece, t.get(), nullptr);
-      SPENSE_CUDA_CHECK(cudaDeviceSynchronize());  // on the legacy stream; the source goes next
-      b = std::move(t);
-    };
-    tile(values_, ns_, k_ / 2, 128);
-    tile(meta_, ns_, k_ / 8, 32);
-    if (nd_ > 0) tile(dense_, nd_, k_, 128);
-    tiled_ = true;
   }
 
   std::unique_ptr<Linear> inner_;
   std::map<int64_t, Choice> choice_;  // M -> the fastest kernel
   int64_t ns_ = 0, nd_ = 0;
   bool axis_in_ = false;
-  bool tiled_ = false;  // gemv::Weights::tiled
   int64_t in_ks_ = 0;  // axis=in: stored 2:4 columns per row
   int tile_shift_ = 0;
   DeviceBuffer values_, meta_, dense_;

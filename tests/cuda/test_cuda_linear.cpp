@@ -539,19 +539,14 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
     }
   }
   for (uint8_t b : w.wq) w.ref.push_back(e4m3(b));
-  // Shapes 10-11 also on the tiled storage (LinearOptions::small_m_tiled; shape "12" and "13").
   for (SmallMKernel kern : {SmallMKernel::TENSOR_CORES, SmallMKernel::CUDA_CORES})
-    for (int shape = 0; shape < gemv::kTcShapes + 2; ++shape) {
+    for (int shape = 0; shape < gemv::kTcShapes; ++shape) {
       if (kern == SmallMKernel::CUDA_CORES && shape > 0) continue;
       LinearOptions o;
       o.name = "gemv-fp8-codes";
       o.small_m_e4m3_tokens = true;
       o.small_m_kernel = kern;
       o.small_m_tc_shape = kern == SmallMKernel::TENSOR_CORES ? shape : -1;
-      if (shape >= gemv::kTcShapes) {
-        o.small_m_tc_shape = shape - 2;
-        o.small_m_tiled = true;
-      }
       auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
       for (int64_t m : {8, 16, 32, 64})
         for (int64_t base = 0; base < k; base += m) {
@@ -577,9 +572,6 @@ TEST_F(CudaLinear, SmallMKernelFp8EveryCodeExact) {
           EXPECT_EQ(wrong, 0) << small_m_kernel_name(kern) << " m=" << m << " base " << base;
           if (kern == SmallMKernel::TENSOR_CORES && tc_smem_ok()) {
             EXPECT_NE(L->plan_info(m).find("tensor cores"), std::string::npos) << L->plan_info(m);
-          }
-          if (shape >= gemv::kTcShapes && gemv::tc_wgmma_ok() && tc_smem_ok()) {
-            EXPECT_NE(L->plan_info(m).find("tiled weights"), std::string::npos) << L->plan_info(m);
           }
         }
     }
@@ -734,75 +726,6 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
         EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_for(plan)), 1e-2) << plan;
         EXPECT_EQ(plan.find("E4M3 tokens"), std::string::npos) << plan;
       }
-    }
-  }
-}
-
-// The tiled storage (LinearOptions::small_m_tiled): FP8 Spense axis=out layers (partial 64-row
-// tiles of both kinds) and a 2:4 one run the streamed shapes alone, forced or timed, with the
-// persistent grid uncapped or capped (1, 2, 5 blocks: the ring wraps and units are cut between
-// blocks), any M (above 64 in passes of 64 tokens), inside graphs and in a replica, against the
-// fp64 reference on the per-token quantized activations (1e-2).
-TEST_F(CudaLinear, SmallMKernelTiledWeights) {
-  if (!fp8_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "the streamed shapes run on Hopper's wgmma";
-  const int64_t n = 320, k = 2048;
-  for (const char* layout : {"hybrid out", "hybrid out, 3 dense tiles", "2:4"}) {
-    const std::string lay = layout;
-    GemvLayout gl;
-    gl.tile = 32;
-    std::vector<uint8_t> rmap(static_cast<size_t>(n), 0);
-    if (lay == "hybrid out")
-      gl.dense_tiles = {0, 4, 9};  // 96 dense rows, 224 2:4 ones: both end in a partial 64-row tile
-    else if (lay != "2:4")  // 160 dense rows: an odd count of 64-row tiles, so a 128-row box of
-      gl.dense_tiles = {1, 2, 5, 7, 8};  // shape 10 lies wholly past the last one
-    for (int32_t t : gl.dense_tiles) std::fill_n(rmap.begin() + t * 32, 32, uint8_t(1));
-    HostWeights w = make_weights(n, k, LinearPrecision::FP8, 61 + lay.size(), true, rmap);
-    const std::vector<int64_t> ms{1, 8, 13, 16, 33, 64, 65, 130};
-    const auto io = acts_and_refs(ms, w, LinearPrecision::FP8, 800);
-    for (int shape : {-1, gemv::kTcFirstStreamShape, gemv::kTcFirstStreamShape + 1})
-      for (int blocks : {0, 1, 2, 5}) {
-        if (shape < 0 && blocks > 0) continue;
-        LinearOptions o;
-        o.name = "gemv-tiled";
-        o.small_m_e4m3_tokens = true;
-        o.small_m_tiled = true;
-        o.small_m_tc_shape = shape;
-        o.small_m_stream_blocks = blocks;
-        auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), gl, o);
-        for (int64_t m : ms) {
-          SCOPED_TRACE(lay + " shape " + std::to_string(shape) + " blocks " + std::to_string(blocks) + " m=" +
-                       std::to_string(m));
-          EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2)
-              << L->plan_info(m);
-          const std::string plan = L->plan_info(m);
-          EXPECT_NE(plan.find("tiled weights"), std::string::npos) << plan;
-          EXPECT_EQ(plan.find("passes of 64 tokens") != std::string::npos, m > 64) << plan;
-          if (shape >= 0) EXPECT_NE(plan.find("block shape " + std::to_string(shape)), std::string::npos) << plan;
-        }
-        if (blocks == 0) {
-          auto R = L->replicate();
-          for (int64_t m : {int64_t(16), int64_t(130)}) {
-            SCOPED_TRACE(lay + " replica shape " + std::to_string(shape) + " m=" + std::to_string(m));
-            EXPECT_LT(rel_err(run_layer(*R, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2);
-          }
-        }
-      }
-  }
-  // The tiled storage is read by the streamed shapes alone: a forced other path is refused at load.
-  HostWeights w = make_weights(n, k, LinearPrecision::FP8, 67, true, std::vector<uint8_t>(size_t(n), 0));
-  for (bool cuda_cores : {true, false}) {
-    LinearOptions o;
-    o.name = "gemv-tiled-forced";
-    o.small_m_e4m3_tokens = o.small_m_tiled = true;
-    if (cuda_cores) o.small_m_kernel = SmallMKernel::CUDA_CORES;
-    else o.small_m_tc_shape = gemv::kTcFirstStreamShape - 1;
-    try {
-      make_gemv_linear(*g_ctx, n, k, LinearPrecision::FP8, w.view(), GemvLayout{}, o);
-      ADD_FAILURE() << "expected spense::Error";
-    } catch (const Error& e) {
-      const std::string msg = e.what();
-      EXPECT_NE(msg.find("layer 'gemv-tiled-forced'"), std::string::npos) << msg;
-      EXPECT_NE(msg.find(cuda_cores ? "CUDA-core" : "block shape 9"), std::string::npos) << msg;
     }
   }
 }

@@ -40,7 +40,6 @@ struct BenchGemmOptions {
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // *-gemv formats: LinearOptions::small_m_kernel
   int small_m_tc_shape = -1;  // *-gemv formats: LinearOptions::small_m_tc_shape (-1: every shape timed)
   bool e4m3_tokens = false;   // *-gemv formats, FP8: LinearOptions::small_m_e4m3_tokens
-  bool tiled_weights = false;  // *-gemv formats, FP8: LinearOptions::small_m_tiled (implies e4m3_tokens)
   std::string csv = "bench/results/gemm_h100.csv";
   uint64_t seed = 1;
 };
@@ -99,7 +98,6 @@ struct BenchDecodeOptions {
   bool sparse_search = true;
   bool pdl = true;                           // EngineOptions::pdl
   bool e4m3_tokens = false;                  // EngineOptions::e4m3_tokens
-  bool tiled_weights = false;                // EngineOptions::tiled_weights (implies e4m3_tokens)
   bool kv_fp8 = false;                       // EngineOptions::kv_fp8 (--kv-cache fp8)
   int64_t kv_chunk = 0;                      // EngineOptions::decode_kv_chunk (--kv-chunk; 0: automatic)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)

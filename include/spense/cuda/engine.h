@@ -67,9 +67,6 @@ struct EngineOptions {
   // Off by default: on an H100 the decode step got 0.16-0.31 ms slower with them at batch 1 and
   // 16 (two A/B pairs, docs/perf.md), though they win layers timed alone.
   bool e4m3_tokens = false;
-  // With e4m3_tokens: FP8 axis=out layers with 2:4 rows hold their weights tiled and run only
-  // the streamed E4M3-token shapes (LinearOptions::small_m_tiled).
-  bool tiled_weights = false;
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
   // GemmBackend::AUTO: time the two candidates of a layer as replayed CUDA graphs, as a decode

@@ -91,11 +91,6 @@ struct LinearOptions {
   // And its streamed shapes (10-11) run at most this many persistent blocks (0: as many as fit
   // on the GPU). Tests set it small so that each block streams more stages than its ring holds.
   int small_m_stream_blocks = 0;
-  // With small_m_e4m3_tokens, FP8 axis=out layers with 2:4 rows on Hopper hold their weights
-  // tiled (gemv::Weights::tiled: a stage of 64 rows contiguous, which the copy engine streams
-  // faster than 128-byte row pieces, docs/perf.md) and run only the streamed shapes, at any M in
-  // passes of 64 tokens (prefill chunks re-read the weights per pass). Other layers ignore it.
-  bool small_m_tiled = false;
   // FP8 layers: its E4M3-token block shapes (6-11, Hopper; 10-11 streamed) may run: they quantize x per token
   // (as cuBLASLt's FP8 layers do) into the Context's scratch (so, as with those, a captured graph
   // must be captured again after the scratch grows: Context::scratch_generation) and multiply

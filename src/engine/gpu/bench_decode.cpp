@@ -80,9 +80,6 @@ std::string bench_decode_usage() {
          "  --e4m3-tokens        FP8: our small-M kernel may also run its E4M3-token shapes (tokens\n"
          "                       quantized per token, E4M3 x E4M3 warpgroup MMAs; Hopper). Off by\n"
          "                       default: measured slower in the decode step (docs/perf.md)\n"
-         "  --tiled-weights      FP8 (implies --e4m3-tokens): Spense and 2:4 layers hold their weights in\n"
-         "                       tiles of 64 rows per stage and run only the streamed E4M3-token shapes;\n"
-         "                       prefill runs them in passes of 64 tokens, each re-reading the weights\n"
          "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
@@ -105,8 +102,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--e4m3-tokens" ||
-                      args[i] == "--tiled-weights";
+                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--e4m3-tokens";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -142,7 +138,6 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     }
     else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--e4m3-tokens") o->e4m3_tokens = true;
-    else if (a == "--tiled-weights") o->tiled_weights = o->e4m3_tokens = true;
     else if (a == "--verbose") o->verbose = true;
     else if (a == "--auto-timing") {
       if (val != "eager" && val != "graph") throw Error("bench-decode: --auto-timing takes eager or graph, not '" + val + "'");
@@ -233,7 +228,6 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.small_m_kernel = o.small_m_kernel;
       eo.pdl = o.pdl;
       eo.e4m3_tokens = o.e4m3_tokens;
-      eo.tiled_weights = o.tiled_weights;
       eo.kv_fp8 = o.kv_fp8;
       eo.decode_kv_chunk = o.kv_chunk;
       eo.concurrent = o.concurrent;
@@ -345,14 +339,14 @@ void run_bench_decode(const BenchDecodeOptions& o) {
     if (!f) throw Error("bench-decode: cannot write " + o.csv);
     f << "device,model,layers,dtype,backend,format,dense_ratio,axis,batch,ctx,ms_per_step,tokens_per_s,"
          "weight_gb_per_step,kv_gb_per_step,gbps,copy_gbps,roofline_frac,speedup_vs_dense_same_backend,"
-         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache,kv_chunk,e4m3_tokens,tiled_weights\n";
+         "speedup_vs_best_dense,weight_gb_total,device_gb_used,kv_cache,kv_chunk,e4m3_tokens\n";
     for (const auto& r : rows)
       f << ctx.gpu_name() << "," << (o.synthetic.empty() ? o.model : o.synthetic) << "," << cfg.num_layers << ","
         << r.dtype << "," << r.backend << "," << r.format << "," << (r.format == "spense" ? o.dense_ratio : r.format == "dense" ? 1.0 : 0.0)
         << "," << o.axis << "," << r.batch << "," << o.ctx << "," << r.ms << "," << r.tok_s << "," << r.weight_gb << ","
         << r.kv_gb << "," << r.gbps << "," << copy_gbps << "," << r.roofline_frac << "," << r.speedup << "," << r.speedup_best << ","
         << r.weight_bytes_total / 1e9 << "," << r.device_bytes / 1e9 << "," << (o.kv_fp8 ? "fp8" : "bf16") << "," << (o.kv_chunk ? std::to_string(o.kv_chunk) : "auto") << ","
-        << (o.e4m3_tokens ? "on" : "off") << "," << (o.tiled_weights ? "on" : "off") << "\n";
+        << (o.e4m3_tokens ? "on" : "off") << "\n";
     std::printf("wrote %s\n", o.csv.c_str());
     if (!prof_rows.empty()) {
       std::string pc = o.csv;

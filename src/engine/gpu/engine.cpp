@@ -105,8 +105,7 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   lo.concurrent = eo.concurrent;
   lo.small_m_kernel = eo.small_m_kernel;
   lo.pdl = eo.pdl;
-  lo.small_m_e4m3_tokens = eo.e4m3_tokens || eo.tiled_weights;
-  lo.small_m_tiled = eo.tiled_weights;
+  lo.small_m_e4m3_tokens = eo.e4m3_tokens;
   WeightsView wv{w_dev, DType::BF16, nullptr};
   DeviceBuffer q, scales;
   if (eo.precision == LinearPrecision::FP8) {
