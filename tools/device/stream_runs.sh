@@ -8,14 +8,17 @@
 #              cuSPARSELt 2:4, the library Spense-out hybrid, our kernel (AUTO over shapes 0-11)
 #     shape10, shape11   our kernel with one streamed shape forced, M = 16, 64
 #     decode   FP8 --compare dense,spense at batch 1, 16, 64 (E4M3 cache, --e4m3-tokens, --verbose)
-#   PART=tiled (needs the tiled storage, LinearOptions::small_m_tiled: git revert 4572f48 first)
+#   PART=tiled (needs the tiled storage, LinearOptions::small_m_tiled, measured and taken out by
+#              d0fda96: git revert d0fda96 first)
 #     tests    as in first, SmallMKernelTiledWeights included
 #     gemm     bench-gemm as in first, with --tiled-weights (2:4 and Spense layers: shapes 10-11 only)
 #              (between the decode pairs below)
 #     tiled1/off1, then gemm, then tiled2/off2/rows   FP8 --compare dense,spense at batch 1, 16, 64:
 #              --tiled-weights, the default (no E4M3 tokens), again, then --e4m3-tokens (row-major)
 #   PART=ab
-#     on/off   FP8 dense and Spense at batch 1, 16, 64 with and without --e4m3-tokens, twice in turn
+#     on/off   FP8 dense and Spense at batch 1, 16, 64 with --e4m3-tokens and --no-e4m3-tokens,
+#              twice in turn
+#     tests    (with TESTS=1) then test_cuda_engine, and test_cuda_linear's small-M kernel and graph tests
 #   PART=ncu
 #     Nsight Compute on gate_up at M = 16: streamed shapes 10 and 11 (DRAM throughput, stalls)
 # From the repository root on the GPU machine, with .devdeps carried:
@@ -63,9 +66,15 @@ elif [[ $PART == ab ]]; then
   for r in 1 2; do
     step on$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_on$r.csv"
     show on$r
-    step off$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --csv "$OUT/decode_h100_32b_stream_ab_off$r.csv"
+    step off$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --no-e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_off$r.csv"
     show off$r
   done
+  if [[ -n ${TESTS:-} ]]; then
+    step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
+    fails tests_engine
+    step tests "$(lim 120)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
+    fails tests
+  fi
 elif [[ $PART == ncu ]]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis"

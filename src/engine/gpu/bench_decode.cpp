@@ -77,9 +77,10 @@ std::string bench_decode_usage() {
          "  --dense-search N     cuBLASLt: time the heuristic's first N candidates per layer and batch\n"
          "                       and keep the fastest (every format in the run; default 0: its first)\n"
          "  --no-pdl             launch our small-M kernel without programmatic dependent launch\n"
-         "  --e4m3-tokens        FP8: our small-M kernel may also run its E4M3-token shapes (tokens\n"
-         "                       quantized per token, E4M3 x E4M3 warpgroup MMAs; Hopper). Off by\n"
-         "                       default: measured slower in the decode step (docs/perf.md)\n"
+         "  --no-e4m3-tokens     FP8: our small-M kernel runs only its BF16-token shapes. By default it\n"
+         "                       may also run its E4M3-token shapes (tokens quantized per token as the\n"
+         "                       library FP8 GEMMs take them, E4M3 x E4M3 warpgroup MMAs; Hopper)\n"
+         "  --e4m3-tokens        the default; kept so older command lines still run\n"
          "  --hybrid-streams N   library Spense layers: 1 runs their 2:4 and dense GEMMs one after the\n"
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
@@ -102,7 +103,8 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
       continue;
     }
     const bool flag = args[i] == "--compare" || args[i] == "--no-graph" || args[i] == "--no-sparse-search" ||
-                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--e4m3-tokens";
+                      args[i] == "--no-pdl" || args[i] == "--verbose" || args[i] == "--e4m3-tokens" ||
+                      args[i] == "--no-e4m3-tokens";
     static const char* kValueFlags[] = {"--model", "--synthetic", "--layers", "--dtype", "--dtypes", "--format",
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
@@ -138,6 +140,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     }
     else if (a == "--no-pdl") o->pdl = false;
     else if (a == "--e4m3-tokens") o->e4m3_tokens = true;
+    else if (a == "--no-e4m3-tokens") o->e4m3_tokens = false;
     else if (a == "--verbose") o->verbose = true;
     else if (a == "--auto-timing") {
       if (val != "eager" && val != "graph") throw Error("bench-decode: --auto-timing takes eager or graph, not '" + val + "'");
