@@ -17,7 +17,7 @@
 #              --tiled-weights, the default (no E4M3 tokens), again, then --e4m3-tokens (row-major)
 #   PART=ab
 #     on/off   FP8 dense and Spense at batch 1, 16, 64 with --e4m3-tokens and --no-e4m3-tokens,
-#              twice in turn
+#              twice in turn (PAIRS=N: N times)
 #     tests    (with TESTS=1) then test_cuda_engine, and test_cuda_linear's small-M kernel and graph tests
 #   PART=ncu
 #     Nsight Compute on gate_up at M = 16: streamed shapes 10 and 11 (DRAM throughput, stalls)
@@ -63,7 +63,7 @@ elif [[ $PART == tiled ]]; then
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_tiled_stream.csv"
   for r in tiled2:--tiled-weights off2: rows:--e4m3-tokens; do dec $r; done
 elif [[ $PART == ab ]]; then
-  for r in 1 2; do
+  for r in $(seq ${PAIRS:-2}); do
     step on$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_on$r.csv"
     show on$r
     step off$r "$(lim 80)" "${d[@]}" --batch 1,16,64 --no-e4m3-tokens --csv "$OUT/decode_h100_32b_stream_ab_off$r.csv"
