@@ -213,14 +213,16 @@ TEST(CliCommands, BenchDecodeRefusesBadFlagsBeforeTheGpu) {
   const Result h = run("bench-decode --help");
   EXPECT_EQ(h.code, 0) << h.err;
   for (const char* flag : {"--kv-cache", "--kv-chunk", "--axis out|in|mixed", "--hybrid-streams", "--small-m-kernel",
-                           "--profile"})
+                           "--profile", "--e4m3-tokens", "--no-e4m3-tokens"})
     EXPECT_NE(h.out.find(flag), std::string::npos) << flag << "\n" << h.out;
   struct Case { std::string args, expect; };
   for (const Case& c : {Case{"--kv-cache int4", "--kv-cache takes bf16 or fp8"},
                         Case{"--axis diagonal", "--axis must be out, in or mixed"},
                         Case{"--hybrid-streams 3", "--hybrid-streams takes 1 or 2"},
                         Case{"--kv-chunk 0", "--kv-chunk must be a positive"},
-                        Case{"--batch 0", "--batch needs positive"}, Case{"--bogus 1", "unknown flag '--bogus'"}}) {
+                        Case{"--batch 0", "--batch needs positive"}, Case{"--bogus 1", "unknown flag '--bogus'"},
+                        // both token flags parse (the run then stops at the bad cache type)
+                        Case{"--e4m3-tokens --no-e4m3-tokens --kv-cache int4", "--kv-cache takes bf16 or fp8"}}) {
     const Result b = run("bench-decode --synthetic qwen3-8b " + c.args);
     EXPECT_EQ(b.code, 2) << c.args << "\n" << b.err;
     EXPECT_NE(b.err.find(c.expect), std::string::npos) << c.args << "\n" << b.err;

@@ -63,11 +63,11 @@ struct EngineOptions {
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
-  // FP8: our small-M kernel's E4M3-token shapes may run (LinearOptions::small_m_e4m3_tokens),
-  // tokens quantized per token as the library FP8 GEMMs take them. On by default since the
-  // streamed shapes (10-11): on an H100 the FP8 Spense step was faster with them at batch 1, 16
-  // and 64 (A/B in one call, docs/perf.md); before those shapes it was slower.
-  bool e4m3_tokens = true;
+  // FP8: our small-M kernel's E4M3-token shapes may run (LinearOptions::small_m_e4m3_tokens).
+  // Off by default: on an H100 the decode step got 0.16-0.31 ms slower with them at batch 1 and
+  // 16 (two A/B pairs, docs/perf.md). With the streamed shapes 10-11 one call had them faster
+  // at batch 1, 16, 64; the default changes once a repeated A/B and the GPU tests confirm it.
+  bool e4m3_tokens = false;
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
   // GemmBackend::AUTO: time the two candidates of a layer as replayed CUDA graphs, as a decode
