@@ -32,13 +32,17 @@ LOGS=$L TAR_TO=$OUT/logs_$PART.tgz
 export BUILD_TARGETS=${BUILD_TARGETS-"test_cuda_linear test_cuda_engine spense_gpu spense_bench_gemm"}
 source tools/device/lib.sh
 fails() { grep -E "Failure|Expected|Which is|rel_err|PASSED|FAILED|^\[  (FAILED|SKIPPED)" "$L/$1.log" | head -${2:-40}; }
+# test_cuda_linear's small-M kernel and graph tests, within SECONDS, and their failures
+linear_tests() {
+  step tests "$(lim $1)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
+  fails tests
+}
 g=(./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --d 0.25)
 d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --formats dense,spense
    --dtype fp8 --kv-cache fp8)
 show() { grep -E "^(fp8|bf16) .*ms/step|: (auto|ours|library)|streamed" "$L/$1.log" | grep -v " alone " | head -${2:-60}; }
 if [[ $PART == first ]]; then
-  step tests "$(lim 170)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
-  fails tests
+  linear_tests 170
   step gemm "$(lim 110)" "${g[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv \
     --csv "$OUT/gemm_h100_32b_stream.csv"
   python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_stream.csv"
@@ -50,8 +54,7 @@ if [[ $PART == first ]]; then
   step decode "$(lim 110)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --verbose --csv "$OUT/decode_h100_32b_stream.csv"
   show decode 80
 elif [[ $PART == tiled ]]; then
-  step tests "$(lim 170)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
-  fails tests
+  linear_tests 170
   dec() {
     step ${1%%:*} "$(lim 80)" "${d[@]}" --batch 1,16,64 ${1#*:} --csv "$OUT/decode_h100_32b_${1%%:*}.csv"
     show ${1%%:*} 12
@@ -72,8 +75,7 @@ elif [[ $PART == ab ]]; then
   if [[ -n ${TESTS:-} ]]; then
     step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
     fails tests_engine
-    step tests "$(lim 120)" ./build-gpu/test_cuda_linear --gtest_filter='CudaLinear.SmallMKernel*:CudaLinear.GraphCapture*'
-    fails tests
+    linear_tests 120
   fi
 elif [[ $PART == ncu ]]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
