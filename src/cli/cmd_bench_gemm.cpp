@@ -51,6 +51,11 @@ void register_bench_gemm(CLI::App& app) {
                   "*-gemv formats: only this block shape of the tensor-core path (0-11; -1: time every shape; "
                   "for profiling one kernel)")
       ->capture_default_str();
+  cmd->add_option("--small-m-stream-blocks", o->small_m_stream_blocks,
+                  "*-gemv formats, streamed block shapes 10-11: cap on their persistent blocks (0: every resident "
+                  "slot; for profiling)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_flag("--e4m3-tokens", o->e4m3_tokens,
                 "*-gemv formats, FP8 on Hopper: also time the E4M3-token block shapes (tokens quantized per token, "
                 "E4M3 x E4M3 warpgroup MMAs)");

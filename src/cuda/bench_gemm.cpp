@@ -323,6 +323,7 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           lo.fold_permutation = f.folded;
           lo.small_m_kernel = o.small_m_kernel;
           lo.small_m_tc_shape = o.small_m_tc_shape;
+          lo.small_m_stream_blocks = o.small_m_stream_blocks;
           lo.small_m_e4m3_tokens = o.e4m3_tokens;
           std::vector<std::unique_ptr<Linear>> reps;
           if (f.gemv) {
@@ -410,7 +411,7 @@ std::string bench_gemm_usage() {
          "  spense-in-gemv] [--variant-d 0.25] [--tile 64]\n"
          "  [--iters 100] [--warmup 10] [--rotate-mb 256] [--max-replicas 32] [--dense-search 8]\n"
          "  [--no-sparse-search] [--no-split-sms] [--no-graph] [--small-m-kernel auto|cuda-cores|tensor-cores]\n"
-         "  [--small-m-tc-shape N] [--e4m3-tokens]\n"
+         "  [--small-m-tc-shape N] [--small-m-stream-blocks N] [--e4m3-tokens]\n"
          "  [--csv bench/results/gemm_h100.csv] [--seed 1]\n";
 }
 
@@ -445,6 +446,7 @@ bool parse_bench_gemm_args(int argc, char** argv, BenchGemmOptions* o) {
     else if (a == "--no-split-sms") o->split_sms = false;
     else if (a == "--small-m-kernel") o->small_m_kernel = small_m_kernel_parse(val, "bench-gemm");
     else if (a == "--small-m-tc-shape") o->small_m_tc_shape = static_cast<int>(num(a, val));
+    else if (a == "--small-m-stream-blocks") o->small_m_stream_blocks = static_cast<int>(num(a, val));
     else if (a == "--e4m3-tokens") o->e4m3_tokens = true;
     else if (a == "--csv") o->csv = val;
     else if (a == "--seed") o->seed = static_cast<uint64_t>(num(a, val));

@@ -19,10 +19,14 @@
 #     on/off   FP8 dense and Spense at batch 1, 16, 64 with --e4m3-tokens and --no-e4m3-tokens,
 #              twice in turn (PAIRS=N: N times)
 #     tests    (with TESTS=1) then test_cuda_engine, and test_cuda_linear's small-M kernel and graph tests
+#   PART=ss
+#     shapes 11, 12, 10, 13 forced: 2:4 and Spense gate_up, down, qkv at M = 16, 64; the small-M
+#     kernel tests; one on/off decode pair; test_cuda_engine
 #   PART=ncu
-#     Nsight Compute on gate_up at M = 16: streamed shapes 10 and 11 (DRAM throughput, stalls)
+#     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
+#     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|tiled|ab|ncu] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ss|ncu] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -77,15 +81,43 @@ elif [[ $PART == ab ]]; then
     fails tests_engine
     linear_tests 120
   fi
+elif [[ $PART == ss ]]; then
+  # Shapes 12-13 (the streamed shapes with the weights read by the wgmmas from shared memory,
+  # run only when forced) against 11 and 10 per layer, then the GPU tests, then one decode A/B
+  # pair of the E4M3-token default and the engine tests.
+  for sh in 11 12 10 13; do
+    step shape$sh "$(lim 45)" "${g[@]}" --layers gate_up,down,qkv --m 16,64 --formats 2:4-gemv,spense-out-gemv \
+      --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$OUT/gemm_h100_32b_ss_shape$sh.csv"
+    python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_ss_shape$sh.csv" | grep gemv | sed "s/^/shape $sh: /"
+  done
+  linear_tests 150
+  step on1 "$(lim 80)" "${d[@]}" --batch 1,16,64 --e4m3-tokens --csv "$OUT/decode_h100_32b_ss_on1.csv"
+  show on1
+  step off1 "$(lim 80)" "${d[@]}" --batch 1,16,64 --no-e4m3-tokens --csv "$OUT/decode_h100_32b_ss_off1.csv"
+  show off1
+  step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
+  fails tests_engine 20
 elif [[ $PART == ncu ]]; then
+  # Shape 11 forced, 2:4 layers at M = 16: timing with the persistent blocks capped (does more
+  # concurrency stream faster?), then one launch each at M = 16 and 64 under Nsight Compute's
+  # full set (details and the raw stall metrics come back as text files in $OUT).
+  for b in 132 264 0; do
+    step blocks$b "$(lim 40)" "${g[@]}" --layers gate_up,down --m 16 --formats 2:4-gemv --small-m-kernel tensor-cores \
+      --small-m-tc-shape 11 --small-m-stream-blocks $b --csv "$L/b$b.csv"
+    python3 tools/device/gemm_csv_table.py "$L/b$b.csv" | grep gemv | sed "s/^/blocks $b: /"
+  done
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis"
-  keys="Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Grid Size|Block Size|Stall"
-  for sh in 10 11; do
-    step ncu_shape$sh "$(lim 60)" $NCU --clock-control none -k regex:"gemv_stream" --launch-count 2 $sec \
-      "${g[@]}" --layers gate_up --m 16 --iters 3 --warmup 1 --formats spense-out-gemv --small-m-kernel tensor-cores \
-      --small-m-tc-shape $sh --csv "$L/x.csv"
-    grep -E "gemv_stream_k<|$keys" "$L/ncu_shape$sh.log" | sed -E 's/ +/ /g' | head -40
+  keys="Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Achieved Occupancy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Grid Size|Block Size|Block Limit|Hit Rate"
+  for m in 16 64; do
+    f=$OUT/ncu_shape11_m$m
+    step ncu_m$m "$(lim 90)" $NCU --clock-control none -k regex:"gemv_stream" --launch-count 1 --set full -f -o "$f" \
+      "${g[@]}" --layers gate_up --m $m --iters 3 --warmup 1 --formats 2:4-gemv --small-m-kernel tensor-cores \
+      --small-m-tc-shape 11 --csv "$L/x.csv"
+    $NCU -i "$f.ncu-rep" --page details > "$f.txt" 2>&1
+    $NCU -i "$f.ncu-rep" --page raw > "$f.raw.txt" 2>&1
+    rm -f "$f.ncu-rep"
+    grep -E "$keys" "$f.txt" | sed -E 's/ +/ /g' | head -24
+    grep -E "issue_stalled_[a-z_]+_per_warp_active.pct " "$f.raw.txt" | awk '$NF+0 > 2 {print $1, $NF}' | sed 's/smsp__average_warps_issue_stalled_//'
   done
 fi
 echo "total $(( $(date +%s) - T0 )) s"

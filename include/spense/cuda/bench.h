@@ -39,6 +39,7 @@ struct BenchGemmOptions {
   bool graph = true;        // time graph replays (else plain stream launches)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // *-gemv formats: LinearOptions::small_m_kernel
   int small_m_tc_shape = -1;  // *-gemv formats: LinearOptions::small_m_tc_shape (-1: every shape timed)
+  int small_m_stream_blocks = 0;  // *-gemv formats: LinearOptions::small_m_stream_blocks (0: all resident)
   bool e4m3_tokens = false;   // *-gemv formats, FP8: LinearOptions::small_m_e4m3_tokens
   std::string csv = "bench/results/gemm_h100.csv";
   uint64_t seed = 1;
