@@ -922,6 +922,24 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   }
 #endif
 }
+// Branch-free forms for code with wgmmas in flight (a divergent branch there makes ptxas
+// serialize the wgmmas): an arrival made only where `pred` holds, and a wait whose spin loop
+// lives inside the asm (no time-out).
+__device__ __forceinline__ void mbar_arrive_if(uint32_t bar, bool pred) {
+#if SPENSE_SM90
+  asm volatile("{\n .reg .pred p;\n setp.ne.u32 p, %1, 0;\n @p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
+               "r"(uint32_t(pred))
+               : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait_spin(uint32_t bar, uint32_t parity) {
+#if SPENSE_SM90
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+#endif
+}
 // Copy engine: `bytes` contiguous bytes, completing on bar.
 __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
 #if SPENSE_SM90
@@ -951,9 +969,13 @@ struct StreamMaps {
 // A stage: the weight box (kBM rows x 128 bytes, swizzled), the tokens (a 2:4 stage's 256
 // columns = 16 chunks of 16 bytes per token, chunk-major; a dense stage uses half) and the
 // metadata box (kBM rows x 32 bytes). Each part starts on 1024 bytes (the swizzle's period).
-template <int MT, int WGS, int NT, int S>
+// SS: the consumers' wgmmas read the weights straight from the swizzled box (a shared-memory
+// descriptor, no ldmatrix) and stay in flight while the next stage is awaited: a slot is freed
+// one stage later, once the wgmmas that read it are done.
+template <int MT, int WGS, int NT, int S, bool SS = false>
 struct StreamCfg {
   using Tc = TcCfg<MT, NT, 4 * WGS, 2, true, true, false, true>;  // the E4M3-token compute and epilogue layout
+  static constexpr bool kSmemA = SS;
   static constexpr int kBM = Tc::kBM, kTok = Tc::kTok, kStages = S;
   static constexpr int kConsumers = 128 * WGS, kThreads = kConsumers + 32;
   static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
@@ -1036,6 +1058,44 @@ __device__ __forceinline__ void stream_compute(const uint8_t* stage, float (&acc
   for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
 }
 
+// The same MMAs with A read from the swizzled box by descriptor (StreamCfg::kSmemA): issued and
+// committed as one group, not waited for.
+// fresh: the stage starts a new sum (its first wgmmas overwrite the accumulators).
+template <class C, bool SPARSE>
+__device__ __forceinline__ void stream_issue_ss(const uint8_t* stage, float (&acc)[C::Tc::kMT][C::Tc::kNT][4], bool fresh) {
+  using T = typename C::Tc;
+  constexpr int MT = T::kMT, N = 8 * T::kNT, R = N / 2, KF = 4;
+  constexpr uint32_t kLBO = C::kTok * 16;
+  const int warp = threadIdx.x >> 5;
+  const uint32_t ab = smem_addr(stage), xb = smem_addr(stage + C::kA);
+  const uint8_t* M = stage + C::kA + C::kXSparse;
+  auto& d = reinterpret_cast<float(&)[MT][R]>(acc);
+  uint32_t e[KF][MT];
+  if constexpr (SPARSE) {
+#pragma unroll
+    for (int f = 0; f < KF; ++f)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) e[f][mt] = meta_frag_e4m3<T>(M, tc_row0<T>(warp, mt), f);
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
+  wgmma::fence();
+#pragma unroll
+  for (int f = 0; f < KF; ++f)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      // this warpgroup's 64-row tile mt, 32 bytes of each row per k-step
+      const uint64_t a = wgmma::smem_desc_sw128(ab + ((warp / 4) * MT + mt) * 64 * 128 + f * 32);
+      const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
+      const uint32_t scale_d = f > 0 || !fresh;
+      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse_e4m3_ss(d[mt], a, b, e[f][mt], scale_d);
+      else wgmma::Wgmma<N>::dense_e4m3_ss(d[mt], a, b, scale_d);
+    }
+  wgmma::commit();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
+}
+
 // Barrier 1 over the consumer warps only (the producer warp never joins it).
 template <class C>
 __device__ __forceinline__ void consumers_sync() {
@@ -1059,7 +1119,9 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   t.m0 = 0;
   t.begin = t.end = 0;
   const int64_t done = p.s + 1 - s0;
-  if (done == p.n) return tc_epilogue<T>(w, m_total, y, ldy, t, nullptr, 0, 1, acc);
+  // (uniform for ptxas through a shuffle: a branch it cannot prove uniform makes it serialize
+  // the wgmmas of StreamCfg::kSmemA)
+  if (__shfl_sync(0xffffffffu, int(done == p.n), 0)) return tc_epilogue<T>(w, m_total, y, ldy, t, nullptr, 0, 1, acc);
   int* counters = static_cast<int*>(ws);
   float* tile = reinterpret_cast<float*>(counters + (g.row_blocks + 63) / 64 * 64) + p.rb * kTile;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g4 = lane >> 2, q4 = lane & 3;
@@ -1081,7 +1143,7 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
     if (*last) counters[p.rb] = 0;  // every block of the unit has counted: ready for the next launch
   }
   consumers_sync<C>();
-  if (!*last) return;
+  if (!__shfl_sync(0xffffffffu, *last, 0)) return;  // (uniform for ptxas: see gemv_stream_k)
   __threadfence();
   for (int i = threadIdx.x; i < kTile; i += C::kConsumers) {
     const int r = i / C::kTok, tk = i % C::kTok;
@@ -1109,7 +1171,9 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   const uint32_t raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
   uint8_t* smem = smem_raw + (base - raw);
   const int64_t g0 = g.total * blockIdx.x / gridDim.x, n = g.total * (blockIdx.x + 1) / gridDim.x - g0;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // (the warp index through a shuffle: provably warp-uniform for ptxas, which otherwise treats the
+  // producer/consumer split as a divergent path and serializes the in-flight wgmmas of kSmemA)
+  const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0), lane = threadIdx.x & 31;
   if (threadIdx.x < S) {
     mbar_init(smem_addr(&full[threadIdx.x]), 1);
     mbar_init(smem_addr(&empty[threadIdx.x]), kWarps);
@@ -1151,27 +1215,58 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   griddep_wait();  // before the outputs and the workspace are written
   float acc[C::Tc::kMT][C::Tc::kNT][4] = {};
   int64_t s0 = cur.s;  // the first stage of the current run of the unit
+  int held = -1;       // kSmemA: the slot the wgmmas in flight read (freed one stage later)
+  bool fresh = true;   // kSmemA: the next stage starts a new sum
 #pragma unroll 1
   for (int64_t i = 0; i < n; ++i) {
     const int slot = int(i % S);
-    mbar_wait(smem_addr(&full[slot]), uint32_t((i / S) & 1));
-    if (cur.sparse(g)) stream_compute<C, true>(smem + slot * C::kStage, acc);
-    else stream_compute<C, false>(smem + slot * C::kStage, acc);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(smem_addr(&empty[slot]));
+    if constexpr (C::kSmemA) {
+      mbar_wait_spin(smem_addr(&full[slot]), uint32_t((i / S) & 1));
+      if (cur.sparse(g)) stream_issue_ss<C, true>(smem + slot * C::kStage, acc, fresh);
+      else stream_issue_ss<C, false>(smem + slot * C::kStage, acc, fresh);
+      fresh = false;
+      wgmma::wait<1>();  // the previous stage's group is done: its slot is free
+      __syncwarp();
+      mbar_arrive_if(smem_addr(&empty[held < 0 ? slot : held]), held >= 0 && lane == 0);
+      held = slot;
+    } else {
+      mbar_wait(smem_addr(&full[slot]), uint32_t((i / S) & 1));
+      if (cur.sparse(g)) stream_compute<C, true>(smem + slot * C::kStage, acc);
+      else stream_compute<C, false>(smem + slot * C::kStage, acc);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(smem_addr(&empty[slot]));
+    }
     if (cur.s + 1 == cur.n || i + 1 == n) {
+      if constexpr (C::kSmemA) {
+        wgmma::wait<0>();
+#pragma unroll
+        for (int mt = 0; mt < C::Tc::kMT; ++mt) wgmma::pin(reinterpret_cast<float(&)[4 * C::Tc::kNT]>(acc[mt]));
+        __syncwarp();
+        mbar_arrive_if(smem_addr(&empty[slot]), lane == 0);
+        held = -1;
+        fresh = true;
+      }
       stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, ws, acc, &last);
+      if constexpr (!C::kSmemA) {
 #pragma unroll
-      for (int mt = 0; mt < C::Tc::kMT; ++mt)
+        for (int mt = 0; mt < C::Tc::kMT; ++mt)
 #pragma unroll
-        for (int j = 0; j < C::Tc::kNT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+          for (int j = 0; j < C::Tc::kNT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
+      }
       s0 = 0;
     }
     cur.next(g);
   }
+  // (nothing is in flight here, but without this wait ptxas adds one on the loop's back edge)
+  if constexpr (C::kSmemA) wgmma::wait<0>();
 #else
   __trap();  // the host launches the streamed shapes only where wgmma runs (tc_streamed)
 #endif
+}
+
+// Weight rows per block of streamed shape `shape` (10-13).
+constexpr int stream_rows(int shape) {
+  return shape == kTcFirstStreamShape || shape == kTcFirstStreamShape + 3 ? 128 : 64;
 }
 
 StreamGeom stream_geom(const Weights& w, int bm) {
@@ -1257,16 +1352,18 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 // Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
 // tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
 // blocks per SM). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
-template <int MT, int S>
+template <int MT, int S, bool SS>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
+  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, SS>>(w, xq, m, y, ldy, s);
+  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S, SS>>(w, xq, m, y, ldy, s);
+  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S, SS>>(w, xq, m, y, ldy, s);
+  else launch_stream<StreamCfg<MT, 1, 8, S, SS>>(w, xq, m, y, ldy, s);
 }
 void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
-  else launch_stream_shape<1, 4>(w, xq, m, y, ldy, s);
+  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3, false>(w, xq, m, y, ldy, s);
+  else if (w.tc_shape == kTcFirstStreamShape + 1) launch_stream_shape<1, 4, false>(w, xq, m, y, ldy, s);
+  else if (w.tc_shape == kTcFirstStreamShape + 2) launch_stream_shape<1, 4, true>(w, xq, m, y, ldy, s);
+  else launch_stream_shape<2, 3, true>(w, xq, m, y, ldy, s);
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,
@@ -1336,8 +1433,8 @@ template <bool FP8>
 void launch_tc_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   int v = w.tc_shape >= kTcFirstWgmmaShape && !tc_device().wgmma ? 0 : w.tc_shape;
   if (v >= kTcFirstE4m3Shape && !w.e4m3_tokens)  // BF16 tokens
-    v = v == kTcFirstE4m3Shape + 1 || v == kTcFirstStreamShape ? 5 : 4;
-  if (v >= kTcFirstStreamShape) v = v == kTcFirstStreamShape ? 7 : 6;  // not streamed (tc_streamed): same rows per warpgroup
+    v = v == kTcFirstE4m3Shape + 1 || (v >= kTcFirstStreamShape && stream_rows(v) == 128) ? 5 : 4;
+  if (v >= kTcFirstStreamShape) v = stream_rows(v) == 128 ? 7 : 6;  // not streamed (tc_streamed): same rows per warpgroup
   if (v >= kTcFirstE4m3Shape) {
     if (m <= 8) {
       if (v == 6) launch_tc_q<1, 1, 4, 6>(w, x, ldx, m, y, ldy, s);
@@ -1436,7 +1533,7 @@ bool tc_streamed(const Weights& w, int shape, int64_t m) {
 int64_t tc_stream_tokens(int64_t m) { return m <= 8 ? 8 : m <= 16 ? 16 : m <= 32 ? 32 : 64; }
 
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m) {
-  return stream_ws_bytes(w, shape == kTcFirstStreamShape ? 128 : 64, tc_stream_tokens(m));
+  return stream_ws_bytes(w, stream_rows(shape), tc_stream_tokens(m));
 }
 
 // Axis=in with both parts: at least 2 slices (one per part).

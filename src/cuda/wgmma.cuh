@@ -29,6 +29,14 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint3
          (uint64_t((sbo >> 4) & 0x3FFF) << 32);
 }
 
+// The same for a K-major tile stored with the TMA's 128-byte swizzle (16-byte chunk c of row r at
+// chunk c ^ (r % 8); 8-row groups of 1024 bytes, 1024-byte aligned): layout type 1 (bits 62-63),
+// stride between 8-row groups 1024 bytes, the leading offset unused. A k-step further along K
+// starts `addr` that many bytes further into the 128-byte rows.
+__device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
 // Orders this thread's earlier register writes (A fragments, accumulators) before the wgmmas
 // that read them.
 __device__ __forceinline__ void fence() {
@@ -108,6 +116,26 @@ struct Wgmma<8> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
+  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
+  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
+  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
+  static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[4], uint64_t a, uint64_t b, uint32_t e,
+                                                        uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %7, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n8k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, %4, %5, %6, 0, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
+  }
+  static __device__ __forceinline__ void dense_e4m3_ss(float (&d)[4], uint64_t a, uint64_t b, uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %6, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3}, %4, %5, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "l"(a), "l"(b), "r"(scale_d));
+  }
 };
 
 template <>
@@ -143,6 +171,26 @@ struct Wgmma<16> {
         "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, 1, 1, 1;\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+  }
+  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
+  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
+  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
+  static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[8], uint64_t a, uint64_t b, uint32_t e,
+                                                        uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %11, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n16k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, %10, 0, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
+  }
+  static __device__ __forceinline__ void dense_e4m3_ss(float (&d)[8], uint64_t a, uint64_t b, uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+        : "l"(a), "l"(b), "r"(scale_d));
   }
 };
 
@@ -180,6 +228,26 @@ struct Wgmma<32> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
+  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
+  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
+  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
+  static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[16], uint64_t a, uint64_t b, uint32_t e,
+                                                        uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %19, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n32k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, %18, 0, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
+  }
+  static __device__ __forceinline__ void dense_e4m3_ss(float (&d)[16], uint64_t a, uint64_t b, uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "l"(a), "l"(b), "r"(scale_d));
+  }
 };
 
 template <>
@@ -216,6 +284,26 @@ struct Wgmma<64> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
+  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
+  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
+  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
+  static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[32], uint64_t a, uint64_t b, uint32_t e,
+                                                        uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %35, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n64k64.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, %34, 0, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
+  }
+  static __device__ __forceinline__ void dense_e4m3_ss(float (&d)[32], uint64_t a, uint64_t b, uint32_t scale_d) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.u32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(a), "l"(b), "r"(scale_d));
+  }
 };
 
 #else
@@ -241,6 +329,18 @@ struct Wgmma {
   }
   template <int R>
   static __device__ __forceinline__ void dense_e4m3(float (&)[R], const uint32_t (&)[4], uint64_t) {
+#ifdef __CUDA_ARCH__
+    __trap();
+#endif
+  }
+  template <int R>
+  static __device__ __forceinline__ void sparse_e4m3_ss(float (&)[R], uint64_t, uint64_t, uint32_t, uint32_t) {
+#ifdef __CUDA_ARCH__
+    __trap();
+#endif
+  }
+  template <int R>
+  static __device__ __forceinline__ void dense_e4m3_ss(float (&)[R], uint64_t, uint64_t, uint32_t) {
 #ifdef __CUDA_ARCH__
     __trap();
 #endif
