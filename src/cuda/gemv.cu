@@ -1265,9 +1265,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
 }
 
 // Weight rows per block of streamed shape `shape` (10-13).
-constexpr int stream_rows(int shape) {
-  return shape == kTcFirstStreamShape || shape == kTcFirstStreamShape + 3 ? 128 : 64;
-}
+constexpr int stream_rows(int shape) { return shape == kTcFirstStreamShape ? 128 : 64; }
 
 StreamGeom stream_geom(const Weights& w, int bm) {
   StreamGeom g;
@@ -1351,7 +1349,10 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 
 // Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
 // tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
-// blocks per SM). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
+// blocks per SM); 12: 11 with StreamCfg::kSmemA (on an H100 as fast as 11: the consumer does not
+// bound these shapes, docs/perf.md); 13: 12 with 8 slots, so one block per SM (shape 11 capped
+// at one block per SM streamed gate_up 4% faster than with three). Per token tile of 8 / 16 /
+// 32 / 64 (M <= 64).
 template <int MT, int S, bool SS>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, SS>>(w, xq, m, y, ldy, s);
@@ -1363,7 +1364,7 @@ void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64
   if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3, false>(w, xq, m, y, ldy, s);
   else if (w.tc_shape == kTcFirstStreamShape + 1) launch_stream_shape<1, 4, false>(w, xq, m, y, ldy, s);
   else if (w.tc_shape == kTcFirstStreamShape + 2) launch_stream_shape<1, 4, true>(w, xq, m, y, ldy, s);
-  else launch_stream_shape<2, 3, true>(w, xq, m, y, ldy, s);
+  else launch_stream_shape<1, 8, true>(w, xq, m, y, ldy, s);
 }
 
 __global__ void compress24_k(const uint8_t* W, bool fp8, int64_t k, const int32_t* src_rows, int64_t ns,

@@ -22,11 +22,14 @@
 #   PART=ss
 #     shapes 11, 12, 10, 13 forced: 2:4 and Spense gate_up, down, qkv at M = 16, 64; the small-M
 #     kernel tests; one on/off decode pair; test_cuda_engine
+#   PART=ss2
+#     shapes 11, 12, 13 forced per layer at M = 16, 64; the small-M kernel tests; FP8 decode
+#     (auto back end, shapes 12-13 timed too) at batch 1, 16, 64 with --verbose
 #   PART=ncu
 #     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
 #     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|tiled|ab|ss|ncu] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -97,6 +100,17 @@ elif [[ $PART == ss ]]; then
   show off1
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
+elif [[ $PART == ss2 ]]; then
+  # Shape 13 (12 with 8 slots, one block per SM) against 11 and 12 per layer, the small-M kernel
+  # tests, then FP8 decode with the auto back end timing shapes 12-13 too.
+  for sh in 11 12 13; do
+    step shape$sh "$(lim 45)" "${g[@]}" --layers gate_up,down,qkv,o --m 16,64 --formats 2:4-gemv,spense-out-gemv \
+      --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$OUT/gemm_h100_32b_ss2_shape$sh.csv"
+    python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_ss2_shape$sh.csv" | grep gemv | sed "s/^/shape $sh: /"
+  done
+  linear_tests 100
+  step decode "$(lim 90)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_h100_32b_ss2.csv"
+  show decode 40
 elif [[ $PART == ncu ]]; then
   # Shape 11 forced, 2:4 layers at M = 16: timing with the persistent blocks capped (does more
   # concurrency stream faster?), then one launch each at M = 16 and 64 under Nsight Compute's

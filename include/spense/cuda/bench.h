@@ -98,7 +98,7 @@ struct BenchDecodeOptions {
   bool graphs = true;
   bool sparse_search = true;
   bool pdl = true;                           // EngineOptions::pdl
-  bool e4m3_tokens = false;                  // EngineOptions::e4m3_tokens
+  bool e4m3_tokens = true;                   // EngineOptions::e4m3_tokens
   bool kv_fp8 = false;                       // EngineOptions::kv_fp8 (--kv-cache fp8)
   int64_t kv_chunk = 0;                      // EngineOptions::decode_kv_chunk (--kv-chunk; 0: automatic)
   bool concurrent = true;                    // EngineOptions::concurrent (--hybrid-streams 1: false)

@@ -64,10 +64,9 @@ struct EngineOptions {
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
   // FP8: our small-M kernel's E4M3-token shapes may run (LinearOptions::small_m_e4m3_tokens).
-  // Off by default: on an H100 the decode step got 0.16-0.31 ms slower with them at batch 1 and
-  // 16 (two A/B pairs, docs/perf.md). With the streamed shapes 10-11 one call had them faster
-  // at batch 1, 16, 64; the default changes once a repeated A/B and the GPU tests confirm it.
-  bool e4m3_tokens = false;
+  // On by default since the streamed shapes (10-13): with them the FP8 Spense step on an H100
+  // was faster at batch 1, 16 and 64 in two A/B calls (docs/perf.md); before them, slower.
+  bool e4m3_tokens = true;
   uint64_t seed = 0;            // synthetic weights
   bool verbose = false;         // one line per loaded layer on stderr
   // GemmBackend::AUTO: time the two candidates of a layer as replayed CUDA graphs, as a decode

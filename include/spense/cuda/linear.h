@@ -91,11 +91,12 @@ struct LinearOptions {
   // And its streamed shapes (10-11) run at most this many persistent blocks (0: as many as fit
   // on the GPU). Tests set it small so that each block streams more stages than its ring holds.
   int small_m_stream_blocks = 0;
-  // FP8 layers: its E4M3-token block shapes (6-11, Hopper; 10-11 streamed) may run: they quantize x per token
+  // FP8 layers: its E4M3-token block shapes (6-13, Hopper; 10-13 streamed) may run: they quantize x per token
   // (as cuBLASLt's FP8 layers do) into the Context's scratch (so, as with those, a captured graph
   // must be captured again after the scratch grows: Context::scratch_generation) and multiply
-  // E4M3 x E4M3 on wgmma. false (default: shapes 6-9 made the decode step slower, docs/perf.md):
-  // BF16 tokens only, and forced shapes 6-11 run as their BF16-token counterparts.
+  // E4M3 x E4M3 on wgmma. false (default here; the decode engine turns it on,
+  // EngineOptions::e4m3_tokens): BF16 tokens only, and forced shapes 6-13 run as their
+  // BF16-token counterparts.
   bool small_m_e4m3_tokens = false;
   // And it launches with programmatic dependent launch on sm_90+ (its blocks start and fetch
   // their first weights while the previous kernel in the stream finishes; they wait for that
