@@ -1350,9 +1350,9 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 // Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
 // tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
 // blocks per SM); 12: 11 with StreamCfg::kSmemA (on an H100 as fast as 11: the consumer does not
-// bound these shapes, docs/perf.md); 13: 12 with 8 slots, so one block per SM (shape 11 capped
-// at one block per SM streamed gate_up 4% faster than with three). Per token tile of 8 / 16 /
-// 32 / 64 (M <= 64).
+// bound these shapes, docs/perf.md); 13: 12 with 8 slots, so one block per SM, 6-19% faster
+// than 11 on every Qwen3-32B layer at M = 16 and 64 (fewer concurrent streams, a deeper ring;
+// docs/perf.md). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
 template <int MT, int S, bool SS>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, SS>>(w, xq, m, y, ldy, s);
