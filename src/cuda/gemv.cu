@@ -986,7 +986,6 @@ struct StreamCfg {
   // than 128 registers, or its wgmmas are serialized).
   static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
-  static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
   static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
                     Tc::kAChunks > 0,
                 "E4M3 weights and tokens, axis out; 2:4 stages of 256 columns, dense ones of 128");
@@ -1353,7 +1352,7 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 // blocks per SM); 12: 11 with StreamCfg::kSmemA (on an H100 as fast as 11: the consumer does not
 // bound these shapes, docs/perf.md); 13: 12 with 8 slots, so one block per SM, 6-19% faster
 // than 11 on every Qwen3-32B layer at M = 16 and 64 (fewer concurrent streams, a deeper ring;
-// docs/perf.md); 14: below. Per token tile of 8 / 16 / 32 / 64 (M <= 64).
+// docs/perf.md). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
 template <int MT, int S, bool SS>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, SS>>(w, xq, m, y, ldy, s);
@@ -1361,16 +1360,7 @@ void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, i
   else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S, SS>>(w, xq, m, y, ldy, s);
   else launch_stream<StreamCfg<MT, 1, 8, S, SS>>(w, xq, m, y, ldy, s);
 }
-// Shape 14: shape 13's block with the deepest ring that fits one block per SM at each token
-// tile (16 / 14 / 12 / 8 slots: 192-216 KB).
-void launch_stream_deep(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<1, 1, 1, 16, true>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<1, 1, 2, 14, true>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<1, 1, 4, 12, true>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<1, 1, 8, 8, true>>(w, xq, m, y, ldy, s);
-}
 void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (w.tc_shape == kTcFirstStreamShape + 4) return launch_stream_deep(w, xq, m, y, ldy, s);
   if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3, false>(w, xq, m, y, ldy, s);
   else if (w.tc_shape == kTcFirstStreamShape + 1) launch_stream_shape<1, 4, false>(w, xq, m, y, ldy, s);
   else if (w.tc_shape == kTcFirstStreamShape + 2) launch_stream_shape<1, 4, true>(w, xq, m, y, ldy, s);

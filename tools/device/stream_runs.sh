@@ -23,8 +23,8 @@
 #     shapes 11, 12, 10, 13 forced: 2:4 and Spense gate_up, down, qkv at M = 16, 64; the small-M
 #     kernel tests; one on/off decode pair; test_cuda_engine
 #   PART=ss2
-#     shapes 11, 13, 14 forced per layer at M = 16, 64; the small-M kernel tests; FP8 decode
-#     (auto back end) at batch 1, 16, 64 with --verbose
+#     shapes 11, 12, 13 forced per layer at M = 16, 64; the small-M kernel tests; FP8 decode
+#     (auto back end, shapes 12-13 timed too) at batch 1, 16, 64 with --verbose
 #   PART=ncu
 #     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
 #     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
@@ -101,9 +101,9 @@ elif [[ $PART == ss ]]; then
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
 elif [[ $PART == ss2 ]]; then
-  # Shapes 13 (one block per SM, 8 slots) and 14 (the deepest ring that fits) against 11 per
-  # layer, the small-M kernel tests, then FP8 decode with the auto back end.
-  for sh in 11 13 14; do
+  # Shape 13 (12 with 8 slots, one block per SM) against 11 and 12 per layer, the small-M kernel
+  # tests, then FP8 decode with the auto back end timing shapes 12-13 too.
+  for sh in 11 12 13; do
     step shape$sh "$(lim 45)" "${g[@]}" --layers gate_up,down,qkv,o --m 16,64 --formats 2:4-gemv,spense-out-gemv \
       --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$OUT/gemm_h100_32b_ss2_shape$sh.csv"
     python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_ss2_shape$sh.csv" | grep gemv | sed "s/^/shape $sh: /"
