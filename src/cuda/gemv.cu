@@ -859,7 +859,7 @@ void launch_tc_q(const Weights& w, const void* x, int64_t ldx, int64_t m, void* 
   else launch_tc_cfg<TcCfg<MT, NT, W, S, true, true, false, true>>(w, x, ldx, m, y, ldy, s);
 }
 
-// ---- Streamed E4M3 shapes (10-11): persistent blocks, TMA tiles, stream-K over the stages ----
+// ---- Streamed E4M3 shapes (10-13): persistent blocks, TMA tiles, stream-K over the stages ----
 // Nsight Compute put our E4M3-token shapes at 62-65% of the DRAM peak on gate_up at M = 16 and
 // cuSPARSELt's 2:4 kernel at 70% (docs/perf.md); copy-only pipelines over the same bytes
 // (tools/device/stream_pattern.cu) reached 85% of the read reference only with persistent

@@ -334,7 +334,7 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 // stages of 256), K not a multiple of 128 (k = 336: CUDA cores only) or, for FP8, of 256 (k = 640);
 // M covers partial token tiles and several passes. Tolerance 1e-2 as for BF16 above: every path multiplies the stored
 // weights with the BF16 activations exactly and rounds only the output -- or, on the E4M3-token
-// shapes (6-11 on Hopper; 10-11 streamed up to 64 tokens, the second run checking that the
+// shapes (6-13 on Hopper; 10-13 streamed up to 64 tokens, the second run checking that the
 // streamed workspace comes back zeroed), with the activations quantized per token, against the
 // reference on those same quantized activations (want_q).
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
@@ -360,7 +360,7 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
           LinearOptions o;
           o.name = "gemv";
           o.small_m_kernel = kern;
-          o.small_m_e4m3_tokens = true;  // shapes 6-11 on E4M3 tokens where they can (off by default)
+          o.small_m_e4m3_tokens = true;  // shapes 6-13 on E4M3 tokens where they can (off by default)
           o.small_m_tc_slices = kk.slices;
           o.small_m_tc_shape = kk.shape;
           auto L = make_gemv_linear(*g_ctx, sh.n, sh.k, p, w.view(), gl, o);
@@ -379,8 +379,8 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
               // The forced path is the one that ran.
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
-              // Shapes 6-11 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else. Of
-              // those, 10-11 run streamed (persistent blocks, no K split) up to kStreamMaxM tokens.
+              // Shapes 6-13 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else. Of
+              // those, 10-13 run streamed (persistent blocks, no K split) up to kStreamMaxM tokens.
               const bool q = tc && p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
               const bool streamed = q && kk.shape >= gemv::kTcFirstStreamShape && m <= gemv::kStreamMaxM;
               if (kk.slices > 0 && tc && !streamed) {
@@ -695,7 +695,7 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
           EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want_q), 1e-2)
               << L->plan_info(m);
           EXPECT_NE(L->plan_info(m).find("E4M3 tokens"), std::string::npos) << L->plan_info(m);
-          // Axis=in layers run shapes 10-11 as block shapes 7 and 6.
+          // Axis=in layers run shapes 10-13 as block shapes 7 (10) and 6 (11-13).
           EXPECT_EQ(L->plan_info(m).find("streamed") != std::string::npos, streamed_shape && lay != "hybrid in")
               << L->plan_info(m);
         }

@@ -88,7 +88,7 @@ struct LinearOptions {
   // And its block shape (gemv::kTcShapes per token-tile size; see gemv.cu): -1 times each,
   // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
-  // And its streamed shapes (10-11) run at most this many persistent blocks (0: as many as fit
+  // And its streamed shapes (10-13) run at most this many persistent blocks (0: as many as fit
   // on the GPU). Tests set it small so that each block streams more stages than its ring holds.
   int small_m_stream_blocks = 0;
   // FP8 layers: its E4M3-token block shapes (6-13, Hopper; 10-13 streamed) may run: they quantize x per token
