@@ -1,4 +1,4 @@
-// Our own small-M kernels (src/cuda/gemv.cu) behind make_gemv_linear(): y = x W^T for M <= 8
+// Our own small-M kernels (src/cuda/gemv*.cu) behind make_gemv_linear(): y = x W^T for M <= 8
 // token rows per launch pass on CUDA cores, or up to 64 token rows per pass on tensor cores
 // (E4M3 weights widened to BF16 in registers, or on Hopper multiplied natively with E4M3
 // tokens), weights streamed once from HBM. The weight rows are
@@ -59,13 +59,13 @@ struct Weights {
   int stream_blocks = 0;
 };
 
-// Block shapes of the tensor-core path per token-tile size (gemv.cu), timed by make_gemv_linear:
-// 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where tc_wgmma_ok(),
-// elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3 tokens
-// (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed E4M3-token shapes
-// (tc_streamed: persistent blocks fed by the TMA; 12 is 11 with the weights read by the wgmmas
-// from shared memory, 13 the same with 8 slots (one block per SM); elsewhere 10 runs as 7 or 5,
-// 11-13 as 6 or 4).
+// Block shapes of the tensor-core path per token-tile size (gemv_tc.cuh, gemv_stream.cu), timed
+// by make_gemv_linear: 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where
+// tc_wgmma_ok(), elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3
+// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed E4M3-token
+// shapes (tc_streamed: persistent blocks fed by the TMA; 12 is 11 with the weights read by the
+// wgmmas from shared memory, 13 the same with 8 slots (one block per SM); elsewhere 10 runs as 7
+// or 5, 11-13 as 6 or 4).
 inline constexpr int kTcShapes = 14;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;

@@ -1,5 +1,5 @@
 // Hopper warpgroup MMAs (wgmma, sm_90a) for the small-M kernel's warpgroup block shapes
-// (src/cuda/gemv.cu): the weights' A fragments come from registers (the same per-warp layout as
+// (src/cuda/gemv_tc.cuh): the weights' A fragments come from registers (the same per-warp layout as
 // mma.sync's m16n8k16 / mma.sp's m16n8k32 A, warp w of the warpgroup holding rows 16w..16w+15),
 // the tokens' B tile from shared memory through a matrix descriptor, and the 64 x N fp32
 // accumulators stay in registers in mma.sync's C layout (thread: rows g, g + 8 of its warp's 16,
@@ -77,7 +77,7 @@ __device__ __forceinline__ void pin(float (&d)[R]) {
 // natively on Hopper only through wgmma). Their A fragments hold the same bytes as the BF16
 // ones (per warp: rows g, g + 8, bytes 4t.. and 16 + 4t.. of a 32-byte k-step), so ldmatrix
 // loads both; 8-bit sparse metadata covers 64 columns per row, all four threads of a quad
-// supplying 32 bits (gemv.cu, meta_frag_e4m3).
+// supplying 32 bits (gemv_tc.cuh, meta_frag_e4m3).
 template <int N>
 struct Wgmma;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call for the small-M kernel's tensor-core path with E4M3 weights (src/cuda/gemv.cu:
+# One device call for the small-M kernel's tensor-core path with E4M3 weights (src/cuda/gemv_tc.cuh:
 # widened to BF16 in registers) and copy_to_device's multi-threaded staging: the GPU tests of
 # both, the per-layer speed on the Qwen3-32B shapes (tensor cores against CUDA cores and the
 # libraries), the FP8 decode engine, and the upload rates. From the repository root on the GPU

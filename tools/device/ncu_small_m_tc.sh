@@ -12,8 +12,8 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 bash src/cuda/standalone/device_run.sh build 2>&1 | tail -2
 source tools/device_env.sh
-obj=$(find build-gpu -name "gemv.cu.o" | head -1)
-cuobjdump --dump-resource-usage "$obj" 2>&1 | grep -A1 "gemv_tc_k" | grep -oE "TcCfgILi[0-9]+ELi[0-9]+ELi[0-9]+ELi[0-9]+|REG:[0-9]+|STACK:[0-9]+|LOCAL:[0-9]+" | paste -sd' ' | sed 's/TcCfg/\n/g'
+obj=$(find build-gpu -name "gemv_tc_*.cu.o")
+for o in $obj; do cuobjdump --dump-resource-usage "$o" 2>&1; done | grep -A1 "gemv_tc_k" | grep -oE "TcCfgILi[0-9]+ELi[0-9]+ELi[0-9]+ELi[0-9]+|REG:[0-9]+|STACK:[0-9]+|LOCAL:[0-9]+" | paste -sd' ' | sed 's/TcCfg/\n/g'
 echo
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 sec="--section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device calls for the small-M kernel's streamed E4M3 shapes (10-11: persistent blocks fed by
-# the TMA, E4M3 x E4M3 on wgmma; gemv.cu), one part per call:
+# the TMA, E4M3 x E4M3 on wgmma; gemv_stream.cu), one part per call:
 #   PART=first (default)
 #     tests    test_cuda_linear's small-M kernel and graph tests (shapes 10-11 forced, capped
 #              grids, graph replays)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call for our small-M kernel's tensor-core path (src/cuda/gemv.cu): every GPU test
+# One device call for our small-M kernel's tensor-core path (src/cuda/gemv_tc.cuh): every GPU test
 # (the kernel's paths, and the engine, which now picks them by timing), then its speed on the
 # Qwen3-32B layers per path, and in the decode engine. From the repository root on the GPU
 # machine, with .devdeps carried:

@@ -85,7 +85,7 @@ struct LinearOptions {
   // Its tensor-core path splits K over a cluster of 1 to 8 blocks: 0 times the splits 1, 2, 3, 4,
   // 6 and 8 per M and keeps the fastest; n > 0 forces n (capped by K and the GPU).
   int small_m_tc_slices = 0;
-  // And its block shape (gemv::kTcShapes per token-tile size; see gemv.cu): -1 times each,
+  // And its block shape (gemv::kTcShapes per token-tile size; see gemv.h): -1 times each,
   // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
   // And its streamed shapes (10-13) run at most this many persistent blocks (0: as many as fit
@@ -170,7 +170,7 @@ std::unique_ptr<Linear> make_hybrid_linear(Context& ctx, int64_t n, int64_t k, L
                                            const WeightsView& w, const HybridLayout& layout,
                                            const LinearOptions& opts = {});
 
-// Our own small-M kernel (src/cuda/gemv.cu), for decoding: at most gemv_max_m() token rows
+// Our own small-M kernel (src/cuda/gemv*.cu), for decoding: at most gemv_max_m() token rows
 // per pass on CUDA cores, or (K a multiple of 128 for BF16, 256 for E4M3) up to 64 per pass on tensor cores
 // (mma.sp / mma); per M the fastest of these and, for dense layers, cuBLASLt is timed once and
 // kept (LinearOptions::small_m_kernel). One launch per layer with no fork/join, no activation
