@@ -63,9 +63,9 @@ struct Weights {
 // by make_gemv_linear: 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where
 // tc_wgmma_ok(), elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3
 // tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed E4M3-token
-// shapes (tc_streamed: persistent blocks fed by the TMA; 12 is 11 with the weights read by the
-// wgmmas from shared memory, 13 the same with 8 slots (one block per SM); elsewhere 10 runs as 7
-// or 5, 11-13 as 6 or 4).
+// shapes (tc_streamed: persistent blocks fed by the TMA, their wgmmas reading the weights from
+// shared memory; 12 is the same kernel as 11 and only runs when forced, 13 has 8 slots (one
+// block per SM); elsewhere 10 runs as 7 or 5, 11-13 as 6 or 4).
 inline constexpr int kTcShapes = 14;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;

@@ -51,11 +51,6 @@ __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 #endif
 }
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-#if SPENSE_SM90
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#endif
-}
 // Waits for the phase of bar with this parity to complete. A copy that never lands (a bug)
 // traps after about 10 s instead of hanging the GPU.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
@@ -120,13 +115,14 @@ struct StreamMaps {
 // A stage: the weight box (kBM rows x 128 bytes, swizzled), the tokens (a 2:4 stage's 256
 // columns = 16 chunks of 16 bytes per token, chunk-major; a dense stage uses half) and the
 // metadata box (kBM rows x 32 bytes). Each part starts on 1024 bytes (the swizzle's period).
-// SS: the consumers' wgmmas read the weights straight from the swizzled box (a shared-memory
+// The consumers' wgmmas read the weights straight from the swizzled box (a shared-memory
 // descriptor, no ldmatrix) and stay in flight while the next stage is awaited: a slot is freed
-// one stage later, once the wgmmas that read it are done.
-template <int MT, int WGS, int NT, int S, bool SS = false>
+// one stage later, once the wgmmas that read it are done. (A consumer that loaded them into
+// registers by ldmatrix first and waited for each stage's wgmmas ran at the same speed on an
+// H100, for 64- and 128-row blocks: the consumer does not bound these shapes; docs/perf.md.)
+template <int MT, int WGS, int NT, int S>
 struct StreamCfg {
   using Tc = TcCfg<MT, NT, 4 * WGS, 2, true, true, false, true>;  // the E4M3-token compute and epilogue layout
-  static constexpr bool kSmemA = SS;
   static constexpr int kBM = Tc::kBM, kTok = Tc::kTok, kStages = S;
   static constexpr int kConsumers = 128 * WGS, kThreads = kConsumers + 32;
   static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
@@ -169,48 +165,9 @@ struct StreamPos {
   __device__ __forceinline__ bool sparse(const StreamGeom& g) const { return rb < g.sparse_blocks; }
 };
 
-// acc += the consumer warpgroup's rows of one landed stage times its tokens: A fragments by
-// ldmatrix from the swizzled box (chunk c of row r at c ^ (r % 8); otherwise as a_frag), then
-// one E4M3 wgmma per k-step (a 2:4 k64 or a dense k32: 32 bytes of each row) and 64-row tile.
-template <class C, bool SPARSE>
-__device__ __forceinline__ void stream_compute(const uint8_t* stage, float (&acc)[C::Tc::kMT][C::Tc::kNT][4]) {
-  using T = typename C::Tc;
-  constexpr int MT = T::kMT, N = 8 * T::kNT, R = N / 2, KF = 4;
-  constexpr uint32_t kLBO = C::kTok * 16;  // bytes between the token tile's chunks along K
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const uint8_t* A = stage;
-  const uint32_t xb = smem_addr(stage + C::kA);
-  const uint8_t* M = stage + C::kA + C::kXSparse;
-  auto& d = reinterpret_cast<float(&)[MT][R]>(acc);
-  const int a_row = (lane & 7) + 8 * ((lane >> 3) & 1), half = lane >> 4;
-  uint32_t a[KF][MT][4], e[KF][MT];
-#pragma unroll
-  for (int f = 0; f < KF; ++f)
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int row0 = tc_row0<T>(warp, mt), r = row0 + a_row, chunk = 2 * f + half;
-      ldsm_x4(smem_addr(A + r * 128 + ((chunk ^ (r & 7)) << 4)), a[f][mt]);
-      if constexpr (SPARSE) e[f][mt] = meta_frag_e4m3<T>(M, row0, f);
-    }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
-  wgmma::fence();
-#pragma unroll
-  for (int f = 0; f < KF; ++f)
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
-      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse_e4m3(d[mt], a[f][mt], b, e[f][mt]);
-      else wgmma::Wgmma<N>::dense_e4m3(d[mt], a[f][mt], b);
-    }
-  wgmma::commit();
-  wgmma::wait<0>();
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
-}
-
-// The same MMAs with A read from the swizzled box by descriptor (StreamCfg::kSmemA): issued and
-// committed as one group, not waited for.
+// acc += the consumer warpgroup's rows of one landed stage times its tokens: one E4M3 wgmma per
+// k-step (a 2:4 k64 or a dense k32: 32 bytes of each row) and 64-row tile, A read from the
+// swizzled box by descriptor; issued and committed as one group, not waited for.
 // fresh: the stage starts a new sum (its first wgmmas overwrite the accumulators).
 template <class C, bool SPARSE>
 __device__ __forceinline__ void stream_issue_ss(const uint8_t* stage, float (&acc)[C::Tc::kMT][C::Tc::kNT][4], bool fresh) {
@@ -271,7 +228,7 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   t.begin = t.end = 0;
   const int64_t done = p.s + 1 - s0;
   // (uniform for ptxas through a shuffle: a branch it cannot prove uniform makes it serialize
-  // the wgmmas of StreamCfg::kSmemA)
+  // the in-flight wgmmas)
   if (__shfl_sync(0xffffffffu, int(done == p.n), 0)) return tc_epilogue<T>(w, m_total, y, ldy, t, nullptr, 0, 1, acc);
   int* counters = static_cast<int*>(ws);
   float* tile = reinterpret_cast<float*>(counters + (g.row_blocks + 63) / 64 * 64) + p.rb * kTile;
@@ -323,7 +280,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   uint8_t* smem = smem_raw + (base - raw);
   const int64_t g0 = g.total * blockIdx.x / gridDim.x, n = g.total * (blockIdx.x + 1) / gridDim.x - g0;
   // (the warp index through a shuffle: provably warp-uniform for ptxas, which otherwise treats the
-  // producer/consumer split as a divergent path and serializes the in-flight wgmmas of kSmemA)
+  // producer/consumer split as a divergent path and serializes the in-flight wgmmas)
   const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0), lane = threadIdx.x & 31;
   if (threadIdx.x < S) {
     mbar_init(smem_addr(&full[threadIdx.x]), 1);
@@ -366,50 +323,34 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   griddep_wait();  // before the outputs and the workspace are written
   float acc[C::Tc::kMT][C::Tc::kNT][4] = {};
   int64_t s0 = cur.s;  // the first stage of the current run of the unit
-  int held = -1;       // kSmemA: the slot the wgmmas in flight read (freed one stage later)
-  bool fresh = true;   // kSmemA: the next stage starts a new sum
+  int held = -1;       // the slot the wgmmas in flight read (freed one stage later)
+  bool fresh = true;   // the next stage starts a new sum
 #pragma unroll 1
   for (int64_t i = 0; i < n; ++i) {
     const int slot = int(i % S);
-    if constexpr (C::kSmemA) {
-      mbar_wait_spin(smem_addr(&full[slot]), uint32_t((i / S) & 1));
-      if (cur.sparse(g)) stream_issue_ss<C, true>(smem + slot * C::kStage, acc, fresh);
-      else stream_issue_ss<C, false>(smem + slot * C::kStage, acc, fresh);
-      fresh = false;
-      wgmma::wait<1>();  // the previous stage's group is done: its slot is free
-      __syncwarp();
-      mbar_arrive_if(smem_addr(&empty[held < 0 ? slot : held]), held >= 0 && lane == 0);
-      held = slot;
-    } else {
-      mbar_wait(smem_addr(&full[slot]), uint32_t((i / S) & 1));
-      if (cur.sparse(g)) stream_compute<C, true>(smem + slot * C::kStage, acc);
-      else stream_compute<C, false>(smem + slot * C::kStage, acc);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(smem_addr(&empty[slot]));
-    }
+    mbar_wait_spin(smem_addr(&full[slot]), uint32_t((i / S) & 1));
+    if (cur.sparse(g)) stream_issue_ss<C, true>(smem + slot * C::kStage, acc, fresh);
+    else stream_issue_ss<C, false>(smem + slot * C::kStage, acc, fresh);
+    fresh = false;
+    wgmma::wait<1>();  // the previous stage's group is done: its slot is free
+    __syncwarp();
+    mbar_arrive_if(smem_addr(&empty[held < 0 ? slot : held]), held >= 0 && lane == 0);
+    held = slot;
     if (cur.s + 1 == cur.n || i + 1 == n) {
-      if constexpr (C::kSmemA) {
-        wgmma::wait<0>();
+      wgmma::wait<0>();
 #pragma unroll
-        for (int mt = 0; mt < C::Tc::kMT; ++mt) wgmma::pin(reinterpret_cast<float(&)[4 * C::Tc::kNT]>(acc[mt]));
-        __syncwarp();
-        mbar_arrive_if(smem_addr(&empty[slot]), lane == 0);
-        held = -1;
-        fresh = true;
-      }
+      for (int mt = 0; mt < C::Tc::kMT; ++mt) wgmma::pin(reinterpret_cast<float(&)[4 * C::Tc::kNT]>(acc[mt]));
+      __syncwarp();
+      mbar_arrive_if(smem_addr(&empty[slot]), lane == 0);
+      held = -1;
+      fresh = true;
       stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, ws, acc, &last);
-      if constexpr (!C::kSmemA) {
-#pragma unroll
-        for (int mt = 0; mt < C::Tc::kMT; ++mt)
-#pragma unroll
-          for (int j = 0; j < C::Tc::kNT; ++j) acc[mt][j][0] = acc[mt][j][1] = acc[mt][j][2] = acc[mt][j][3] = 0.f;
-      }
       s0 = 0;
     }
     cur.next(g);
   }
   // (nothing is in flight here, but without this wait ptxas adds one on the loop's back edge)
-  if constexpr (C::kSmemA) wgmma::wait<0>();
+  wgmma::wait<0>();
 #else
   __trap();  // the host launches the streamed shapes only where wgmma runs (tc_streamed)
 #endif
@@ -497,25 +438,24 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 
 // Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
 // tokens, the copy-only measurement's best); 11: one warpgroup of 64 rows, 4 slots (up to 4
-// blocks per SM); 12: 11 with StreamCfg::kSmemA (on an H100 as fast as 11: the consumer does not
-// bound these shapes, docs/perf.md); 13: 12 with 8 slots, so one block per SM, 6-19% faster
+// blocks per SM); 12: the same kernel as 11 (it was 11 with the consumer all shapes now have;
+// make_gemv_linear does not time it twice); 13: 8 slots, so one block per SM, 6-19% faster
 // than 11 on every Qwen3-32B layer at M = 16 and 64 (fewer concurrent streams, a deeper ring;
 // docs/perf.md). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
-template <int MT, int S, bool SS>
+template <int MT, int S>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, SS>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S, SS>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S, SS>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<MT, 1, 8, S, SS>>(w, xq, m, y, ldy, s);
+  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
+  else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
 }
 
 }  // namespace
 
 void detail::launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3, false>(w, xq, m, y, ldy, s);
-  else if (w.tc_shape == kTcFirstStreamShape + 1) launch_stream_shape<1, 4, false>(w, xq, m, y, ldy, s);
-  else if (w.tc_shape == kTcFirstStreamShape + 2) launch_stream_shape<1, 4, true>(w, xq, m, y, ldy, s);
-  else launch_stream_shape<1, 8, true>(w, xq, m, y, ldy, s);
+  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
+  else if (w.tc_shape <= kTcFirstStreamShape + 2) launch_stream_shape<1, 4>(w, xq, m, y, ldy, s);  // 11, 12
+  else launch_stream_shape<1, 8>(w, xq, m, y, ldy, s);
 }
 
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m) {
