@@ -281,17 +281,9 @@ TEST(CliCommands, SynthIsDeterministicAndLoadable) {
 class PplCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!fs::exists(kTokenizer) || !fs::exists(kBrown)) return;
-    model_ = (tmp_root() / "ppl_model").string();
-    const Result r = run("synth --arch qwen3 --preset tiny --max-position 128 --tokenizer " + quote(kTokenizer) +
-                         " --out " + quote(model_));
+    Result r;
+    if (!test_util::make_tiny_qwen3(tmp_root(), "ppl_model", kTokenizer, kBrown, &model_, &text_, &r)) return;
     ASSERT_EQ(r.code, 0) << r.err;
-    // Brown corpus, tags stripped ("word/tag" -> "word") as scripts/example.sh does
-    std::istringstream in(slurp(kBrown));
-    std::string word, text;
-    while (in >> word) text += word.substr(0, word.rfind('/')) + " ";
-    text_ = (tmp_root() / "brown.txt").string();
-    spit(text_, text);
   }
   void SetUp() override {
     if (model_.empty()) GTEST_SKIP() << "reference data missing (scripts/fetch_refs.sh)";

@@ -1,6 +1,7 @@
 // Helpers shared by the test executables: a per-process scratch directory, file slurp/spit,
 // running the built `spense` binary (path in the SPENSE_CLI define) with its exit code and
-// both output streams, and an independent magnitude 2:4 reference.
+// both output streams, a tiny Qwen3 with calibration text made through it, and an independent
+// magnitude 2:4 reference.
 #pragma once
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,6 +69,26 @@ inline CliResult run_cli(const std::string& args, const fs::path& scratch) {
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.err = slurp(err_file);
   return r;
+}
+
+// A tiny Qwen3 checkpoint (`spense synth`, the real Qwen3 tokenizer at `tokenizer`) at
+// dir/model_name, and the Brown corpus file `brown` as plain text (tags stripped, "word/tag" ->
+// "word", as scripts/example.sh does) at dir/brown.txt. Returns false, writing nothing, when
+// either reference file is missing (scripts/fetch_refs.sh); otherwise *model and *text are set
+// and *synth is the synth run, for the caller to check.
+inline bool make_tiny_qwen3(const fs::path& dir, const std::string& model_name, const std::string& tokenizer,
+                            const std::string& brown, std::string* model, std::string* text, CliResult* synth) {
+  if (!fs::exists(tokenizer) || !fs::exists(brown)) return false;
+  *model = (dir / model_name).string();
+  *synth = run_cli("synth --arch qwen3 --preset tiny --max-position 128 --tokenizer " + quote(tokenizer) +
+                       " --out " + quote(*model),
+                   dir);
+  std::istringstream in(slurp(brown));
+  std::string word, plain;
+  while (in >> word) plain += word.substr(0, word.rfind('/')) + " ";
+  *text = (dir / "brown.txt").string();
+  spit(*text, plain);
+  return true;
 }
 #endif
 
