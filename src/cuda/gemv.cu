@@ -7,28 +7,17 @@
 // activations of the chunk (bf16 pairs in registers, shared by all rows of the warp), and
 // accumulates in fp32; a warp reduction and the row's scale finish the dot products.
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-#include <cooperative_groups.h>
-#include <cuda.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 
-#include "cuda/async_copy.cuh"
 #include "cuda/fp8.cuh"
-#include "cuda/mma.cuh"
 #include "cuda/gemv.h"
+#include "cuda/gemv_tc.cuh"  // the tensor-core shapes' shared templates (and the headers they need)
 #include "cuda/pdl.cuh"
-#include "cuda/wgmma.cuh"
-#include "cuda/gemv_tc.cuh"
 #include "spense/cuda/check.h"
+
 namespace spense::cuda::gemv {
 namespace {
-
-namespace cg = cooperative_groups;
 
 constexpr int kWarps = 8;  // warps per block
 
