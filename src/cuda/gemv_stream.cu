@@ -210,13 +210,54 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(C::kConsumers) : "memory");
 }
 
+// Writes unit t's tile from the consumer threads' accumulator fragments (the E4M3 wgmma C
+// layout): y = acc x the token's scale x the row's scale, at the row's place. Every factor is
+// loaded before the first store, so the stores wait for one round of loads. (The loop this
+// replaces loaded each element's tile value and factors behind a branch, one memory latency per
+// element: the last epilogue of every block, which nothing streams behind, then grew with the
+// token tile by about 0.6 us per 128 elements, the fixed cost per launch of docs/perf.md.)
+template <class C>
+__device__ __forceinline__ void stream_store(const Weights& w, const TcUnit& t, int64_t m_total, uint16_t* y,
+                                             int64_t ldy, const float (&acc)[C::Tc::kMT][C::Tc::kNT][4]) {
+  using T = typename C::Tc;
+  constexpr int MT = T::kMT, NT = T::kNT;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g4 = lane >> 2, q4 = lane & 3;
+  int64_t dst[MT][2];
+  float rs[MT][2];
+  bool rok[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = t.row0 + tc_row0<T>(warp, mt) + g4 + 8 * h, s = t.first + r;
+      rok[mt][h] = r < t.rows;
+      dst[mt][h] = rok[mt][h] && w.row_map ? int64_t(w.row_map[s]) : s;
+      rs[mt][h] = rok[mt][h] && w.scales ? w.scales[s] : 1.f;  // (v * 1.f == v: the same values)
+    }
+  float xs[NT][2];  // (the scales hold the padded tile's tokens; clamped all the same)
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) xs[j][e] = w.x_scales[min(int64_t(8 * j + 2 * q4 + e), m_total - 1)];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1, tk = 8 * j + 2 * q4 + (e & 1);
+        if (rok[mt][h] && tk < m_total) store_bf16(y + tk * ldy + dst[mt][h], acc[mt][j][e] * xs[j][e & 1] * rs[mt][h]);
+      }
+}
+
 // The end of a run of unit p's stages [s0, p.s]: written directly when the run is the whole
 // unit, else summed through the workspace (counters: one int per unit, padded to 64; then one
-// fp32 kBM x kTok tile per unit).
+// fp32 kBM x kTok tile per unit, row-major); the block that counts the unit's last stages reads
+// the sum back into acc (dead afterwards: the next stage starts a new sum) and writes it.
 template <class C>
 __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGeom& g, const StreamPos& p, int64_t s0,
                                                 int64_t m_total, uint16_t* y, int64_t ldy, void* ws,
-                                                const float (&acc)[C::Tc::kMT][C::Tc::kNT][4], int* last) {
+                                                float (&acc)[C::Tc::kMT][C::Tc::kNT][4], int* last) {
   using T = typename C::Tc;
   constexpr int MT = T::kMT, NT = T::kNT, kTile = C::kBM * C::kTok;
   TcUnit t;
@@ -229,20 +270,20 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   const int64_t done = p.s + 1 - s0;
   // (uniform for ptxas through a shuffle: a branch it cannot prove uniform makes it serialize
   // the in-flight wgmmas)
-  if (__shfl_sync(0xffffffffu, int(done == p.n), 0)) return tc_epilogue<T>(w, m_total, y, ldy, t, nullptr, 0, 1, acc);
+  if (__shfl_sync(0xffffffffu, int(done == p.n), 0)) return stream_store<C>(w, t, m_total, y, ldy, acc);
   int* counters = static_cast<int*>(ws);
   float* tile = reinterpret_cast<float*>(counters + (g.row_blocks + 63) / 64 * 64) + p.rb * kTile;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g4 = lane >> 2, q4 = lane & 3;
+  // The fragment's element e of tile (mt, j): row tc_row0 + g4 + 8 (e / 2), token 8 j + 2 q4 + e % 2.
+  auto at = [&](int mt, int j, int e) {
+    return tile + (tc_row0<T>(warp, mt) + g4 + 8 * (e >> 1)) * C::kTok + 8 * j + 2 * q4 + (e & 1);
+  };
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const int r = tc_row0<T>(warp, mt) + g4, tk = 8 * j + 2 * q4;
-      atomicAdd(tile + r * C::kTok + tk, acc[mt][j][0]);
-      atomicAdd(tile + r * C::kTok + tk + 1, acc[mt][j][1]);
-      atomicAdd(tile + (r + 8) * C::kTok + tk, acc[mt][j][2]);
-      atomicAdd(tile + (r + 8) * C::kTok + tk + 1, acc[mt][j][3]);
-    }
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) atomicAdd(at(mt, j, e), acc[mt][j][e]);
   __threadfence();  // this block's sums are visible device-wide before its stages are counted
   consumers_sync<C>();
   if (threadIdx.x == 0) {
@@ -253,15 +294,21 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   consumers_sync<C>();
   if (!__shfl_sync(0xffffffffu, *last, 0)) return;  // (uniform for ptxas: see gemv_stream_k)
   __threadfence();
-  for (int i = threadIdx.x; i < kTile; i += C::kConsumers) {
-    const int r = i / C::kTok, tk = i % C::kTok;
-    const float v = __ldcg(tile + i);
-    __stcg(tile + i, 0.f);
-    if (t.row0 + r >= t.rows || tk >= m_total) continue;
-    const int64_t s = t.first + t.row0 + r;
-    const float sv = v * w.x_scales[tk];
-    store_bf16(y + tk * ldy + (w.row_map ? w.row_map[s] : s), w.scales ? sv * w.scales[s] : sv);
-  }
+  // Every element's load is issued before any is used (see stream_store), then the tile is
+  // zeroed for the next launch (graph replays find it so).
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][j][e] = __ldcg(at(mt, j, e));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) __stcg(at(mt, j, e), 0.f);
+  stream_store<C>(w, t, m_total, y, ldy, acc);
 }
 
 // xq: the E4M3 tokens chunk-major for kTok rows (quantize_rows_e4m3's chunk_rows = kTok).
