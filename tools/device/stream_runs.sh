@@ -28,8 +28,13 @@
 #   PART=ncu
 #     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
 #     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
+#   PART=fix (15dcc00: the cut units' fix-up loads the whole tile at once)
+#     the small-M kernel tests; shape 13 forced on every Qwen3-32B layer at M = 1, 16, 32, 64
+#     (2:4 and Spense) and the libraries (dense, 2:4, Spense-out) at the same M, with the fits of
+#     time against bytes (the intercept was 7.8 / 9.8 / 15.0 / 26.6 us at M = 1 / 16 / 32 / 64);
+#     FP8 decode --compare at batch 1, 16, 64 (auto back end, --verbose); the engine tests
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu|fix] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -111,6 +116,17 @@ elif [[ $PART == ss2 ]]; then
   linear_tests 100
   step decode "$(lim 90)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_h100_32b_ss2.csv"
   show decode 40
+elif [[ $PART == fix ]]; then
+  linear_tests 110
+  step shape13 "$(lim 70)" "${g[@]}" --m 1,16,32,64 --formats 2:4-gemv,spense-out-gemv --small-m-kernel tensor-cores \
+    --small-m-tc-shape 13 --csv "$OUT/gemm_h100_32b_fix_shape13.csv"
+  step lib "$(lim 70)" "${g[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out --csv "$OUT/gemm_h100_32b_fix_lib.csv"
+  for f in shape13 lib; do python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_fix_$f.csv"; done
+  python3 tools/device/gemm_fit.py "$OUT/gemm_h100_32b_fix_shape13.csv" "$OUT/gemm_h100_32b_fix_lib.csv"
+  step decode "$(lim 100)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_h100_32b_fix.csv"
+  show decode 40
+  step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
+  fails tests_engine 20
 elif [[ $PART == ncu ]]; then
   # Shape 11 forced, 2:4 layers at M = 16: timing with the persistent blocks capped (does more
   # concurrency stream faster?), then one launch each at M = 16 and 64 under Nsight Compute's
