@@ -48,11 +48,11 @@ void register_bench_gemm(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cuda-cores", "tensor-cores"}))
       ->capture_default_str();
   cmd->add_option("--small-m-tc-shape", o->small_m_tc_shape,
-                  "*-gemv formats: only this block shape of the tensor-core path (0-15; -1: time every shape; "
+                  "*-gemv formats: only this block shape of the tensor-core path (0-13; -1: time every shape; "
                   "for profiling one kernel)")
       ->capture_default_str();
   cmd->add_option("--small-m-stream-blocks", o->small_m_stream_blocks,
-                  "*-gemv formats, streamed block shapes 10-15: cap on their persistent blocks (0: every resident "
+                  "*-gemv formats, streamed block shapes 10-13: cap on their persistent blocks (0: every resident "
                   "slot; for profiling)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

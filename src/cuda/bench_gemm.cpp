@@ -19,7 +19,6 @@
 #include <memory>
 #include <sstream>
 
-#include "cuda/gemv.h"
 #include "gemm_core.h"
 #include "spense/cuda/kernels.h"
 #include "spense/cuda/linear.h"
@@ -238,7 +237,6 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
   Stream stream;
   cudaStream_t s = stream.get();
   const double copy_gbps = measure_copy_gbps(s);
-  gemv::stream_trace_dump("");  // SPENSE_STREAM_TRACE: its buffer, before anything is captured
   std::printf("bench-gemm: %s (cc %d.%d, %d SMs, L2 %d MB), %s, device-to-device copy %.0f GB/s (read+write)\n",
               ctx.gpu_name().c_str(), ctx.cc_major(), ctx.cc_minor(), ctx.props().multiProcessorCount,
               ctx.props().l2CacheSize >> 20, cusparselt_version().c_str(), copy_gbps);
@@ -348,7 +346,6 @@ void run_bench_gemm(const BenchGemmOptions& o_in) {
           for (int64_t m : o.ms) {
             Row r{model, L.layer, precision_name(prec), L.n, L.k, f, m, 0.f, wb, R, ""};
             r.us = time_forward(reps, x.get(), y.get(), m, o, s);
-            gemv::stream_trace_dump(L.layer + " " + f.label + " M=" + std::to_string(m));  // SPENSE_STREAM_TRACE only
             r.plan = reps[0]->plan_info(m);
             if (f.dense && !f.gemv) dense_us[m] = r.us;
             if (dense_us.count(m)) r.speedup = dense_us[m] / r.us;

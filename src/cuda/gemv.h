@@ -12,7 +12,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 namespace spense::cuda::gemv {
 
@@ -63,13 +62,11 @@ struct Weights {
 // Block shapes of the tensor-core path per token-tile size (gemv_tc.cuh, gemv_stream.cu), timed
 // by make_gemv_linear: 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where
 // tc_wgmma_ok(), elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3
-// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-15 the streamed E4M3-token
+// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed E4M3-token
 // shapes (tc_streamed: persistent blocks fed by the TMA, their wgmmas reading the weights from
 // shared memory; 12 is the same kernel as 11 and only runs when forced, 13 has 8 slots (one
-// block per SM), 14 the deepest ring that fits (8-18 slots), 15 a ring that leaves room for a
-// second block (4-8 slots, one block per SM; 14-15 only run when forced); elsewhere 10 runs as 7
-// or 5, 11-15 as 6 or 4).
-inline constexpr int kTcShapes = 16;
+// block per SM); elsewhere 10 runs as 7 or 5, 11-13 as 6 or 4).
+inline constexpr int kTcShapes = 14;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;
 inline constexpr int kTcFirstStreamShape = 10;
@@ -101,14 +98,6 @@ int tc_effective_slices(const Weights& w, int requested);
 // y[r, row_map[s]] = sum_j x[r, j] W_s[j] for r < m (x: m x k BF16, ld ldx, or E4M3 with
 // Weights::e4m3_tokens; y: BF16, ld ldy).
 void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s);
-
-// With SPENSE_STREAM_TRACE set in the environment, the streamed shapes stamp each block's start,
-// tokens ready, first stage landed, last copy issued, last stage done and end (global timer)
-// for the last 8 launches; this prints one line per launch (min / median / max over the blocks,
-// us after the launch's first block started; gap: from the previous launch's last block's end)
-// under `label`, then forgets them. Without the variable it does nothing. Its first call
-// allocates the stamps' buffer: make it (label "") before capturing any graph.
-void stream_trace_dump(const std::string& label);
 
 // Compresses rows src_rows[i] (i < ns) of a 2:4 matrix W (n x k, BF16 or E4M3, device) into
 // values (ns x k/2) and meta (ns x k/16). Returns through *bad (device int64, preset to -1 by

@@ -10,7 +10,7 @@
 namespace spense::cuda::gemv {
 namespace {
 
-// ---- Streamed E4M3 shapes (10-15): persistent blocks, TMA tiles, stream-K over the stages ----
+// ---- Streamed E4M3 shapes (10-13): persistent blocks, TMA tiles, stream-K over the stages ----
 // Nsight Compute put our E4M3-token shapes at 62-65% of the DRAM peak on gate_up at M = 16 and
 // cuSPARSELt's 2:4 kernel at 70% (docs/perf.md); copy-only pipelines over the same bytes
 // (tools/device/stream_pattern.cu) reached 85% of the read reference only with persistent
@@ -105,39 +105,6 @@ __device__ __forceinline__ void tma_2d(uint32_t dst, const CUtensorMap* map, int
 #endif
 }
 
-// Experiment knobs of the streamed shapes (SPENSE_STREAM_EXP, bits; read once per process):
-//   1  the producer lets the next kernel launch (PDL) once it has issued its last copies
-//   2  runs of equal weight bytes (a 2:4 stage moves 10 KB per 64 rows, a dense one 8 KB)
-//      instead of equal stage counts
-//   4  the producer prefetches the tensor maps before its first copies
-//   8  a unit cut between runs is written by the block holding its first stages (the last it
-//      reaches), from its registers plus what the others summed in the workspace, so that a
-//      block's last epilogue waits for no atomics of its own
-enum : uint32_t { kStreamEarlyLaunch = 1, kStreamByteRuns = 2, kStreamPrefetchMaps = 4, kStreamHeadWrites = 8 };
-
-// SPENSE_STREAM_TRACE: per block, global-timer stamps (ns) of the events below, for the last
-// kStreamTraceSlots launches (gemv::stream_trace_dump prints them).
-enum StreamEvent { kEvStart, kEvTokens, kEvFirstStage, kEvProducerDone, kEvLastStage, kEvEnd, kStreamEvents = 8 };
-constexpr int kStreamTraceSlots = 8, kStreamTraceBlocks = 1024;
-
-// Writes the global timer to event `ev` of a block's stamps `tr` where pred holds (predicated:
-// no branch near in-flight wgmmas; tr may be null where pred is false).
-__device__ __forceinline__ void trace_stamp(unsigned long long* tr, int ev, bool pred) {
-#if SPENSE_SM90
-  const uint64_t at = reinterpret_cast<uint64_t>(tr) + uint64_t(ev) * sizeof(unsigned long long);
-  asm volatile(
-      "{\n .reg .pred p;\n .reg .u64 t;\n setp.ne.u32 p, %1, 0;\n @p mov.u64 t, %%globaltimer;\n"
-      " @p st.global.u64 [%0], t;\n}\n" ::"l"(at),
-      "r"(uint32_t(pred))
-      : "memory");
-#endif
-}
-__device__ __forceinline__ void prefetch_tensormap(const CUtensorMap* map) {
-#if SPENSE_SM90
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-#endif
-}
-
 // The three tensor maps of a layer: 2:4 values (ns rows of k/2 bytes), their metadata (ns rows of
 // k/8 bytes) and the dense rows (nd rows of k bytes, ld dense_ld); boxes of kBM rows.
 struct StreamMaps {
@@ -153,11 +120,9 @@ struct StreamMaps {
 // one stage later, once the wgmmas that read it are done. (A consumer that loaded them into
 // registers by ldmatrix first and waited for each stage's wgmmas ran at the same speed on an
 // H100, for 64- and 128-row blocks: the consumer does not bound these shapes; docs/perf.md.)
-// ONE: at most one block per SM even where more fit (shape 15: room for the next kernel's block).
-template <int MT, int WGS, int NT, int S, bool ONE = false>
+template <int MT, int WGS, int NT, int S>
 struct StreamCfg {
   using Tc = TcCfg<MT, NT, 4 * WGS, 2, true, true, false, true>;  // the E4M3-token compute and epilogue layout
-  static constexpr bool kOnePerSm = ONE;
   static constexpr int kBM = Tc::kBM, kTok = Tc::kTok, kStages = S;
   static constexpr int kConsumers = 128 * WGS, kThreads = kConsumers + 32;
   static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
@@ -168,7 +133,6 @@ struct StreamCfg {
   // than 128 registers, or its wgmmas are serialized).
   static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
-  static_assert(kSmem <= 227 * 1024, "more shared memory than a Hopper block can have");
   static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
                     Tc::kAChunks > 0,
                 "E4M3 weights and tokens, axis out; 2:4 stages of 256 columns, dense ones of 128");
@@ -180,21 +144,6 @@ struct StreamGeom {
   int64_t sparse_blocks = 0, row_blocks = 0;  // row blocks of kBM rows, 2:4 first
   int64_t sv = 0, sd = 0, total = 0;          // stages of a 2:4 / dense unit, of all
 };
-
-// Block b's run [*g0, *g0 + *n) of the B blocks' share of the stage sequence: equal stage
-// counts, or (byte_runs) equal weight bytes, a 2:4 stage weighing 5 and a dense one 4.
-__device__ __forceinline__ void stream_run(const StreamGeom& g, int64_t b, int64_t B, bool byte_runs, int64_t* g0,
-                                           int64_t* n) {
-  if (!byte_runs) {
-    *g0 = g.total * b / B;
-    *n = g.total * (b + 1) / B - *g0;
-    return;
-  }
-  const int64_t ssp = g.sparse_blocks * g.sv, cost = 5 * ssp + 4 * (g.total - ssp);
-  auto stage_at = [&](int64_t c) { return c <= 5 * ssp ? (c + 4) / 5 : ssp + (c - 5 * ssp + 3) / 4; };
-  *g0 = stage_at(cost * b / B);
-  *n = stage_at(cost * (b + 1) / B) - *g0;
-}
 
 // A position in the sequence: row block (= unit), stage within it, the unit's stages.
 struct StreamPos {
@@ -301,22 +250,14 @@ __device__ __forceinline__ void stream_store(const Weights& w, const TcUnit& t, 
       }
 }
 
-__device__ __forceinline__ int ld_acquire(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 // The end of a run of unit p's stages [s0, p.s]: written directly when the run is the whole
 // unit, else summed through the workspace (counters: one int per unit, padded to 64; then one
 // fp32 kBM x kTok tile per unit, row-major); the block that counts the unit's last stages reads
 // the sum back into acc (dead afterwards: the next stage starts a new sum) and writes it.
-// head_writes (experiment bit 8): the block holding a cut unit's first stages writes it instead.
 template <class C>
 __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGeom& g, const StreamPos& p, int64_t s0,
                                                 int64_t m_total, uint16_t* y, int64_t ldy, void* ws,
-                                                float (&acc)[C::Tc::kMT][C::Tc::kNT][4], int* last,
-                                                bool head_writes) {
+                                                float (&acc)[C::Tc::kMT][C::Tc::kNT][4], int* last) {
   using T = typename C::Tc;
   constexpr int MT = T::kMT, NT = T::kNT, kTile = C::kBM * C::kTok;
   TcUnit t;
@@ -337,33 +278,6 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   auto at = [&](int mt, int j, int e) {
     return tile + (tc_row0<T>(warp, mt) + g4 + 8 * (e >> 1)) * C::kTok + 8 * j + 2 * q4 + (e & 1);
   };
-  if (__shfl_sync(0xffffffffu, int(head_writes && s0 == 0), 0)) {
-    // This block holds the unit's first stages, the last ones of its run: once the others have
-    // counted theirs, their sums are in the tile; add ours and write the unit. (The others run
-    // in the same wave: the grid never exceeds the blocks that fit at once. A contributor that
-    // never counts, a bug, traps after about 10 s instead of hanging the GPU.)
-    if (threadIdx.x == 0) {
-      const long long t0 = clock64();
-      while (ld_acquire(counters + p.rb) != int(p.n - done))
-        if (clock64() - t0 > (1ll << 34)) __trap();
-    }
-    consumers_sync<C>();
-    __threadfence();
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mt][j][e] += __ldcg(at(mt, j, e));
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) __stcg(at(mt, j, e), 0.f);
-    if (threadIdx.x == 0) counters[p.rb] = 0;  // no one else counts this unit again in this launch
-    return stream_store<C>(w, t, m_total, y, ldy, acc);
-  }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -372,10 +286,6 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
       for (int e = 0; e < 4; ++e) atomicAdd(at(mt, j, e), acc[mt][j][e]);
   __threadfence();  // this block's sums are visible device-wide before its stages are counted
   consumers_sync<C>();
-  if (__shfl_sync(0xffffffffu, int(head_writes), 0)) {  // the block holding the unit's first stages writes it
-    if (threadIdx.x == 0) atomicAdd(counters + p.rb, int(done));
-    return;
-  }
   if (threadIdx.x == 0) {
     const int before = atomicAdd(counters + p.rb, int(done));
     *last = before + done == p.n;
@@ -405,8 +315,7 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(const __grid_constant__ StreamMaps maps, Weights w,
                                                                const uint8_t* xq, int64_t m_total, uint16_t* y,
-                                                               int64_t ldy, StreamGeom g, void* ws, uint32_t exp,
-                                                               unsigned long long* trace) {
+                                                               int64_t ldy, StreamGeom g, void* ws) {
 #if SPENSE_WGMMA
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   constexpr int S = C::kStages, kWarps = C::kConsumers / 32;
@@ -416,12 +325,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   __shared__ int last;
   const uint32_t raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
   uint8_t* smem = smem_raw + (base - raw);
-  int64_t g0, n;
-  stream_run(g, blockIdx.x, gridDim.x, exp & kStreamByteRuns, &g0, &n);
-  unsigned long long* tr = trace ? trace + blockIdx.x * kStreamEvents : nullptr;
-  if (tr && threadIdx.x == 0)  // a slot is reused, and a block without stages stamps no stage events
-    for (int e = 0; e < kStreamEvents; ++e) tr[e] = 0;
-  trace_stamp(tr, kEvStart, tr && threadIdx.x == 0);
+  const int64_t g0 = g.total * blockIdx.x / gridDim.x, n = g.total * (blockIdx.x + 1) / gridDim.x - g0;
   // (the warp index through a shuffle: provably warp-uniform for ptxas, which otherwise treats the
   // producer/consumer split as a divergent path and serializes the in-flight wgmmas)
   const int warp = __shfl_sync(0xffffffffu, int(threadIdx.x >> 5), 0), lane = threadIdx.x & 31;
@@ -447,10 +351,6 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
       bulk_copy(st + C::kA, xq + p.s * bytes, uint32_t(bytes), bar);
     };
     StreamPos p = cur;
-    if (exp & kStreamPrefetchMaps) {
-      if (g.sparse_blocks > 0) prefetch_tensormap(&maps.values), prefetch_tensormap(&maps.meta);
-      if (g.row_blocks > g.sparse_blocks) prefetch_tensormap(&maps.dense);
-    }
     // The first S stages' weights go out before the wait for the previous kernel (PDL).
     for (int i = 0; i < S && i < n; ++i, p.next(g)) issue_weights(p, base + i * C::kStage, smem_addr(&full[i]));
     griddep_wait();  // the tokens are the previous kernel's output
@@ -465,15 +365,9 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
       }
       issue_tokens(p, st, fb);
     }
-    // The next kernel may launch (its blocks land as ours leave, or beside them where they fit)
-    // and start its own weight copies; it still waits for this grid to finish before it reads
-    // what this one writes.
-    if (exp & kStreamEarlyLaunch) griddep_launch_dependents();
-    trace_stamp(tr, kEvProducerDone, tr != nullptr);
     return;
   }
   griddep_wait();  // before the outputs and the workspace are written
-  trace_stamp(tr, kEvTokens, tr && threadIdx.x == 0);
   float acc[C::Tc::kMT][C::Tc::kNT][4] = {};
   int64_t s0 = cur.s;  // the first stage of the current run of the unit
   int held = -1;       // the slot the wgmmas in flight read (freed one stage later)
@@ -482,7 +376,6 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
   for (int64_t i = 0; i < n; ++i) {
     const int slot = int(i % S);
     mbar_wait_spin(smem_addr(&full[slot]), uint32_t((i / S) & 1));
-    trace_stamp(tr, kEvFirstStage, tr && threadIdx.x == 0 && i == 0);
     if (cur.sparse(g)) stream_issue_ss<C, true>(smem + slot * C::kStage, acc, fresh);
     else stream_issue_ss<C, false>(smem + slot * C::kStage, acc, fresh);
     fresh = false;
@@ -494,19 +387,17 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
       wgmma::wait<0>();
 #pragma unroll
       for (int mt = 0; mt < C::Tc::kMT; ++mt) wgmma::pin(reinterpret_cast<float(&)[4 * C::Tc::kNT]>(acc[mt]));
-      trace_stamp(tr, kEvLastStage, tr && threadIdx.x == 0 && i + 1 == n);
       __syncwarp();
       mbar_arrive_if(smem_addr(&empty[slot]), lane == 0);
       held = -1;
       fresh = true;
-      stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, ws, acc, &last, exp & kStreamHeadWrites);
+      stream_epilogue<C>(w, g, cur, s0, m_total, y, ldy, ws, acc, &last);
       s0 = 0;
     }
     cur.next(g);
   }
   // (nothing is in flight here, but without this wait ptxas adds one on the loop's back edge)
   wgmma::wait<0>();
-  trace_stamp(tr, kEvEnd, tr && threadIdx.x == 0);
 #else
   __trap();  // the host launches the streamed shapes only where wgmma runs (tc_streamed)
 #endif
@@ -559,37 +450,6 @@ size_t stream_ws_bytes(const Weights& w, int bm, int64_t tok) {
   return size_t((g.row_blocks + 63) / 64 * 64) * sizeof(int) + size_t(g.row_blocks * bm * tok) * sizeof(float);
 }
 
-// SPENSE_STREAM_EXP (see kStreamEarlyLaunch): the experiment bits, 0 without it.
-uint32_t stream_exp() {
-  static const uint32_t v = [] {
-    const char* e = std::getenv("SPENSE_STREAM_EXP");
-    return e ? uint32_t(std::strtoul(e, nullptr, 0)) : 0u;
-  }();
-  return v;
-}
-
-// SPENSE_STREAM_TRACE set: a device buffer of kStreamTraceSlots launches' stamps, filled in
-// launch order (the slot of a launch captured in a graph is fixed at capture). Allocated by the
-// first stream_trace_dump or launch, whichever comes first: the benchmarks call the dump once
-// before they capture anything (cudaMalloc may not run inside a capture).
-struct StreamTrace {
-  unsigned long long* buf = nullptr;
-  int next = 0;
-  int blocks[kStreamTraceSlots] = {};
-};
-StreamTrace& stream_trace() {
-  static StreamTrace t = [] {
-    StreamTrace r;
-    if (std::getenv("SPENSE_STREAM_TRACE")) {
-      const size_t bytes = size_t(kStreamTraceSlots) * kStreamTraceBlocks * kStreamEvents * sizeof(unsigned long long);
-      SPENSE_CUDA_CHECK(cudaMalloc(&r.buf, bytes));
-      SPENSE_CUDA_CHECK(cudaMemset(r.buf, 0, bytes));
-    }
-    return r;
-  }();
-  return t;
-}
-
 template <class C>
 void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   static const int resident = [] {  // blocks per SM at this shared-memory size
@@ -610,15 +470,7 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
   }
   if (w.nd > 0) maps.dense = tensor_map(w.dense, w.k, w.nd, w.dense_ld, 128, C::kBM, true);
   int64_t blocks = std::min<int64_t>(g.total, int64_t(tc_device().sms) * resident);
-  if (C::kOnePerSm) blocks = std::min<int64_t>(blocks, tc_device().sms);
   if (w.stream_blocks > 0) blocks = std::min<int64_t>(blocks, w.stream_blocks);
-  StreamTrace& tr = stream_trace();
-  unsigned long long* trace = nullptr;
-  if (tr.buf && blocks <= kStreamTraceBlocks) {
-    const int slot = tr.next++ % kStreamTraceSlots;
-    tr.blocks[slot] = int(blocks);
-    trace = tr.buf + size_t(slot) * kStreamTraceBlocks * kStreamEvents;
-  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(static_cast<unsigned>(blocks));
   cfg.blockDim = dim3(C::kThreads);  // the consumer warpgroups, then the producer warp
@@ -628,7 +480,7 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
   cfg.attrs = attr;
   cfg.numAttrs = w.pdl ? 1 : 0;
   SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_stream_k<C>, maps, w, static_cast<const uint8_t*>(xq), m,
-                                       static_cast<uint16_t*>(y), ldy, g, w.stream_ws, stream_exp(), trace));
+                                       static_cast<uint16_t*>(y), ldy, g, w.stream_ws));
 }
 
 // Shape 10: one warpgroup of two 64-row tiles (128 rows), 3 slots (3 blocks per SM up to 16
@@ -636,7 +488,7 @@ void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t
 // blocks per SM); 12: the same kernel as 11 (it was 11 with the consumer all shapes now have;
 // make_gemv_linear does not time it twice); 13: 8 slots, so one block per SM, 6-19% faster
 // than 11 on every Qwen3-32B layer at M = 16 and 64 (fewer concurrent streams, a deeper ring;
-// docs/perf.md); 14-15: below. Per token tile of 8 / 16 / 32 / 64 (M <= 64).
+// docs/perf.md). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
 template <int MT, int S>
 void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
@@ -644,29 +496,10 @@ void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, i
   else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
   else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
 }
-// Shape 14: shape 13's block with the deepest ring that fits one block per SM at each token
-// tile (18 / 16 / 12 / 8 slots: 209-217 KB; at 64 tokens the same kernel as shape 13).
-void launch_stream_deep(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<1, 1, 1, 18>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<1, 1, 2, 16>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<1, 1, 4, 12>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<1, 1, 8, 8>>(w, xq, m, y, ldy, s);
-}
-// Shape 15: shape 13's block with a ring that leaves room for a second block on the SM (8 / 7 /
-// 6 / 4 slots: 97-113 KB), one block per SM, so that the next kernel's blocks (launched early by
-// SPENSE_STREAM_EXP bit 1) can land beside it and start their copies during its last stages.
-void launch_stream_half(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<1, 1, 1, 8, true>>(w, xq, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<1, 1, 2, 7, true>>(w, xq, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<1, 1, 4, 6, true>>(w, xq, m, y, ldy, s);
-  else launch_stream<StreamCfg<1, 1, 8, 4, true>>(w, xq, m, y, ldy, s);
-}
 
 }  // namespace
 
 void detail::launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
-  if (w.tc_shape == kTcFirstStreamShape + 5) return launch_stream_half(w, xq, m, y, ldy, s);
-  if (w.tc_shape == kTcFirstStreamShape + 4) return launch_stream_deep(w, xq, m, y, ldy, s);
   if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
   else if (w.tc_shape <= kTcFirstStreamShape + 2) launch_stream_shape<1, 4>(w, xq, m, y, ldy, s);  // 11, 12
   else launch_stream_shape<1, 8>(w, xq, m, y, ldy, s);
@@ -674,54 +507,6 @@ void detail::launch_stream_m(const Weights& w, const void* xq, int64_t m, void* 
 
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m) {
   return stream_ws_bytes(w, stream_rows(shape), tc_stream_tokens(m));
-}
-
-void stream_trace_dump(const std::string& label) {
-  StreamTrace& tr = stream_trace();
-  if (!tr.buf) return;
-  SPENSE_CUDA_CHECK(cudaDeviceSynchronize());
-  const size_t per = size_t(kStreamTraceBlocks) * kStreamEvents;
-  std::vector<unsigned long long> h(per * kStreamTraceSlots);
-  SPENSE_CUDA_CHECK(cudaMemcpy(h.data(), tr.buf, h.size() * sizeof(h[0]), cudaMemcpyDeviceToHost));
-  struct Launch {
-    double t0 = 0;                         // earliest start (ns)
-    double q[kStreamEvents][3] = {};       // per event: min, median, max (us after t0)
-    int blocks = 0;
-  };
-  std::vector<Launch> ls;
-  for (int sl = 0; sl < kStreamTraceSlots; ++sl) {
-    const int B = tr.blocks[sl];
-    if (B <= 0) continue;
-    const unsigned long long* b = h.data() + sl * per;
-    Launch L;
-    L.blocks = B;
-    unsigned long long t0 = ~0ull;
-    for (int i = 0; i < B; ++i) t0 = std::min(t0, b[i * kStreamEvents + kEvStart] ? b[i * kStreamEvents + kEvStart] : ~0ull);
-    if (t0 == ~0ull) continue;
-    L.t0 = double(t0);
-    for (int e = 0; e < kStreamEvents; ++e) {
-      std::vector<double> v;
-      for (int i = 0; i < B; ++i)
-        if (b[i * kStreamEvents + e]) v.push_back((double(b[i * kStreamEvents + e]) - L.t0) / 1e3);
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      L.q[e][0] = v.front(), L.q[e][1] = v[v.size() / 2], L.q[e][2] = v.back();
-    }
-    ls.push_back(L);
-  }
-  std::sort(ls.begin(), ls.end(), [](const Launch& a, const Launch& b) { return a.t0 < b.t0; });
-  static const char* names[] = {"start", "tokens", "first", "issued", "last", "end"};
-  for (size_t i = 0; i < ls.size(); ++i) {
-    const Launch& L = ls[i];
-    std::printf("trace %s #%zu blocks %d at %+.2f us (gap %.2f)", label.c_str(), i, L.blocks,
-                (L.t0 - ls[0].t0) / 1e3, i ? (L.t0 - ls[i - 1].t0) / 1e3 - ls[i - 1].q[kEvEnd][2] : 0.0);
-    for (int e = 0; e < 6; ++e) std::printf(" %s %.2f/%.2f/%.2f", names[e], L.q[e][0], L.q[e][1], L.q[e][2]);
-    std::printf("\n");
-  }
-  std::fflush(stdout);
-  SPENSE_CUDA_CHECK(cudaMemset(tr.buf, 0, h.size() * sizeof(h[0])));
-  std::fill(std::begin(tr.blocks), std::end(tr.blocks), 0);
-  tr.next = 0;
 }
 
 }  // namespace spense::cuda::gemv

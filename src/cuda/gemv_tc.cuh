@@ -33,7 +33,7 @@ struct TcDevice {
 };
 const TcDevice& tc_device();  // gemv.cu
 
-// Weight rows per block of streamed shape `shape` (10-15).
+// Weight rows per block of streamed shape `shape` (10-13).
 constexpr int stream_rows(int shape) { return shape == kTcFirstStreamShape ? 128 : 64; }
 
 // Block shape v of each family (v as gemv.cu maps Weights::tc_shape), each in its own unit:

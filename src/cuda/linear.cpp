@@ -648,9 +648,8 @@ class GemvLinearImpl final : public Linear {
         continue;  // would only repeat shapes 4-5
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstStreamShape && !gemv::tc_streamed(w, shape, m))
         continue;  // would only repeat shapes 6-7
-      else if (opts_.small_m_tc_shape < 0 &&
-               (shape == gemv::kTcFirstStreamShape + 2 || shape >= gemv::kTcFirstStreamShape + 4))
-        continue;  // 12: the same kernel as 11; 14-15: experiments, run only when forced (gemv.h)
+      else if (opts_.small_m_tc_shape < 0 && shape == gemv::kTcFirstStreamShape + 2)
+        continue;  // the same kernel as 11 (gemv.h)
       else if (gemv::tc_streamed(w, shape, m) && opts_.small_m_e4m3_tokens)
         v.push_back({Path::TENSOR_CORES, 1, shape});  // no K split: its blocks share the stages
       else if (opts_.small_m_tc_slices > 0)

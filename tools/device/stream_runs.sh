@@ -23,15 +23,8 @@
 #     shapes 11, 12, 10, 13 forced: 2:4 and Spense gate_up, down, qkv at M = 16, 64; the small-M
 #     kernel tests; one on/off decode pair; test_cuda_engine
 #   PART=ss2
-#     shapes 11, 13, 14 forced per layer at M = 16, 64; the small-M kernel tests; FP8 decode
-#     (auto back end) at batch 1, 16, 64 with --verbose
-#   PART=exp1  (the SPENSE_STREAM_EXP bits and SPENSE_STREAM_TRACE of gemv.cu; shapes 14-15)
-#     the small-M kernel tests with SPENSE_STREAM_EXP=15; per-block traces of shape 13 (qkv,
-#     gate_up, Spense, M = 16) with bits 0 and 15; Spense layers at M = 16, 64 with shape 13
-#     and bits 0, 8, 2, 11, shape 15 and bits 11, 0, shape 14
-#   PART=exp2  (on the warm machine after exp1: the build is then up to date)  [BITS=11]
-#     test_cuda_engine with SPENSE_ENGINE_PDL=1 SPENSE_STREAM_EXP=$BITS; FP8 decode at batch 16,
-#     64: defaults, engine PDL, engine PDL + the bits, and that with shape 15 forced (traced)
+#     shapes 11, 12, 13 forced per layer at M = 16, 64; the small-M kernel tests; FP8 decode
+#     (auto back end, shapes 12-13 timed too) at batch 1, 16, 64 with --verbose
 #   PART=ncu
 #     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
 #     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
@@ -41,7 +34,7 @@
 #     time against bytes (the intercept was 7.8 / 9.8 / 15.0 / 26.6 us at M = 1 / 16 / 32 / 64);
 #     FP8 decode --compare at batch 1, 16, 64 (auto back end, --verbose); the engine tests
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|exp1|exp2|ncu|fix] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu|fix] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -59,7 +52,6 @@ linear_tests() {
 g=(./build-gpu/spense_bench_gemm --e4m3-tokens --models qwen3-32b --dtypes fp8 --d 0.25)
 d=(./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 --formats dense,spense
    --dtype fp8 --kv-cache fp8)
-tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o 'H[0-9]*' | head -1 | tr H h)
 show() { grep -E "^(fp8|bf16) .*ms/step|: (auto|ours|library)|streamed" "$L/$1.log" | grep -v " alone " | head -${2:-60}; }
 if [[ $PART == first ]]; then
   linear_tests 170
@@ -114,9 +106,9 @@ elif [[ $PART == ss ]]; then
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
 elif [[ $PART == ss2 ]]; then
-  # Shapes 13 (one block per SM, 8 slots) and 14 (the deepest ring that fits) against 11 per
-  # layer, the small-M kernel tests, then FP8 decode with the auto back end.
-  for sh in 11 13 14; do
+  # Shape 13 (12 with 8 slots, one block per SM) against 11 and 12 per layer, the small-M kernel
+  # tests, then FP8 decode with the auto back end timing shapes 12-13 too.
+  for sh in 11 12 13; do
     step shape$sh "$(lim 45)" "${g[@]}" --layers gate_up,down,qkv,o --m 16,64 --formats 2:4-gemv,spense-out-gemv \
       --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$OUT/gemm_h100_32b_ss2_shape$sh.csv"
     python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_ss2_shape$sh.csv" | grep gemv | sed "s/^/shape $sh: /"
@@ -135,40 +127,6 @@ elif [[ $PART == fix ]]; then
   show decode 40
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
-elif [[ $PART == exp1 ]]; then
-  SPENSE_STREAM_EXP=15 linear_tests 150
-  traced() {  # LABEL SHAPE EXP: traced Spense qkv and gate_up at M = 16 and 64 (launches 1-2 of each dump shown)
-    SPENSE_STREAM_TRACE=1 SPENSE_STREAM_EXP=$3 step $1 "$(lim 50)" "${g[@]}" --layers qkv,gate_up --m 16,64 \
-      --formats spense-out-gemv --small-m-kernel tensor-cores --small-m-tc-shape $2 --csv "$L/$1.csv"
-    grep -E "^trace .* #[12] " "$L/$1.log" | sed -E 's/ +/ /g; s/^trace /'$1' /' | cut -c1-260
-    python3 tools/device/gemm_fit.py "$L/$1.csv" | sed 's/^/  /'
-  }
-  traced t13e0 13 0
-  traced t13e15 13 15
-  for v in 13:0 13:8 13:2 13:11 15:11 14:0 15:0; do
-    sh=${v%%:*} e=${v#*:}
-    SPENSE_STREAM_EXP=$e step s${sh}e$e "$(lim 45)" "${g[@]}" --m 16,64 --formats spense-out-gemv \
-      --small-m-kernel tensor-cores --small-m-tc-shape $sh --csv "$OUT/gemm_${tag}_32b_exp_s${sh}e$e.csv"
-    python3 tools/device/gemm_csv_table.py "$OUT/gemm_${tag}_32b_exp_s${sh}e$e.csv" | grep gemv | \
-      awk -v t="s${sh}e$e" '{print t, $1, $5, $6}' | paste -sd' '
-    python3 tools/device/gemm_fit.py "$OUT/gemm_${tag}_32b_exp_s${sh}e$e.csv" | sed 's/^/  /'
-  done
-elif [[ $PART == exp2 ]]; then
-  B=${BITS:-11}  # the SPENSE_STREAM_EXP bits of the PDL runs (11: early launch, byte runs, head writes)
-  SPENSE_ENGINE_PDL=1 SPENSE_STREAM_EXP=$B step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
-  fails tests_engine 20
-  dec() {  # LABEL ENV... -- FLAGS...
-    local label=$1; shift
-    local envs=(); while [[ $1 != -- ]]; do envs+=("$1"); shift; done; shift
-    env "${envs[@]}" timeout "$(lim 90)" "${d[@]}" --batch 16,64 --csv "$OUT/decode_${tag}_32b_$label.csv" "$@" \
-      > "$L/$label.log" 2>&1
-    echo "[$label] rc=$?"; show $label 12; grep -E "^trace" "$L/$label.log" | sed -E 's/ +/ /g' | cut -c1-300 | head -10
-    [[ -z ${TAR_TO:-} ]] || tar czf "$TAR_TO" -C "$(dirname "$L")" "$(basename "$L")"
-  }
-  dec x0 X=0 --
-  dec xpdl SPENSE_ENGINE_PDL=1 --
-  dec xpdlb SPENSE_ENGINE_PDL=1 SPENSE_STREAM_EXP=$B --
-  dec xpdlbs15 SPENSE_ENGINE_PDL=1 SPENSE_STREAM_EXP=$B SPENSE_STREAM_TRACE=1 -- --formats spense --small-m-tc-shape 15
 elif [[ $PART == ncu ]]; then
   # Shape 11 forced, 2:4 layers at M = 16: timing with the persistent blocks capped (does more
   # concurrency stream faster?), then one launch each at M = 16 and 64 under Nsight Compute's

@@ -107,7 +107,6 @@ struct BenchDecodeOptions {
   bool auto_time_graphs = false;             // EngineOptions::auto_time_graphs (--auto-timing graph)
   int profile_reps = 0;                      // > 0: also Engine::profile_step per run (CSV beside csv)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // EngineOptions::small_m_kernel
-  int small_m_tc_shape = -1;                 // EngineOptions::small_m_tc_shape
   std::string csv = "bench/results/decode.csv";
   uint64_t seed = 0;
 };

@@ -62,7 +62,6 @@ struct EngineOptions {
   bool sparse_search = true;    // cuSPARSELt algorithm search per M bucket
   int dense_search = 0;         // cuBLASLt candidates timed per M (0: heuristic's first)
   SmallMKernel small_m_kernel = SmallMKernel::AUTO;  // paths of our small-M kernel (LinearOptions)
-  int small_m_tc_shape = -1;    // its tensor-core block shape, forced (LinearOptions; -1: timed)
   bool pdl = true;              // our small-M kernel with programmatic dependent launch (LinearOptions)
   // FP8: our small-M kernel's E4M3-token shapes may run (LinearOptions::small_m_e4m3_tokens).
   // On by default since the streamed shapes (10-13): with them the FP8 Spense step on an H100

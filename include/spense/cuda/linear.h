@@ -88,10 +88,10 @@ struct LinearOptions {
   // And its block shape (gemv::kTcShapes per token-tile size; see gemv.h): -1 times each,
   // 0 .. kTcShapes - 1 forces one.
   int small_m_tc_shape = -1;
-  // And its streamed shapes (10-15) run at most this many persistent blocks (0: as many as fit
+  // And its streamed shapes (10-13) run at most this many persistent blocks (0: as many as fit
   // on the GPU). Tests set it small so that each block streams more stages than its ring holds.
   int small_m_stream_blocks = 0;
-  // FP8 layers: its E4M3-token block shapes (6-15, Hopper; 10-15 streamed) may run: they quantize x per token
+  // FP8 layers: its E4M3-token block shapes (6-13, Hopper; 10-13 streamed) may run: they quantize x per token
   // (as cuBLASLt's FP8 layers do) into the Context's scratch (so, as with those, a captured graph
   // must be captured again after the scratch grows: Context::scratch_generation) and multiply
   // E4M3 x E4M3 on wgmma. false (default here; the decode engine turns it on,

@@ -13,7 +13,6 @@
 #include <tuple>
 #include <memory>
 
-#include "cuda/gemv.h"
 #include "spense/config.h"
 #include "spense/cuda/bench.h"
 #include "spense/cuda/engine.h"
@@ -86,9 +85,6 @@ std::string bench_decode_usage() {
          "                       other on one stream, 2 on two streams with a fork and a join (default 2)\n"
          "  --small-m-kernel K   auto|cuda-cores|tensor-cores: paths of our small-M kernel; auto times\n"
          "                       them per layer and batch and keeps the fastest (default auto)\n"
-         "  --small-m-tc-shape N its tensor-core block shape for every layer and batch, 0-15 (default:\n"
-         "                       each timed; 10-15 stream E4M3 tokens; the back end may still pick the\n"
-         "                       library where it is faster)\n"
          "  --verbose            per layer built (on stderr): its back end, its time alone at the largest\n"
          "                       batch (weights from device memory; eager launches, and replayed as a\n"
          "                       CUDA graph) and its plan\n"
@@ -113,7 +109,7 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
                                         "--formats", "--backend", "--backends", "--dense-ratio", "--axis", "--tile",
                                         "--batch", "--ctx", "--steps", "--warmup", "--csv", "--seed",
                                         "--small-m-kernel", "--hybrid-streams", "--kv-cache", "--kv-chunk",
-                                        "--dense-search", "--auto-timing", "--small-m-tc-shape"};
+                                        "--dense-search", "--auto-timing"};
     const std::string name = args[i].substr(0, args[i].find('='));
     if (!flag && std::find(std::begin(kValueFlags), std::end(kValueFlags), name) == std::end(kValueFlags))
       throw Error("bench-decode: unknown flag '" + name + "'\n" + bench_decode_usage());
@@ -126,7 +122,6 @@ bool parse_bench_decode_args(const std::vector<std::string>& args, BenchDecodeOp
     else if (a == "--format" || a == "--formats") o->formats = bench_split_list(val);
     else if (a == "--compare") o->formats = {"dense", "24", "spense"};
     else if (a == "--small-m-kernel") o->small_m_kernel = small_m_kernel_parse(val, "bench-decode");
-    else if (a == "--small-m-tc-shape") o->small_m_tc_shape = static_cast<int>(to_number(a, val));
     else if (a == "--backend" || a == "--backends") o->backends = bench_split_list(val);
     else if (a == "--dense-ratio") o->dense_ratio = to_number(a, val);
     else if (a == "--axis") o->axis = val;
@@ -192,7 +187,6 @@ void run_bench_decode(const BenchDecodeOptions& o) {
   Context ctx;
   Stream copy_stream;
   const double copy_gbps = measure_copy_gbps(copy_stream.get());
-  gemv::stream_trace_dump("");  // SPENSE_STREAM_TRACE: its buffer, before anything is captured
   ModelConfig cfg;
   if (!o.synthetic.empty()) {
     cfg = model_preset("qwen3", o.synthetic);
@@ -235,7 +229,6 @@ void run_bench_decode(const BenchDecodeOptions& o) {
       eo.verbose = o.verbose;
       eo.auto_time_graphs = o.auto_time_graphs;
       eo.small_m_kernel = o.small_m_kernel;
-      eo.small_m_tc_shape = o.small_m_tc_shape;
       eo.pdl = o.pdl;
       eo.e4m3_tokens = o.e4m3_tokens;
       eo.kv_fp8 = o.kv_fp8;
@@ -280,7 +273,6 @@ void run_bench_decode(const BenchDecodeOptions& o) {
           t.push_back(ms);
         }
         (void)e->tokens(b);  // surfaces any asynchronous error of the steps
-        gemv::stream_trace_dump(dt + " " + fmt + " batch " + std::to_string(b));  // SPENSE_STREAM_TRACE only
         Row r;
         r.dtype = dt;
         r.format = fmt;

@@ -104,7 +104,6 @@ std::unique_ptr<Linear> build_linear(Context& ctx, const LinearPlan& lp, void* w
   lo.dense_search = eo.dense_search;
   lo.concurrent = eo.concurrent;
   lo.small_m_kernel = eo.small_m_kernel;
-  lo.small_m_tc_shape = eo.small_m_tc_shape;
   lo.pdl = eo.pdl;
   lo.small_m_e4m3_tokens = eo.e4m3_tokens;
   WeightsView wv{w_dev, DType::BF16, nullptr};

@@ -7,7 +7,6 @@
 #include <cfloat>
 #include <cstdlib>
 #include <string>
-#include <utility>
 
 #include "cuda/async_copy.cuh"
 #include "cuda/fp8.cuh"
@@ -62,30 +61,6 @@ int blocks_for(size_t n, int threads) {
   return static_cast<int>(b < 65535 * 8 ? (b ? b : 1) : 65535 * 8);
 }
 
-// SPENSE_ENGINE_PDL=1 (an experiment): the norm, RoPE, attention and SwiGLU kernels launch with
-// programmatic dependent launch, so each may be launched (and let the projection after it
-// launch and fetch weights) while the kernel before it finishes; each waits (griddep_wait)
-// before it reads or writes anything.
-bool engine_pdl() {
-  static const bool on = [] {
-    const char* v = std::getenv("SPENSE_ENGINE_PDL");
-    return v && *v && *v != '0';
-  }();
-  return on;
-}
-template <class... P, class... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1] = {pdl_launch_attribute()};
-  cfg.attrs = attr;
-  cfg.numAttrs = engine_pdl() ? 1 : 0;
-  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...));
-}
-
 // ---------------------------------------------------------------------------------------
 __global__ void embed_k(const int32_t* ids, const uint16_t* E, int64_t vocab, int64_t H, float* h) {
   const int64_t r = blockIdx.x;
@@ -98,7 +73,6 @@ __global__ void embed_k(const int32_t* ids, const uint16_t* E, int64_t vocab, in
 __global__ void residual_rmsnorm_k(float* h, const uint16_t* delta, const float* bias, const float* w, float eps,
                                    uint16_t* out, int64_t H) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   const int64_t r = blockIdx.x;
   float* hr = h + r * H;
   float ss = 0.f;
@@ -121,7 +95,6 @@ template <int V>
 __global__ void residual_rmsnorm_vec_k(float* h, const uint16_t* delta, const float* bias, const float* w, float eps,
                                        uint16_t* out, int64_t H) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   const int64_t r = blockIdx.x;
   const int n4 = static_cast<int>(H / 4);
   float4* hr = reinterpret_cast<float4*>(h + r * H);
@@ -194,8 +167,6 @@ template <bool F8>
 __global__ void qkv_rope_cache_k(QkvView in, const float* bias, const float* q_norm, const float* k_norm, float eps,
                                  const float* inv_freq, const int32_t* row_slot, const int32_t* row_pos, int NH,
                                  int NKV, int D, float* q_out, void* k_cache, void* v_cache, int64_t max_ctx) {
-  griddep_launch_dependents();  // see residual_rmsnorm_k
-  griddep_wait();
   const int64_t r = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   const int64_t slot = row_slot ? row_slot[r] : r;
@@ -350,7 +321,6 @@ __global__ void __launch_bounds__(kAttnThreads) attn_k(const float* q, const voi
                                                        float* part_o, float* part_ml, int* counters, uint16_t* out,
                                                        DecodeRope rope) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   using S = AttnSmem<D, TC>;
   constexpr int C8 = D / 8;  // 8-element chunks of a head vector
   static_assert(!TC || D % 16 == 0, "the tensor-core path takes 16-dim k-steps");
@@ -739,7 +709,6 @@ __global__ void __launch_bounds__(kF8Warps * 32) attn_f8_k(const float* q, const
                                                           float* part_o, float* part_ml, int* counters,
                                                           uint16_t* out) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   using S = F8AttnSmem<D>;
   constexpr int KT = D / 16;  // k-steps of the scores; 16-dim tiles of the output
   static_assert(D % 16 == 0 && D <= 128, "16 to 128 dims per head, in steps of 16");
@@ -925,7 +894,6 @@ __global__ void __launch_bounds__(kF8Warps * 32) attn_f8_k(const float* q, const
 __global__ void silu_mul_k(const uint16_t* gate, int64_t ldg, const uint16_t* up, int64_t ldu, int64_t rows,
                            int64_t I, uint16_t* act) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   const size_t n = size_t(rows) * I;
   for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x) {
     const int64_t r = int64_t(e / I), i = int64_t(e % I);
@@ -939,7 +907,6 @@ __global__ void silu_mul_k(const uint16_t* gate, int64_t ldg, const uint16_t* up
 __global__ void silu_mul_vec_k(const uint16_t* gate, int64_t ldg, const uint16_t* up, int64_t ldu, int64_t I,
                                uint16_t* act) {
   griddep_launch_dependents();  // the next kernel (a projection) may start fetching its weights
-  griddep_wait();               // launched with PDL (engine_pdl): the kernels before have finished
   const int64_t r = blockIdx.y;
   const int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * 8;
   if (i >= I) return;
@@ -1006,16 +973,16 @@ void residual_rmsnorm(float* h, const bf16_t* delta, const float* bias, const fl
       aligned(out, 8)) {  // registers hold the row: up to 4 float4s per thread
     const int t4 = static_cast<int>(std::min<int64_t>(1024, (n4 + 31) / 32 * 32));
     const int64_t v = (n4 + t4 - 1) / t4;
-    auto run = [&](auto kernel) {
-      launch(kernel, dim3(unsigned(rows)), dim3(t4), 0, s, h, delta, bias, w, eps, out, H);
+    auto launch = [&](auto kernel) {
+      kernel<<<static_cast<unsigned>(rows), t4, 0, s>>>(h, delta, bias, w, eps, out, H);
     };
-    if (v == 1) run(residual_rmsnorm_vec_k<1>);
-    else if (v == 2) run(residual_rmsnorm_vec_k<2>);
-    else run(residual_rmsnorm_vec_k<4>);
+    if (v == 1) launch(residual_rmsnorm_vec_k<1>);
+    else if (v == 2) launch(residual_rmsnorm_vec_k<2>);
+    else launch(residual_rmsnorm_vec_k<4>);
     SPENSE_CUDA_CHECK_LAUNCH();
     return;
   }
-  launch(residual_rmsnorm_k, dim3(unsigned(rows)), dim3(threads), 0, s, h, delta, bias, w, eps, out, H);
+  residual_rmsnorm_k<<<static_cast<unsigned>(rows), threads, 0, s>>>(h, delta, bias, w, eps, out, H);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
@@ -1026,8 +993,9 @@ void qkv_rope_cache(QkvView in, const float* bias, const float* q_norm, const fl
   if (rows <= 0) return;
   // One warp per head job, 4 per block, so that a single decode row still spreads over many SMs.
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((NH + 2 * NKV + 3) / 4));
-  launch(kv == KvCache::E4M3 ? qkv_rope_cache_k<true> : qkv_rope_cache_k<false>, grid, dim3(128), 0, s, in, bias,
-         q_norm, k_norm, eps, inv_freq, row_slot, row_pos, int(NH), int(NKV), int(D), q_out, k_cache, v_cache, max_ctx);
+  (kv == KvCache::E4M3 ? qkv_rope_cache_k<true> : qkv_rope_cache_k<false>)<<<grid, 128, 0, s>>>(
+      in, bias, q_norm, k_norm, eps, inv_freq, row_slot, row_pos, int(NH), int(NKV), int(D), q_out, k_cache, v_cache,
+      max_ctx);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
@@ -1071,8 +1039,9 @@ void launch_attn_pipe(const float* q, const void* kc, const void* vc, const int3
     allowed = smem;
   }
   dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  launch(attn_k<D, TC, F8, PIPE>, grid, dim3(kAttnThreads), smem, s, q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx,
-         chunk, splits, 1.f / sqrtf(float(D)), part_o, part_ml, counters, out, rope);
+  attn_k<D, TC, F8, PIPE><<<grid, kAttnThreads, smem, s>>>(q, kc, vc, row_slot, row_pos, NH, NKV, max_ctx, chunk,
+                                                           splits, 1.f / sqrtf(float(D)), part_o, part_ml, counters,
+                                                           out, rope);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 template <int D, bool TC, bool F8>
@@ -1104,9 +1073,9 @@ void launch_attn_f8(const float* q, const void* kc, const void* vc, const int32_
     raised = true;
   }
   dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(NKV), static_cast<unsigned>(rows));
-  launch(attn_f8_k<D>, grid, dim3(kF8Warps * 32), smem, s, q, static_cast<const uint8_t*>(kc),
-         static_cast<const uint8_t*>(vc), row_slot, row_pos, NH, NKV, max_ctx, chunk, splits, 1.f / sqrtf(float(D)),
-         part_o, part_ml, counters, out);
+  attn_f8_k<D><<<grid, kF8Warps * 32, smem, s>>>(q, static_cast<const uint8_t*>(kc), static_cast<const uint8_t*>(vc),
+                                                  row_slot, row_pos, NH, NKV, max_ctx, chunk, splits,
+                                                  1.f / sqrtf(float(D)), part_o, part_ml, counters, out);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
@@ -1167,11 +1136,11 @@ void silu_mul(const bf16_t* gate, int64_t ldg, const bf16_t* up, int64_t ldu, in
     const int64_t per_row = I / 8;  // threads per row
     const int threads = static_cast<int>(std::min<int64_t>(256, (per_row + 31) / 32 * 32));
     const dim3 grid(static_cast<unsigned>((per_row + threads - 1) / threads), static_cast<unsigned>(rows));
-    launch(silu_mul_vec_k, grid, dim3(threads), 0, s, gate, ldg, up, ldu, I, act);
+    silu_mul_vec_k<<<grid, threads, 0, s>>>(gate, ldg, up, ldu, I, act);
     SPENSE_CUDA_CHECK_LAUNCH();
     return;
   }
-  launch(silu_mul_k, dim3(blocks_for(size_t(rows) * I, 256)), dim3(256), 0, s, gate, ldg, up, ldu, rows, I, act);
+  silu_mul_k<<<blocks_for(size_t(rows) * I, 256), 256, 0, s>>>(gate, ldg, up, ldu, rows, I, act);
   SPENSE_CUDA_CHECK_LAUNCH();
 }
 
