@@ -117,13 +117,14 @@ elif [[ $PART == ss2 ]]; then
   step decode "$(lim 90)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_h100_32b_ss2.csv"
   show decode 40
 elif [[ $PART == fix ]]; then
+  tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o 'H[0-9]*' | head -1 | tr H h)
   linear_tests 110
   step shape13 "$(lim 70)" "${g[@]}" --m 1,16,32,64 --formats 2:4-gemv,spense-out-gemv --small-m-kernel tensor-cores \
-    --small-m-tc-shape 13 --csv "$OUT/gemm_h100_32b_fix_shape13.csv"
-  step lib "$(lim 70)" "${g[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out --csv "$OUT/gemm_h100_32b_fix_lib.csv"
-  for f in shape13 lib; do python3 tools/device/gemm_csv_table.py "$OUT/gemm_h100_32b_fix_$f.csv"; done
-  python3 tools/device/gemm_fit.py "$OUT/gemm_h100_32b_fix_shape13.csv" "$OUT/gemm_h100_32b_fix_lib.csv"
-  step decode "$(lim 100)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_h100_32b_fix.csv"
+    --small-m-tc-shape 13 --csv "$OUT/gemm_${tag}_32b_fix_shape13.csv"
+  step lib "$(lim 70)" "${g[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out --csv "$OUT/gemm_${tag}_32b_fix_lib.csv"
+  for f in shape13 lib; do python3 tools/device/gemm_csv_table.py "$OUT/gemm_${tag}_32b_fix_$f.csv"; done
+  python3 tools/device/gemm_fit.py "$OUT/gemm_${tag}_32b_fix_shape13.csv" "$OUT/gemm_${tag}_32b_fix_lib.csv"
+  step decode "$(lim 100)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_${tag}_32b_fix.csv"
   show decode 40
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
