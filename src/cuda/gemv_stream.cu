@@ -234,7 +234,7 @@ __device__ __forceinline__ void stream_store(const Weights& w, const TcUnit& t, 
       dst[mt][h] = rok[mt][h] && w.row_map ? int64_t(w.row_map[s]) : s;
       rs[mt][h] = rok[mt][h] && w.scales ? w.scales[s] : 1.f;  // (v * 1.f == v: the same values)
     }
-  float xs[NT][2];  // (the scales hold the padded tile's tokens; clamped all the same)
+  float xs[NT][2];  // (clamped: only m_total scales need exist; a clamped one is never stored)
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
