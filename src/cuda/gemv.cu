@@ -344,7 +344,7 @@ bool tc_e4m3_tokens(const Weights& w, int shape) {
 }
 
 bool tc_streamed(const Weights& w, int shape, int64_t m) {
-  return shape >= kTcFirstStreamShape && tc_device().wgmma && !w.axis_in && m >= 1 && m <= kStreamMaxM;
+  return shape >= kTcFirstStreamShape && tc_e4m3_tokens(w, shape) && !w.axis_in && m >= 1 && m <= kStreamMaxM;
 }
 
 int64_t tc_stream_tokens(int64_t m) { return m <= 8 ? 8 : m <= 16 ? 16 : m <= 32 ? 32 : 64; }
@@ -384,12 +384,8 @@ void gemv(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int6
     if (!(w.tensor_cores && tc_e4m3_tokens(w, w.tc_shape) && tc_eligible(w) && w.x_scales && aligned))
       throw Error("gemv: E4M3 tokens need an E4M3-token block shape on an FP8 layer where wgmma runs, "
                   "x_scales, and 16-byte aligned token rows", 1);
-    if (tc_streamed(w, w.tc_shape, m)) detail::launch_stream_m(w, x, ldx, m, y, ldy, s);  // x chunk-major (tc_stream_tokens)
+    if (tc_streamed(w, w.tc_shape, m)) detail::launch_stream_m(w, x, m, y, ldy, s);  // x chunk-major (tc_stream_tokens)
     else launch_tc(w, x, ldx, m, y, ldy, s);
-    return;
-  }
-  if (w.tensor_cores && !w.fp8 && tc_streamed(w, w.tc_shape, m) && tc_eligible(w) && aligned) {
-    detail::launch_stream_m(w, x, ldx, m, y, ldy, s);  // BF16 tokens as they are
     return;
   }
   if (w.tensor_cores && tc_eligible(w) && aligned) {

@@ -62,11 +62,10 @@ struct Weights {
 // Block shapes of the tensor-core path per token-tile size (gemv_tc.cuh, gemv_stream.cu), timed
 // by make_gemv_linear: 0-3 with mma.sync, 4-5 with Hopper's warpgroup MMAs (wgmma; only where
 // tc_wgmma_ok(), elsewhere they run as shape 0), 6-9 warpgroups multiplying E4M3 weights by E4M3
-// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed shapes
-// (tc_streamed: persistent blocks fed by the TMA, their wgmmas reading the weights from shared
-// memory; E4M3 weights on E4M3 tokens, or BF16 weights on BF16 tokens; 12 is the same kernel as
-// 11 and only runs when forced, 13 has 8 slots (one block per SM); elsewhere 10 runs as 7 or 5,
-// 11-13 as 6 or 4).
+// tokens (tc_e4m3_tokens; elsewhere they run as shapes 4-5), 10-13 the streamed E4M3-token
+// shapes (tc_streamed: persistent blocks fed by the TMA, their wgmmas reading the weights from
+// shared memory; 12 is the same kernel as 11 and only runs when forced, 13 has 8 slots (one
+// block per SM); elsewhere 10 runs as 7 or 5, 11-13 as 6 or 4).
 inline constexpr int kTcShapes = 14;
 inline constexpr int kTcFirstWgmmaShape = 4;
 inline constexpr int kTcFirstE4m3Shape = 6;
@@ -78,11 +77,10 @@ bool tc_wgmma_ok();
 // the wgmma shapes available. The caller then quantizes x per token and sets
 // Weights::e4m3_tokens and x_scales.
 bool tc_e4m3_tokens(const Weights& w, int shape);
-// Whether block shape `shape` can run streamed for w at M = m: a streamed shape where wgmma
-// runs, axis out, 1 <= m <= kStreamMaxM; callers on FP8 layers also need E4M3 tokens. The
-// caller passes a workspace of tc_stream_workspace_bytes (Weights::stream_ws), and on FP8
-// layers quantizes x chunk-major for tc_stream_tokens(m) rows (quantize_rows_e4m3's chunk_rows);
-// BF16 layers take x as it is (16-byte aligned, ldx a multiple of 8).
+// Whether block shape `shape` runs streamed for w at M = m: a streamed shape, E4M3 tokens
+// (tc_e4m3_tokens), axis out, 1 <= m <= kStreamMaxM. The caller then quantizes x chunk-major
+// for tc_stream_tokens(m) rows (quantize_rows_e4m3's chunk_rows) and passes a workspace of
+// tc_stream_workspace_bytes (Weights::stream_ws).
 bool tc_streamed(const Weights& w, int shape, int64_t m);
 int64_t tc_stream_tokens(int64_t m);
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m);

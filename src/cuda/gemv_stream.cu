@@ -1,5 +1,4 @@
-// The small-M kernel's streamed shapes (gemv.h: tc_streamed), in their own unit: E4M3 weights
-// and tokens, or BF16 weights and tokens.
+// The small-M kernel's streamed E4M3-token shapes (gemv.h: tc_streamed), in their own unit.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,7 +10,7 @@
 namespace spense::cuda::gemv {
 namespace {
 
-// ---- Streamed shapes (10-13): persistent blocks, TMA tiles, stream-K over the stages ----
+// ---- Streamed E4M3 shapes (10-13): persistent blocks, TMA tiles, stream-K over the stages ----
 // Nsight Compute put our E4M3-token shapes at 62-65% of the DRAM peak on gate_up at M = 16 and
 // cuSPARSELt's 2:4 kernel at 70% (docs/perf.md); copy-only pipelines over the same bytes
 // (tools/device/stream_pattern.cu) reached 85% of the read reference only with persistent
@@ -21,12 +20,9 @@ namespace {
 // so that ldmatrix reads them without bank conflicts: 16-byte chunk c of row r lands at
 // chunk c ^ (r % 8)), its metadata one more box, and its tokens one bulk copy (the quantize
 // kernel writes them chunk-major, so a stage's token columns are contiguous and land in the
-// core-matrix layout wgmma's descriptor reads). BF16 layers stream the same way (a stage: 128
-// bytes of each row, i.e. 128 2:4 or 64 dense columns), their BF16 tokens read straight from x by
-// TMA boxes of 64 columns, swizzled as the weights are, which wgmma's B descriptor reads like A's;
-// no quantization, no re-layout. The layer's units (row blocks, 2:4 first) are
-// laid end to end as one sequence of stages (an E4M3 2:4 stage of 256 columns and a dense one of
-// 128 hold the same 128 bytes per row); each block takes an equal run of it. Its pipeline runs on
+// core-matrix layout wgmma's descriptor reads). The layer's units (row blocks, 2:4 first) are
+// laid end to end as one sequence of stages (a 2:4 stage of 256 columns and a dense one of 128
+// hold the same 128 bytes per row); each block takes an equal run of it. Its pipeline runs on
 // across unit boundaries; a unit wholly inside one run is written directly, a unit cut between
 // runs is summed in a workspace (fp32 atomics) and written by the block that adds its last
 // stages, which zeroes the tile and the counter again (graph replays find them zeroed).
@@ -109,32 +105,27 @@ __device__ __forceinline__ void tma_2d(uint32_t dst, const CUtensorMap* map, int
 #endif
 }
 
-// The tensor maps of a layer: 2:4 values (ns rows of k/2 elements), their metadata (ns rows of
-// k/8 bytes) and the dense rows (nd rows of k elements, ld dense_ld), boxes of kBM rows; BF16
-// layers also the tokens (m rows of k BF16, ld ldx; boxes of 64 columns and kTok rows, the rows
-// past m landing as zeros).
+// The three tensor maps of a layer: 2:4 values (ns rows of k/2 bytes), their metadata (ns rows of
+// k/8 bytes) and the dense rows (nd rows of k bytes, ld dense_ld); boxes of kBM rows.
 struct StreamMaps {
-  CUtensorMap values, meta, dense, tokens;
+  CUtensorMap values, meta, dense;
 };
 
-// MT 64-row tiles per consumer warpgroup, WGS consumer warpgroups, NT 8-token tiles, S slots;
-// Q: E4M3 weights and tokens, else BF16 ones.
-// A stage: the weight box (kBM rows x 128 bytes, swizzled), the tokens (256 bytes per token for
-// a 2:4 stage: E4M3, 16 chunks of 16 bytes, chunk-major; BF16, two swizzled boxes of 64 columns;
-// a dense stage uses half) and the metadata box (kBM rows x 32 bytes for E4M3, 16 for BF16).
-// Each part starts on 1024 bytes (the swizzle's period).
+// MT 64-row tiles per consumer warpgroup, WGS consumer warpgroups, NT 8-token tiles, S slots.
+// A stage: the weight box (kBM rows x 128 bytes, swizzled), the tokens (a 2:4 stage's 256
+// columns = 16 chunks of 16 bytes per token, chunk-major; a dense stage uses half) and the
+// metadata box (kBM rows x 32 bytes). Each part starts on 1024 bytes (the swizzle's period).
 // The consumers' wgmmas read the weights straight from the swizzled box (a shared-memory
 // descriptor, no ldmatrix) and stay in flight while the next stage is awaited: a slot is freed
 // one stage later, once the wgmmas that read it are done. (A consumer that loaded them into
 // registers by ldmatrix first and waited for each stage's wgmmas ran at the same speed on an
 // H100, for 64- and 128-row blocks: the consumer does not bound these shapes; docs/perf.md.)
-template <int MT, int WGS, int NT, int S, bool Q = true>
+template <int MT, int WGS, int NT, int S>
 struct StreamCfg {
-  using Tc = TcCfg<MT, NT, 4 * WGS, 2, Q, true, false, Q>;  // the compute and epilogue layout
-  static constexpr bool kQ = Q;
+  using Tc = TcCfg<MT, NT, 4 * WGS, 2, true, true, false, true>;  // the E4M3-token compute and epilogue layout
   static constexpr int kBM = Tc::kBM, kTok = Tc::kTok, kStages = S;
   static constexpr int kConsumers = 128 * WGS, kThreads = kConsumers + 32;
-  static constexpr int kA = kBM * 128, kXSparse = 256 * kTok, kXDense = 128 * kTok, kMeta = kBM * Tc::kMetaBytes;
+  static constexpr int kA = kBM * 128, kXSparse = 16 * kTok * 16, kXDense = 8 * kTok * 16, kMeta = kBM * 32;
   static constexpr int kStage = kA + kXSparse + kMeta;
   static constexpr int kSmem = S * kStage + 1024;  // + the alignment of the dynamic memory to 1024
   // Blocks per SM that the shared memory allows (228 KB per SM, 1 KB reserved per block), for the
@@ -142,9 +133,9 @@ struct StreamCfg {
   // than 128 registers, or its wgmmas are serialized).
   static constexpr int kMinBlocks = 3 * (kSmem + 2048) <= 228 * 1024 ? 3 : 2;
   static_assert(kBM <= 256, "a TMA box has at most 256 rows");
-  static_assert(Tc::kFP8 == Q && Tc::kQ == Q && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == (Q ? 256 : 128) &&
-                    Tc::kDenseCols == Tc::kSparseCols / 2 && Tc::kAChunks > 0,
-                "E4M3 weights and tokens or BF16 ones, axis out; a stage holds 128 bytes of each row");
+  static_assert(Tc::kFP8 && Tc::kQ && !Tc::kIN && Tc::kStages == 2 && Tc::kSparseCols == 256 && Tc::kDenseCols == 128 &&
+                    Tc::kAChunks > 0,
+                "E4M3 weights and tokens, axis out; 2:4 stages of 256 columns, dense ones of 128");
   static_assert(kA % 1024 == 0 && kXSparse % 1024 == 0 && kMeta % 1024 == 0, "1024-byte aligned parts");
 };
 
@@ -174,11 +165,9 @@ struct StreamPos {
   __device__ __forceinline__ bool sparse(const StreamGeom& g) const { return rb < g.sparse_blocks; }
 };
 
-// acc += the consumer warpgroup's rows of one landed stage times its tokens: one wgmma per
-// k-step (E4M3: a 2:4 k64 or a dense k32; BF16: a 2:4 k32 or a dense k16; 32 bytes of each row
-// either way) and 64-row tile, A read from the swizzled box by descriptor; issued and committed
-// as one group, not waited for. BF16 tokens: k-step f of a 2:4 stage is bytes 64 (f % 2) .. of
-// the rows of box f / 2, of a dense stage bytes 32 f .. of the one box.
+// acc += the consumer warpgroup's rows of one landed stage times its tokens: one E4M3 wgmma per
+// k-step (a 2:4 k64 or a dense k32: 32 bytes of each row) and 64-row tile, A read from the
+// swizzled box by descriptor; issued and committed as one group, not waited for.
 // fresh: the stage starts a new sum (its first wgmmas overwrite the accumulators).
 template <class C, bool SPARSE>
 __device__ __forceinline__ void stream_issue_ss(const uint8_t* stage, float (&acc)[C::Tc::kMT][C::Tc::kNT][4], bool fresh) {
@@ -194,8 +183,7 @@ __device__ __forceinline__ void stream_issue_ss(const uint8_t* stage, float (&ac
 #pragma unroll
     for (int f = 0; f < KF; ++f)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-        e[f][mt] = C::kQ ? meta_frag_e4m3<T>(M, tc_row0<T>(warp, mt), f) : meta_frag<T>(M, tc_row0<T>(warp, mt), f);
+      for (int mt = 0; mt < MT; ++mt) e[f][mt] = meta_frag_e4m3<T>(M, tc_row0<T>(warp, mt), f);
   }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) wgmma::pin(d[mt]);
@@ -206,16 +194,10 @@ __device__ __forceinline__ void stream_issue_ss(const uint8_t* stage, float (&ac
     for (int mt = 0; mt < MT; ++mt) {
       // this warpgroup's 64-row tile mt, 32 bytes of each row per k-step
       const uint64_t a = wgmma::smem_desc_sw128(ab + ((warp / 4) * MT + mt) * 64 * 128 + f * 32);
+      const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
       const uint32_t scale_d = f > 0 || !fresh;
-      if constexpr (C::kQ) {
-        const uint64_t b = wgmma::smem_desc(xb + f * (SPARSE ? 4 : 2) * kLBO, kLBO, 128);
-        if constexpr (SPARSE) wgmma::Wgmma<N>::sparse_e4m3_ss(d[mt], a, b, e[f][mt], scale_d);
-        else wgmma::Wgmma<N>::dense_e4m3_ss(d[mt], a, b, scale_d);
-      } else {
-        const uint64_t b = wgmma::smem_desc_sw128(xb + (SPARSE ? (f >> 1) * C::kTok * 128 + (f & 1) * 64 : f * 32));
-        if constexpr (SPARSE) wgmma::Wgmma<N>::sparse_ss(d[mt], a, b, e[f][mt], scale_d);
-        else wgmma::Wgmma<N>::dense_ss(d[mt], a, b, scale_d);
-      }
+      if constexpr (SPARSE) wgmma::Wgmma<N>::sparse_e4m3_ss(d[mt], a, b, e[f][mt], scale_d);
+      else wgmma::Wgmma<N>::dense_e4m3_ss(d[mt], a, b, scale_d);
     }
   wgmma::commit();
 #pragma unroll
@@ -228,7 +210,8 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(C::kConsumers) : "memory");
 }
 
-// Writes unit t's tile from the consumer threads' accumulator fragments (wgmma's C layout): y = acc x the token's scale x the row's scale, at the row's place. Every factor is
+// Writes unit t's tile from the consumer threads' accumulator fragments (the E4M3 wgmma C
+// layout): y = acc x the token's scale x the row's scale, at the row's place. Every factor is
 // loaded before the first store, so the stores wait for one round of loads. (The loop this
 // replaces loaded each element's tile value and factors behind a branch, one memory latency per
 // element: the last epilogue of every block, which nothing streams behind, then grew with the
@@ -255,10 +238,7 @@ __device__ __forceinline__ void stream_store(const Weights& w, const TcUnit& t, 
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      if constexpr (T::kQ) xs[j][e] = w.x_scales[min(int64_t(8 * j + 2 * q4 + e), m_total - 1)];
-      else xs[j][e] = 1.f;  // BF16 tokens: no scales
-    }
+    for (int e = 0; e < 2; ++e) xs[j][e] = w.x_scales[min(int64_t(8 * j + 2 * q4 + e), m_total - 1)];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -331,8 +311,7 @@ __device__ __forceinline__ void stream_epilogue(const Weights& w, const StreamGe
   stream_store<C>(w, t, m_total, y, ldy, acc);
 }
 
-// xq: the E4M3 tokens chunk-major for kTok rows (quantize_rows_e4m3's chunk_rows = kTok); BF16
-// layers read theirs through maps.tokens (xq unused).
+// xq: the E4M3 tokens chunk-major for kTok rows (quantize_rows_e4m3's chunk_rows = kTok).
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(const __grid_constant__ StreamMaps maps, Weights w,
                                                                const uint8_t* xq, int64_t m_total, uint16_t* y,
@@ -365,17 +344,11 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
       const int row0 = int((sp ? p.rb : p.rb - g.sparse_blocks) * C::kBM);
       mbar_expect(bar, uint32_t(C::kA + (sp ? C::kMeta + C::kXSparse : C::kXDense)));  // the tokens' bytes too
       tma_2d(st, sp ? &maps.values : &maps.dense, int(p.s * 128), row0, bar);
-      if (sp) tma_2d(st + C::kA + C::kXSparse, &maps.meta, int(p.s * C::Tc::kMetaBytes), row0, bar);
+      if (sp) tma_2d(st + C::kA + C::kXSparse, &maps.meta, int(p.s * 32), row0, bar);
     };
     auto issue_tokens = [&](const StreamPos& p, uint32_t st, uint32_t bar) {
       const int bytes = p.sparse(g) ? C::kXSparse : C::kXDense;
-      if constexpr (C::kQ) {
-        bulk_copy(st + C::kA, xq + p.s * bytes, uint32_t(bytes), bar);
-      } else {  // boxes of 128 bytes (64 columns) of the kTok token rows: two for a 2:4 stage
-        const int c0 = int(p.s * (bytes / C::kTok));  // the stage's first byte column of x
-        tma_2d(st + C::kA, &maps.tokens, c0, 0, bar);
-        if (p.sparse(g)) tma_2d(st + C::kA + C::kTok * 128, &maps.tokens, c0 + 128, 0, bar);
-      }
+      bulk_copy(st + C::kA, xq + p.s * bytes, uint32_t(bytes), bar);
     };
     StreamPos p = cur;
     // The first S stages' weights go out before the wait for the previous kernel (PDL).
@@ -430,13 +403,12 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) gemv_stream_k(cons
 #endif
 }
 
-// Stages hold 128 bytes of each row: 256 2:4 / 128 dense columns of E4M3, half that of BF16.
 StreamGeom stream_geom(const Weights& w, int bm) {
   StreamGeom g;
   g.sparse_blocks = (w.ns + bm - 1) / bm;
   g.row_blocks = g.sparse_blocks + (w.nd + bm - 1) / bm;
-  g.sv = w.k / (w.fp8 ? 256 : 128);
-  g.sd = w.k / (w.fp8 ? 128 : 64);
+  g.sv = w.k / 256;
+  g.sd = w.k / 128;
   g.total = g.sparse_blocks * g.sv + (g.row_blocks - g.sparse_blocks) * g.sd;
   return g;
 }
@@ -479,7 +451,7 @@ size_t stream_ws_bytes(const Weights& w, int bm, int64_t tok) {
 }
 
 template <class C>
-void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+void launch_stream(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
   static const int resident = [] {  // blocks per SM at this shared-memory size
     SPENSE_CUDA_CHECK(cudaFuncSetAttribute(gemv_stream_k<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
     int b = 0;
@@ -492,13 +464,11 @@ void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void
     throw Error("internal: the small-M kernel's streamed shape has no workspace for M=" + std::to_string(m), 1);
   StreamMaps maps;
   std::memset(&maps, 0, sizeof maps);
-  const int64_t eb = C::kQ ? 1 : 2;  // bytes per weight element
   if (w.ns > 0) {
-    maps.values = tensor_map(w.sparse_values, w.k / 2 * eb, w.ns, w.k / 2 * eb, 128, C::kBM, true);
-    maps.meta = tensor_map(w.sparse_meta, w.k / 8, w.ns, w.k / 8, C::Tc::kMetaBytes, C::kBM, false);
+    maps.values = tensor_map(w.sparse_values, w.k / 2, w.ns, w.k / 2, 128, C::kBM, true);
+    maps.meta = tensor_map(w.sparse_meta, w.k / 8, w.ns, w.k / 8, 32, C::kBM, false);
   }
-  if (w.nd > 0) maps.dense = tensor_map(w.dense, w.k * eb, w.nd, w.dense_ld * eb, 128, C::kBM, true);
-  if (!C::kQ) maps.tokens = tensor_map(x, w.k * 2, m, ldx * 2, 128, C::kTok, true);
+  if (w.nd > 0) maps.dense = tensor_map(w.dense, w.k, w.nd, w.dense_ld, 128, C::kBM, true);
   int64_t blocks = std::min<int64_t>(g.total, int64_t(tc_device().sms) * resident);
   if (w.stream_blocks > 0) blocks = std::min<int64_t>(blocks, w.stream_blocks);
   cudaLaunchConfig_t cfg = {};
@@ -509,7 +479,7 @@ void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void
   cudaLaunchAttribute attr[1] = {pdl_launch_attribute()};
   cfg.attrs = attr;
   cfg.numAttrs = w.pdl ? 1 : 0;
-  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_stream_k<C>, maps, w, static_cast<const uint8_t*>(x), m,
+  SPENSE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_stream_k<C>, maps, w, static_cast<const uint8_t*>(xq), m,
                                        static_cast<uint16_t*>(y), ldy, g, w.stream_ws));
 }
 
@@ -519,28 +489,20 @@ void launch_stream(const Weights& w, const void* x, int64_t ldx, int64_t m, void
 // make_gemv_linear does not time it twice); 13: 8 slots, so one block per SM, 6-19% faster
 // than 11 on every Qwen3-32B layer at M = 16 and 64 (fewer concurrent streams, a deeper ring;
 // docs/perf.md). Per token tile of 8 / 16 / 32 / 64 (M <= 64).
-template <int MT, int S, bool Q>
-void launch_stream_shape(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy,
-                         cudaStream_t s) {
-  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S, Q>>(w, x, ldx, m, y, ldy, s);
-  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S, Q>>(w, x, ldx, m, y, ldy, s);
-  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S, Q>>(w, x, ldx, m, y, ldy, s);
-  else launch_stream<StreamCfg<MT, 1, 8, S, Q>>(w, x, ldx, m, y, ldy, s);
-}
 template <int MT, int S>
-void launch_stream_shape(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy,
-                         cudaStream_t s) {
-  if (w.fp8) launch_stream_shape<MT, S, true>(w, x, ldx, m, y, ldy, s);
-  else launch_stream_shape<MT, S, false>(w, x, ldx, m, y, ldy, s);
+void launch_stream_shape(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  if (m <= 8) launch_stream<StreamCfg<MT, 1, 1, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 16) launch_stream<StreamCfg<MT, 1, 2, S>>(w, xq, m, y, ldy, s);
+  else if (m <= 32) launch_stream<StreamCfg<MT, 1, 4, S>>(w, xq, m, y, ldy, s);
+  else launch_stream<StreamCfg<MT, 1, 8, S>>(w, xq, m, y, ldy, s);
 }
 
 }  // namespace
 
-void detail::launch_stream_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy,
-                             cudaStream_t s) {
-  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, x, ldx, m, y, ldy, s);
-  else if (w.tc_shape <= kTcFirstStreamShape + 2) launch_stream_shape<1, 4>(w, x, ldx, m, y, ldy, s);  // 11, 12
-  else launch_stream_shape<1, 8>(w, x, ldx, m, y, ldy, s);
+void detail::launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s) {
+  if (w.tc_shape == kTcFirstStreamShape) launch_stream_shape<2, 3>(w, xq, m, y, ldy, s);
+  else if (w.tc_shape <= kTcFirstStreamShape + 2) launch_stream_shape<1, 4>(w, xq, m, y, ldy, s);  // 11, 12
+  else launch_stream_shape<1, 8>(w, xq, m, y, ldy, s);
 }
 
 size_t tc_stream_workspace_bytes(const Weights& w, int shape, int64_t m) {

@@ -45,10 +45,8 @@ void launch_tc_fp8(int v, const Weights& w, const void* x, int64_t ldx, int64_t 
                    cudaStream_t s);
 void launch_tc_e4m3(int v, const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy,
                     cudaStream_t s);
-// gemv_stream.cu: the streamed shapes (tc_streamed); FP8 layers: x holds the E4M3 tokens
-// chunk-major (ldx unused); BF16 layers: x is the BF16 tokens, ld ldx.
-void launch_stream_m(const Weights& w, const void* x, int64_t ldx, int64_t m, void* y, int64_t ldy,
-                     cudaStream_t s);
+// gemv_stream.cu: the streamed shapes (tc_streamed), xq holding the tokens chunk-major.
+void launch_stream_m(const Weights& w, const void* xq, int64_t m, void* y, int64_t ldy, cudaStream_t s);
 
 }  // namespace detail
 

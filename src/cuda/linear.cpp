@@ -543,7 +543,7 @@ class GemvLinearImpl final : public Linear {
     if (!choice_.count(m)) {
       // No planning, timing or scratch growth (E4M3 tokens) inside a capture.
       const std::vector<Choice> cands = candidates(m);
-      if ((inner_ || cands.size() > 1 || any_e4m3_tokens(cands) || any_streamed(cands, m)) && stream_is_capturing(s))
+      if ((inner_ || cands.size() > 1 || any_e4m3_tokens(cands)) && stream_is_capturing(s))
         layer_error(name(), "no plan for M=" + std::to_string(m) + "; call prepare(M) before capturing a CUDA graph");
       prepare(m);
     }
@@ -565,7 +565,7 @@ class GemvLinearImpl final : public Linear {
       case Path::TENSOR_CORES:
         if (streamed(it->second, m))
           return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) +
-                 " (streamed: persistent blocks, TMA), " + (prec_ == LinearPrecision::FP8 ? "E4M3" : "BF16") + " tokens";
+                 " (streamed: persistent blocks, TMA), E4M3 tokens";
         return "spense small-M kernel, tensor cores, block shape " + std::to_string(it->second.shape) + ", K in " +
                (it->second.slices > 0 ? std::to_string(it->second.slices) : std::string("default")) + " slice(s)" +
                (e4m3_tokens(it->second) ? ", E4M3 tokens" : "");
@@ -644,13 +644,13 @@ class GemvLinearImpl final : public Linear {
       if (opts_.small_m_tc_shape >= 0 && shape != opts_.small_m_tc_shape) continue;
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstWgmmaShape && !gemv::tc_wgmma_ok()) continue;
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstE4m3Shape &&
-               (!opts_.small_m_e4m3_tokens || !gemv::tc_e4m3_tokens(w, shape)) && !streams(shape, m))
-        continue;  // would only repeat shapes 4-5 (BF16 layers: but for the streamed shapes)
+               (!opts_.small_m_e4m3_tokens || !gemv::tc_e4m3_tokens(w, shape)))
+        continue;  // would only repeat shapes 4-5
       else if (opts_.small_m_tc_shape < 0 && shape >= gemv::kTcFirstStreamShape && !gemv::tc_streamed(w, shape, m))
         continue;  // would only repeat shapes 6-7
       else if (opts_.small_m_tc_shape < 0 && shape == gemv::kTcFirstStreamShape + 2)
         continue;  // the same kernel as 11 (gemv.h)
-      else if (streams(shape, m))
+      else if (gemv::tc_streamed(w, shape, m) && opts_.small_m_e4m3_tokens)
         v.push_back({Path::TENSOR_CORES, 1, shape});  // no K split: its blocks share the stages
       else if (opts_.small_m_tc_slices > 0)
         v.push_back({Path::TENSOR_CORES, gemv::tc_effective_slices(w, opts_.small_m_tc_slices), shape});
@@ -685,25 +685,13 @@ class GemvLinearImpl final : public Linear {
       w.x_scales = xs;
       return gemv::gemv(w, xq, k_, m, y, n_, s);
     }
-    if (streamed(c, m)) {  // BF16: the tokens as they are
-      w.stream_ws_bytes = gemv::tc_stream_workspace_bytes(w, c.shape, m);
-      w.stream_ws = ctx_->scratch(Scratch::GEMV_STREAM, w.stream_ws_bytes);
-      w.stream_blocks = opts_.small_m_stream_blocks;
-    }
     gemv::gemv(w, x, k_, m, y, n_, s);
   }
   bool e4m3_tokens(const Choice& c) const {
     return c.path == Path::TENSOR_CORES && opts_.small_m_e4m3_tokens && gemv::tc_e4m3_tokens(weights(), c.shape);
   }
-  // Block shape `shape` runs streamed at M = m: BF16 layers where tc_streamed; FP8 ones also
-  // need E4M3 tokens (LinearOptions::small_m_e4m3_tokens).
-  bool streams(int shape, int64_t m) const {
-    const gemv::Weights w = weights();
-    return gemv::tc_streamed(w, shape, m) && (!w.fp8 || (opts_.small_m_e4m3_tokens && gemv::tc_e4m3_tokens(w, shape)));
-  }
-  bool streamed(const Choice& c, int64_t m) const { return c.path == Path::TENSOR_CORES && streams(c.shape, m); }
-  bool any_streamed(const std::vector<Choice>& cands, int64_t m) const {
-    return std::any_of(cands.begin(), cands.end(), [&](const Choice& c) { return streamed(c, m); });
+  bool streamed(const Choice& c, int64_t m) const {
+    return e4m3_tokens(c) && gemv::tc_streamed(weights(), c.shape, m);
   }
   bool any_e4m3_tokens(const std::vector<Choice>& cands) const {
     return std::any_of(cands.begin(), cands.end(), [&](const Choice& c) { return e4m3_tokens(c); });

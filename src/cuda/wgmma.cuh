@@ -136,24 +136,6 @@ struct Wgmma<8> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "l"(a), "l"(b), "r"(scale_d));
   }
-  // BF16 with A from shared memory too (a: smem_desc_sw128 of the kept 64 x 16 values, 32 bytes
-  // per row, of the k-step; b: K-major, either descriptor), scale_d as above.
-  static __device__ __forceinline__ void sparse_ss(float (&d)[4], uint64_t a, uint64_t b, uint32_t e, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %7, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n8k32.f32.bf16.bf16 "
-        "{%0, %1, %2, %3}, %4, %5, %6, 0, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
-  }
-  static __device__ __forceinline__ void dense_ss(float (&d)[4], uint64_t a, uint64_t b, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %6, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "l"(a), "l"(b), "r"(scale_d));
-  }
 };
 
 template <>
@@ -207,24 +189,6 @@ struct Wgmma<16> {
         "{\n .reg .pred p;\n setp.ne.u32 p, %10, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 "
         "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(a), "l"(b), "r"(scale_d));
-  }
-  // BF16 with A from shared memory too (a: smem_desc_sw128 of the kept 64 x 16 values, 32 bytes
-  // per row, of the k-step; b: K-major, either descriptor), scale_d as above.
-  static __device__ __forceinline__ void sparse_ss(float (&d)[8], uint64_t a, uint64_t b, uint32_t e, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %11, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n16k32.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, %10, 0, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
-  }
-  static __device__ __forceinline__ void dense_ss(float (&d)[8], uint64_t a, uint64_t b, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
         : "l"(a), "l"(b), "r"(scale_d));
   }
@@ -284,24 +248,6 @@ struct Wgmma<32> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "l"(a), "l"(b), "r"(scale_d));
   }
-  // BF16 with A from shared memory too (a: smem_desc_sw128 of the kept 64 x 16 values, 32 bytes
-  // per row, of the k-step; b: K-major, either descriptor), scale_d as above.
-  static __device__ __forceinline__ void sparse_ss(float (&d)[16], uint64_t a, uint64_t b, uint32_t e, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %19, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n32k32.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, %18, 0, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
-  }
-  static __device__ __forceinline__ void dense_ss(float (&d)[16], uint64_t a, uint64_t b, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(a), "l"(b), "r"(scale_d));
-  }
 };
 
 template <>
@@ -358,24 +304,6 @@ struct Wgmma<64> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "l"(a), "l"(b), "r"(scale_d));
   }
-  // BF16 with A from shared memory too (a: smem_desc_sw128 of the kept 64 x 16 values, 32 bytes
-  // per row, of the k-step; b: K-major, either descriptor), scale_d as above.
-  static __device__ __forceinline__ void sparse_ss(float (&d)[32], uint64_t a, uint64_t b, uint32_t e, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %35, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n64k32.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, %34, 0, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(a), "l"(b), "r"(e), "r"(scale_d));
-  }
-  static __device__ __forceinline__ void dense_ss(float (&d)[32], uint64_t a, uint64_t b, uint32_t scale_d) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.u32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(a), "l"(b), "r"(scale_d));
-  }
 };
 
 #else
@@ -413,18 +341,6 @@ struct Wgmma {
   }
   template <int R>
   static __device__ __forceinline__ void dense_e4m3_ss(float (&)[R], uint64_t, uint64_t, uint32_t) {
-#ifdef __CUDA_ARCH__
-    __trap();
-#endif
-  }
-  template <int R>
-  static __device__ __forceinline__ void sparse_ss(float (&)[R], uint64_t, uint64_t, uint32_t, uint32_t) {
-#ifdef __CUDA_ARCH__
-    __trap();
-#endif
-  }
-  template <int R>
-  static __device__ __forceinline__ void dense_ss(float (&)[R], uint64_t, uint64_t, uint32_t) {
 #ifdef __CUDA_ARCH__
     __trap();
 #endif

@@ -336,8 +336,7 @@ TEST_F(CudaLinear, HybridBothAxesAllModes) {
 // weights with the BF16 activations exactly and rounds only the output -- or, on the E4M3-token
 // shapes (6-13 on Hopper; 10-13 streamed up to 64 tokens, the second run checking that the
 // streamed workspace comes back zeroed), with the activations quantized per token, against the
-// reference on those same quantized activations (want_q). BF16 layers run shapes 10-13 streamed
-// too (up to 64 BF16 tokens), against want.
+// reference on those same quantized activations (want_q).
 TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
   struct S { int64_t n, k, tile; std::vector<int64_t> ms; };
   const std::vector<int64_t> many{1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 33, 64, 65, 100};
@@ -381,11 +380,9 @@ TEST_F(CudaLinear, SmallMKernelPathsMatchReference) {
               const bool tc = tc_smem_ok() && sh.k % (p == LinearPrecision::BF16 ? 128 : 256) == 0;
               EXPECT_EQ(L->plan_info(m).find("tensor cores") != std::string::npos, tc) << L->plan_info(m);
               // Shapes 6-13 on E4M3 weights where wgmma runs take E4M3 tokens; nowhere else. Of
-              // those, 10-13 run streamed (persistent blocks, no K split) up to kStreamMaxM tokens,
-              // and so do they on BF16 layers (BF16 tokens).
+              // those, 10-13 run streamed (persistent blocks, no K split) up to kStreamMaxM tokens.
               const bool q = tc && p == LinearPrecision::FP8 && kk.shape >= gemv::kTcFirstE4m3Shape && gemv::tc_wgmma_ok();
-              const bool streamed = (q || (tc && p == LinearPrecision::BF16 && gemv::tc_wgmma_ok())) &&
-                                    kk.shape >= gemv::kTcFirstStreamShape && m <= gemv::kStreamMaxM;
+              const bool streamed = q && kk.shape >= gemv::kTcFirstStreamShape && m <= gemv::kStreamMaxM;
               if (kk.slices > 0 && tc && !streamed) {
                 EXPECT_NE(L->plan_info(m).find(std::to_string(kk.slices) + " slice"), std::string::npos) << L->plan_info(m);
               }
@@ -730,56 +727,6 @@ TEST_F(CudaLinear, SmallMKernelE4m3TokensInsideGraphs) {
         EXPECT_EQ(plan.find("E4M3 tokens"), std::string::npos) << plan;
       }
     }
-  }
-}
-
-// The streamed shapes on BF16 layers (their BF16 tokens read from x by TMA boxes: no
-// quantization) inside CUDA graphs: a Spense axis=out layer with partial row blocks of both
-// kinds, a 2:4 layer and an all-dense one; each streamed shape forced, its persistent blocks
-// uncapped or capped at 1, 2 and 5 (rings that wrap; units cut between blocks and whole in
-// one); every token tile, with M inside tiles (13, 33); two graph replays (the workspace comes
-// back zeroed) and a replica: against the fp64 reference of the BF16 activations (1e-2, as in
-// PathsMatchReference). k = 2176: 17 2:4 stages and 34 dense ones per row.
-TEST_F(CudaLinear, SmallMKernelBf16StreamedInsideGraphs) {
-  if (!tc_smem_ok() || !gemv::tc_wgmma_ok()) GTEST_SKIP() << "the streamed shapes run on Hopper's wgmma";
-  const int64_t n = 320, k = 2176;
-  for (const char* layout : {"hybrid out", "2:4", "all dense"}) {
-    const std::string lay = layout;
-    GemvLayout gl;
-    gl.all_dense = lay == "all dense";
-    gl.tile = 32;
-    std::vector<uint8_t> rmap(static_cast<size_t>(n), 0);
-    if (lay == "hybrid out") {
-      gl.dense_tiles = {1, 6, 9};  // 96 dense rows, 224 2:4 ones: partial 64-row blocks of both
-      for (int32_t t : gl.dense_tiles) std::fill_n(rmap.begin() + t * 32, 32, uint8_t(1));
-    }
-    HostWeights w = make_weights(n, k, LinearPrecision::BF16, 57 + lay.size(), !gl.all_dense, rmap);
-    const std::vector<int64_t> ms{1, 8, 13, 16, 32, 33, 64};
-    const auto io = acts_and_refs(ms, w, LinearPrecision::BF16, 800);
-    for (int shape = gemv::kTcFirstStreamShape; shape < gemv::kTcShapes; ++shape)
-      for (int blocks : {0, 1, 2, 5}) {
-        LinearOptions o;
-        o.name = "gemv-bf16-streamed";
-        o.small_m_kernel = SmallMKernel::TENSOR_CORES;
-        o.small_m_tc_shape = shape;
-        o.small_m_stream_blocks = blocks;
-        auto L = make_gemv_linear(*g_ctx, n, k, LinearPrecision::BF16, w.view(), gl, o);
-        auto trace = [&](const char* who, int64_t m) {
-          return lay + " " + who + " shape " + std::to_string(shape) + " blocks " + std::to_string(blocks) +
-                 " m=" + std::to_string(m);
-        };
-        for (int64_t m : ms) {
-          SCOPED_TRACE(trace("layer", m));
-          EXPECT_LT(rel_err(run_layer(*L, io.at(m).a, m, stream_.get(), true), io.at(m).want), 1e-2) << L->plan_info(m);
-          EXPECT_NE(L->plan_info(m).find("streamed"), std::string::npos) << L->plan_info(m);
-          EXPECT_NE(L->plan_info(m).find("BF16 tokens"), std::string::npos) << L->plan_info(m);
-        }
-        auto R = L->replicate();
-        for (int64_t m : ms) {
-          SCOPED_TRACE(trace("replica", m));
-          EXPECT_LT(rel_err(run_layer(*R, io.at(m).a, m, stream_.get(), true), io.at(m).want), 1e-2) << R->plan_info(m);
-        }
-      }
   }
 }
 

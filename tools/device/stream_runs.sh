@@ -28,18 +28,13 @@
 #   PART=ncu
 #     shape 11 on 2:4 gate_up and down at M = 16 with its persistent blocks capped at 132, 264 and
 #     none; Nsight Compute's full set on 2:4 gate_up at M = 16 and 64 (text files in $OUT)
-#   PART=bf16 (the streamed shapes on BF16 layers)
-#     the small-M kernel tests (SmallMKernelBf16StreamedInsideGraphs among them); shape 13 forced
-#     on every Qwen3-32B layer, BF16, M = 1, 16, 32, 64 (2:4 and Spense), the libraries and our
-#     kernel's AUTO at the same M, with the fits; BF16 decode --compare at batch 1, 16, 64 (BF16
-#     cache, auto back end, --verbose); the engine tests
 #   PART=fix (15dcc00: the cut units' fix-up loads the whole tile at once)
 #     the small-M kernel tests; shape 13 forced on every Qwen3-32B layer at M = 1, 16, 32, 64
 #     (2:4 and Spense) and the libraries (dense, 2:4, Spense-out) at the same M, with the fits of
 #     time against bytes (the intercept was 7.8 / 9.8 / 15.0 / 26.6 us at M = 1 / 16 / 32 / 64);
 #     FP8 decode --compare at batch 1, 16, 64 (auto back end, --verbose); the engine tests
 # From the repository root on the GPU machine, with .devdeps carried:
-#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu|fix|bf16] bash tools/device/stream_runs.sh
+#   [DEADLINE=S] [PART=first|tiled|ab|ss|ss2|ncu|fix] bash tools/device/stream_runs.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PART=${PART:-first}
@@ -131,21 +126,6 @@ elif [[ $PART == fix ]]; then
   python3 tools/device/gemm_fit.py "$OUT/gemm_${tag}_32b_fix_shape13.csv" "$OUT/gemm_${tag}_32b_fix_lib.csv"
   step decode "$(lim 100)" "${d[@]}" --batch 1,16,64 --verbose --csv "$OUT/decode_${tag}_32b_fix.csv"
   show decode 40
-  step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
-  fails tests_engine 20
-elif [[ $PART == bf16 ]]; then
-  tag=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -o 'H[0-9]*' | head -1 | tr H h)
-  linear_tests 150
-  gb=(./build-gpu/spense_bench_gemm --models qwen3-32b --dtypes bf16 --d 0.25)
-  step bshape13 "$(lim 70)" "${gb[@]}" --m 1,16,32,64 --formats 2:4-gemv,spense-out-gemv --small-m-kernel tensor-cores \
-    --small-m-tc-shape 13 --csv "$OUT/gemm_${tag}_32b_bf16_shape13.csv"
-  step blib "$(lim 90)" "${gb[@]}" --m 1,16,32,64 --formats dense,2:4,spense-out,2:4-gemv,spense-out-gemv \
-    --csv "$OUT/gemm_${tag}_32b_bf16_stream.csv"
-  for f in shape13 stream; do python3 tools/device/gemm_csv_table.py "$OUT/gemm_${tag}_32b_bf16_$f.csv"; done
-  python3 tools/device/gemm_fit.py "$OUT/gemm_${tag}_32b_bf16_shape13.csv" "$OUT/gemm_${tag}_32b_bf16_stream.csv"
-  step bdecode "$(lim 120)" ./build-gpu/spense_gpu bench-decode --synthetic qwen3-32b --backend auto --axis out --steps 32 \
-    --formats dense,spense --dtype bf16 --kv-cache bf16 --batch 1,16,64 --verbose --csv "$OUT/decode_${tag}_32b_bf16_stream.csv"
-  show bdecode 40
   step tests_engine "$(lim 120)" ./build-gpu/test_cuda_engine
   fails tests_engine 20
 elif [[ $PART == ncu ]]; then
