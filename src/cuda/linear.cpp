@@ -101,6 +101,25 @@ DeviceBuffer copy_device(const DeviceBuffer& b) { return device_upload(b.get(), 
 
 size_t round16(size_t b) { return (b + 15) / 16 * 16; }
 
+// FP8 library layers (cuBLASLt dense, cuSPARSELt 2:4) over `rows` GEMM rows (m, or its bucket):
+// the scratch they take, and their forward: x quantized per token, the fp32-output GEMM
+// (gemm(xq, acc)), then both scales applied in the epilogue.
+void reserve_fp8_scratch(Context& ctx, int64_t rows, int64_t k, int64_t n) {
+  ctx.reserve_scratch(Scratch::X_Q, round16(rows * k));
+  ctx.reserve_scratch(Scratch::X_SCALE, round16(rows * sizeof(float)));
+  ctx.reserve_scratch(Scratch::ACC, rows * n * sizeof(float));
+}
+template <class Gemm>
+void forward_fp8_library(Context& ctx, const void* x, void* y, int64_t m, int64_t rows, int64_t k, int64_t n,
+                         const float* w_scales, cudaStream_t s, Gemm&& gemm) {
+  auto* xq = static_cast<uint8_t*>(ctx.scratch(Scratch::X_Q, rows * k));
+  auto* xs = static_cast<float*>(ctx.scratch(Scratch::X_SCALE, rows * sizeof(float)));
+  void* acc = ctx.scratch(Scratch::ACC, rows * n * sizeof(float));
+  quantize_rows_e4m3(x, DType::BF16, k, m, rows, k, nullptr, xq, k, xs, s);
+  gemm(xq, acc);
+  scale_epilogue(acc, nullptr, DType::F32, n, m, n, w_scales, xs, nullptr, y, DType::BF16, n, s);
+}
+
 // Guards forward(): plans for m must exist; made here unless a graph is being captured.
 class Prepared {
  public:
@@ -139,11 +158,7 @@ class DenseLinearImpl final : public Linear {
   void prepare(int64_t m) override {
     in_layer(name(), [&] {
       gemm_->prepare(m, w_.get());
-      if (prec_ == LinearPrecision::FP8) {
-        ctx_->reserve_scratch(Scratch::X_Q, round16(m * k_));
-        ctx_->reserve_scratch(Scratch::X_SCALE, round16(m * sizeof(float)));
-        ctx_->reserve_scratch(Scratch::ACC, m * n_ * sizeof(float));
-      }
+      if (prec_ == LinearPrecision::FP8) reserve_fp8_scratch(*ctx_, m, k_, n_);
     });
     prepared_.mark(m);
   }
@@ -156,12 +171,8 @@ class DenseLinearImpl final : public Linear {
       gemm_->run(w_.get(), x, y, m, 0.f, s, 0);
       return;
     }
-    auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, m * k_));
-    auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, m * sizeof(float)));
-    void* acc = ctx_->scratch(Scratch::ACC, m * n_ * sizeof(float));
-    quantize_rows_e4m3(x, DType::BF16, k_, m, m, k_, nullptr, xq, k_, xs, s);
-    gemm_->run(w_.get(), xq, acc, m, 0.f, s, 0);
-    scale_epilogue(acc, nullptr, DType::F32, n_, m, n_, scales_->as<float>(), xs, nullptr, y, DType::BF16, n_, s);
+    forward_fp8_library(*ctx_, x, y, m, m, k_, n_, scales_->as<float>(), s,
+                        [&](const void* xq, void* acc) { gemm_->run(w_.get(), xq, acc, m, 0.f, s, 0); });
   }
 
   int64_t rows_capacity(int64_t m) const override { return m; }
@@ -200,11 +211,7 @@ class SparseLinearImpl final : public Linear {
     const int64_t mp = rows_bucket(m);
     in_layer(name(), [&] {
       core_->prepare(mp, wc_.get());
-      if (prec_ == LinearPrecision::FP8) {
-        ctx_->reserve_scratch(Scratch::X_Q, round16(mp * k_));
-        ctx_->reserve_scratch(Scratch::X_SCALE, round16(mp * sizeof(float)));
-        ctx_->reserve_scratch(Scratch::ACC, mp * n_ * sizeof(float));
-      }
+      if (prec_ == LinearPrecision::FP8) reserve_fp8_scratch(*ctx_, mp, k_, n_);
     });
     prepared_.mark(m);
   }
@@ -218,12 +225,8 @@ class SparseLinearImpl final : public Linear {
       core_->run(wc_.get(), x, y, mp, 0.f, s);
       return;
     }
-    auto* xq = static_cast<uint8_t*>(ctx_->scratch(Scratch::X_Q, mp * k_));
-    auto* xs = static_cast<float*>(ctx_->scratch(Scratch::X_SCALE, mp * sizeof(float)));
-    void* acc = ctx_->scratch(Scratch::ACC, mp * n_ * sizeof(float));
-    quantize_rows_e4m3(x, DType::BF16, k_, m, mp, k_, nullptr, xq, k_, xs, s);
-    core_->run(wc_.get(), xq, acc, mp, 0.f, s);
-    scale_epilogue(acc, nullptr, DType::F32, n_, m, n_, scales_->as<float>(), xs, nullptr, y, DType::BF16, n_, s);
+    forward_fp8_library(*ctx_, x, y, m, mp, k_, n_, scales_->as<float>(), s,
+                        [&](const void* xq, void* acc) { core_->run(wc_.get(), xq, acc, mp, 0.f, s); });
   }
 
   std::unique_ptr<Linear> replicate() const override { return std::make_unique<SparseLinearImpl>(*this); }
@@ -330,9 +333,7 @@ class HybridLinearImpl final : public Linear {
       if (core_) core_->prepare(mp, wc_.get());
       if (dense_) dense_->prepare(m, wd_.get());
       if (fp8) {
-        ctx_->reserve_scratch(Scratch::X_Q, round16(mp * k_));
-        ctx_->reserve_scratch(Scratch::X_SCALE, round16(mp * sizeof(float)));
-        ctx_->reserve_scratch(Scratch::ACC, mp * n_ * ab);
+        reserve_fp8_scratch(*ctx_, mp, k_, n_);
       } else if (axis_ == HybridAxis::OUT) {
         if (!opts_.fold_permutation) ctx_->reserve_scratch(Scratch::ACC, mp * n_ * ab);
       } else {
