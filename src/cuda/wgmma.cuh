@@ -78,6 +78,10 @@ __device__ __forceinline__ void pin(float (&d)[R]) {
 // ones (per warp: rows g, g + 8, bytes 4t.. and 16 + 4t.. of a 32-byte k-step), so ldmatrix
 // loads both; 8-bit sparse metadata covers 64 columns per row, all four threads of a quad
 // supplying 32 bits (gemv_tc.cuh, meta_frag_e4m3).
+// sparse_e4m3_ss / dense_e4m3_ss: the E4M3 ones with A from shared memory too (a: smem_desc_sw128
+// of the kept 64 x 32 bytes of the k-step) and scale_d 0 (d = A B: a new sum starts without the
+// accumulators being zeroed by other instructions, which would make ptxas wait for the wgmmas in
+// flight) or 1 (d += A B).
 template <int N>
 struct Wgmma;
 
@@ -116,9 +120,6 @@ struct Wgmma<8> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
-  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
-  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
-  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
   static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[4], uint64_t a, uint64_t b, uint32_t e,
                                                         uint32_t scale_d) {
     asm volatile(
@@ -172,9 +173,6 @@ struct Wgmma<16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
-  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
-  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
-  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
   static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[8], uint64_t a, uint64_t b, uint32_t e,
                                                         uint32_t scale_d) {
     asm volatile(
@@ -228,9 +226,6 @@ struct Wgmma<32> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
-  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
-  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
-  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
   static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[16], uint64_t a, uint64_t b, uint32_t e,
                                                         uint32_t scale_d) {
     asm volatile(
@@ -284,9 +279,6 @@ struct Wgmma<64> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
   }
-  // The same with A from shared memory (a: smem_desc_sw128 of the kept 64 x 32 bytes of the k-step)
-  // and scale_d 0 (d = A B: a new sum starts without the accumulators being zeroed by other
-  // instructions, which would make ptxas wait for the wgmmas in flight) or 1 (d += A B).
   static __device__ __forceinline__ void sparse_e4m3_ss(float (&d)[32], uint64_t a, uint64_t b, uint32_t e,
                                                         uint32_t scale_d) {
     asm volatile(
